@@ -1,0 +1,381 @@
+package iwarp
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+
+	"github.com/smbdirect/smbdirect/rdma"
+)
+
+type epState uint8
+
+const (
+	stIdle epState = iota
+	stConnecting
+	stConnected
+	stEnding // failed or disconnecting: no new work, loops winding down
+	stClosed
+)
+
+// sqEntry is a posted send work request.
+type sqEntry struct {
+	wr   rdma.SendWR
+	data []byte // source of Send/Write, destination of Read
+	sink uint32 // Read: sink STag (the local region)
+	to   uint64 // Read: sink tagged offset
+	sent int    // bytes put on the wire (Send/Write); bytes placed (Read)
+	done bool
+	err  error
+}
+
+// rqEntry is a posted receive.
+type rqEntry struct {
+	wr  rdma.RecvWR
+	dst []byte
+}
+
+// irqEntry is an inbound RDMA Read Request awaiting its response.
+type irqEntry struct {
+	src      []byte
+	sinkSTag uint32
+	sinkTO   uint64
+	sent     int
+}
+
+type endpoint struct {
+	pd   *pd
+	cfg  rdma.EndpointConfig
+	pcfg *Config
+	log  *slog.Logger
+	cq   *cq
+
+	mu    sync.Mutex
+	state epState
+	conn  net.Conn
+	crc   bool
+	ird   int
+	ord   int
+	info  rdma.ConnInfo
+	err   error
+	done  chan struct{}
+	// closing is set by Disconnect: send what is queued, then FIN.
+	closing bool
+	// txHold keeps a responder from sending before the initiator's first
+	// FPDU arrived (RFC 5044 section 7.1, and the RTR of RFC 6581).
+	txHold bool
+
+	// Send queue ring, indices grow monotonically.
+	sq                   []sqEntry
+	sqHead, sqTx, sqTail uint64
+	orq                  []uint64 // SQ indices of Reads awaiting response, in order
+	sendMSN, readMSN     uint32
+
+	// Receive queue ring.
+	rq             []rqEntry
+	rqHead, rqTail uint64
+
+	// Inbound read requests (IRD-bounded ring).
+	irq              []irqEntry
+	irqHead, irqTail uint64
+
+	// Pending outgoing Terminate.
+	term    *termOut
+	txWake  chan struct{}
+	loops   sync.WaitGroup
+	reaped  chan struct{}
+	started bool
+}
+
+func newEndpoint(d *pd, cfg rdma.EndpointConfig) *endpoint {
+	if cfg.SendQueueDepth <= 0 {
+		cfg.SendQueueDepth = defaultSendQueueDepth
+	}
+	if cfg.RecvQueueDepth <= 0 {
+		cfg.RecvQueueDepth = defaultRecvQueueDepth
+	}
+	return &endpoint{
+		pd:      d,
+		cfg:     cfg,
+		pcfg:    &d.p.cfg,
+		log:     d.p.cfg.Logger,
+		cq:      newCQ(cfg.SendQueueDepth + cfg.RecvQueueDepth),
+		done:    make(chan struct{}),
+		sq:      make([]sqEntry, cfg.SendQueueDepth),
+		rq:      make([]rqEntry, cfg.RecvQueueDepth),
+		txWake:  make(chan struct{}, 1),
+		reaped:  make(chan struct{}),
+		sendMSN: 1,
+		readMSN: 1,
+	}
+}
+
+// localSGE resolves an SGE of this PD to its bytes.
+func (e *endpoint) localSGE(s rdma.SGE, need rdma.Access) ([]byte, *mr, error) {
+	if s.MR == nil {
+		if s.Length != 0 || s.Offset != 0 {
+			return nil, nil, fmt.Errorf("%w: SGE with length but no region", rdma.ErrInvalidArgument)
+		}
+		return nil, nil, nil
+	}
+	m, ok := s.MR.(*mr)
+	if !ok || m.pd != e.pd {
+		return nil, nil, fmt.Errorf("%w: region of another protection domain", rdma.ErrLocalProtection)
+	}
+	if !m.valid.Load() {
+		return nil, nil, fmt.Errorf("%w: region %v is invalidated", rdma.ErrLocalProtection, m.STag())
+	}
+	if m.access&need != need {
+		return nil, nil, fmt.Errorf("%w: region %v lacks %v", rdma.ErrLocalProtection, m.STag(), need)
+	}
+	n := s.Len()
+	if s.Offset < 0 || n < 0 || s.Offset+n > len(m.buf) || n > 1<<31 {
+		return nil, nil, fmt.Errorf("%w: SGE [%d,+%d) outside region of %d bytes", rdma.ErrInvalidArgument, s.Offset, n, len(m.buf))
+	}
+	return m.buf[s.Offset : s.Offset+n], m, nil
+}
+
+func (e *endpoint) PostSend(wr *rdma.SendWR) error {
+	ent := sqEntry{wr: *wr}
+	switch wr.Op {
+	case rdma.OpSend, rdma.OpSendInvalidate, rdma.OpWrite:
+		if wr.File != nil {
+			if wr.File.File == nil || wr.File.Length < 0 || wr.File.Offset < 0 {
+				return fmt.Errorf("%w: bad file range", rdma.ErrInvalidArgument)
+			}
+			break
+		}
+		b, _, err := e.localSGE(wr.Local, 0)
+		if err != nil {
+			return err
+		}
+		ent.data = b
+	case rdma.OpRead:
+		b, m, err := e.localSGE(wr.Local, rdma.AccessLocalWrite)
+		if err != nil {
+			return err
+		}
+		ent.data = b
+		if m != nil {
+			ent.sink = m.stag
+			ent.to = m.addr + uint64(wr.Local.Offset)
+		}
+	case rdma.OpLocalInvalidate:
+	default:
+		return fmt.Errorf("%w: opcode %v on the send queue", rdma.ErrInvalidArgument, wr.Op)
+	}
+	if wr.Solicited && wr.Op != rdma.OpSend && wr.Op != rdma.OpSendInvalidate {
+		return fmt.Errorf("%w: solicited event on %v", rdma.ErrInvalidArgument, wr.Op)
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if err := e.postableLocked(); err != nil {
+		return err
+	}
+	if e.sqTail-e.sqHead == uint64(len(e.sq)) {
+		return rdma.ErrQueueFull
+	}
+	e.sq[e.sqTail%uint64(len(e.sq))] = ent
+	e.sqTail++
+	e.kickTx()
+	return nil
+}
+
+func (e *endpoint) postableLocked() error {
+	switch e.state {
+	case stConnected:
+		if e.closing {
+			return fmt.Errorf("%w: disconnecting", rdma.ErrNotConnected)
+		}
+		return nil
+	case stEnding:
+		if e.err != nil {
+			return fmt.Errorf("%w: %w", rdma.ErrNotConnected, e.err)
+		}
+		return rdma.ErrNotConnected
+	case stClosed:
+		return rdma.ErrClosed
+	}
+	return rdma.ErrNotConnected
+}
+
+func (e *endpoint) PostRecv(wr *rdma.RecvWR) error {
+	b, _, err := e.localSGE(wr.Local, rdma.AccessLocalWrite)
+	if err != nil {
+		return err
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	switch e.state {
+	case stClosed:
+		return rdma.ErrClosed
+	case stEnding:
+		return rdma.ErrNotConnected
+	}
+	if e.rqTail-e.rqHead == uint64(len(e.rq)) {
+		return rdma.ErrQueueFull
+	}
+	e.rq[e.rqTail%uint64(len(e.rq))] = rqEntry{wr: *wr, dst: b}
+	e.rqTail++
+	return nil
+}
+
+func (e *endpoint) Poll(ctx context.Context, wc []rdma.Completion) (int, error) {
+	return e.cq.poll(ctx, wc)
+}
+
+func (e *endpoint) Info() rdma.ConnInfo {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.info
+}
+
+func (e *endpoint) Done() <-chan struct{} { return e.done }
+
+func (e *endpoint) Err() error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.err
+}
+
+func (e *endpoint) kickTx() {
+	select {
+	case e.txWake <- struct{}{}:
+	default:
+	}
+}
+
+// start runs the connection on conn. Called with the handshake done.
+func (e *endpoint) start(conn net.Conn, crc bool, ird, ord int, info rdma.ConnInfo, responder bool) {
+	e.mu.Lock()
+	e.conn = conn
+	e.crc = crc
+	e.ird, e.ord = ird, ord
+	e.irq = make([]irqEntry, ird)
+	e.orq = make([]uint64, 0, ord)
+	e.info = info
+	e.txHold = responder
+	e.state = stConnected
+	e.started = true
+	e.mu.Unlock()
+	e.loops.Add(2)
+	go e.rxLoop()
+	go e.txLoop()
+	go func() {
+		e.loops.Wait()
+		e.flush()
+		close(e.reaped)
+	}()
+	e.log.Debug("iwarp: connected", "local", info.LocalAddr, "remote", info.RemoteAddr, "crc", crc, "ird", ird, "ord", ord)
+}
+
+// end records why the connection ended and tears the socket down. It is
+// idempotent; the first reason wins.
+func (e *endpoint) end(err error) {
+	e.mu.Lock()
+	if e.state == stClosed {
+		e.mu.Unlock()
+		return
+	}
+	if e.err == nil {
+		e.err = err
+	}
+	wasOpen := e.state < stEnding
+	e.state = stEnding
+	conn := e.conn
+	e.mu.Unlock()
+	if wasOpen {
+		close(e.done)
+		if err != nil {
+			e.log.Debug("iwarp: connection ended", "err", err)
+		}
+	}
+	if conn != nil {
+		conn.Close()
+	}
+	e.kickTx()
+}
+
+// flush completes all outstanding work with ErrFlushed (the reason the
+// connection ended stays available from Err). Runs after both loops exit,
+// so nothing else touches the queues or the regions.
+func (e *endpoint) flush() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for ; e.sqHead < e.sqTail; e.sqHead++ {
+		s := &e.sq[e.sqHead%uint64(len(e.sq))]
+		err := s.err
+		if err == nil && !s.done {
+			err = rdma.ErrFlushed
+		}
+		if err != nil {
+			e.cq.push(rdma.Completion{ID: s.wr.ID, Op: s.wr.Op, Err: &rdma.WorkError{Op: s.wr.Op, ID: s.wr.ID, Err: err}})
+		} else if !s.wr.Unsignaled {
+			e.cq.push(rdma.Completion{ID: s.wr.ID, Op: s.wr.Op, Bytes: s.sent})
+		}
+		*s = sqEntry{}
+	}
+	e.sqTx = e.sqHead
+	for ; e.rqHead < e.rqTail; e.rqHead++ {
+		r := &e.rq[e.rqHead%uint64(len(e.rq))]
+		e.cq.push(rdma.Completion{ID: r.wr.ID, Op: rdma.OpRecv, Err: &rdma.WorkError{Op: rdma.OpRecv, ID: r.wr.ID, Err: rdma.ErrFlushed}})
+		*r = rqEntry{}
+	}
+	e.cq.close()
+}
+
+// Disconnect sends what is queued, then closes the stream gracefully and
+// waits for the peer to close too (or ctx to end).
+func (e *endpoint) Disconnect(ctx context.Context) error {
+	e.mu.Lock()
+	if e.state != stConnected {
+		e.mu.Unlock()
+		return e.Close()
+	}
+	e.closing = true
+	e.mu.Unlock()
+	e.kickTx()
+	select {
+	case <-e.done:
+	case <-ctx.Done():
+	}
+	return e.Close()
+}
+
+// Close ends the connection at once. When it returns, the receive loop has
+// stopped: no data is placed into any region anymore, and every posted work
+// request has completed (flushed if need be).
+func (e *endpoint) Close() error {
+	e.mu.Lock()
+	if e.state == stClosed {
+		e.mu.Unlock()
+		return nil
+	}
+	started := e.started
+	e.mu.Unlock()
+	if started {
+		e.end(rdma.ErrClosed)
+		<-e.reaped
+	} else {
+		e.mu.Lock()
+		wasOpen := e.state < stEnding
+		e.state = stEnding
+		e.mu.Unlock()
+		if wasOpen {
+			close(e.done)
+		}
+		e.flush()
+	}
+	e.mu.Lock()
+	e.state = stClosed
+	if e.err == nil {
+		e.err = rdma.ErrClosed
+	}
+	e.mu.Unlock()
+	e.pd.endpointClosed()
+	return nil
+}
+
+var _ rdma.Endpoint = (*endpoint)(nil)

@@ -1,0 +1,115 @@
+package iwarp
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/smbdirect/smbdirect/iwarp/internal/wire"
+	"github.com/smbdirect/smbdirect/rdma"
+)
+
+// sendFile transmits a Send or RDMA Write whose source is a file range.
+// Without CRC the payload goes from the page cache to the socket with
+// sendfile(2) and never enters user memory; with CRC it has to be read
+// (the CRC covers it) into buf, one segment at a time.
+func (e *endpoint) sendFile(conn net.Conn, s *sqEntry, buf []byte) error {
+	fr := s.wr.File
+	var rc syscall.RawConn
+	if !e.crc {
+		sc, ok := conn.(syscall.Conn)
+		if !ok {
+			return fmt.Errorf("%w: sendfile needs a socket", rdma.ErrNotSupported)
+		}
+		var err error
+		if rc, err = sc.SyscallConn(); err != nil {
+			return err
+		}
+	}
+	b := newTxBatch()
+	b.crc = e.crc
+	var msn uint32
+	if s.wr.Op != rdma.OpWrite {
+		e.mu.Lock()
+		msn = e.sendMSN
+		e.sendMSN++
+		e.mu.Unlock()
+	}
+	hdr := func(a []byte, n int, last bool) []byte {
+		switch s.wr.Op {
+		case rdma.OpWrite:
+			return wire.AppendTagged(a, wire.OpWrite, last, uint32(s.wr.RemoteSTag), s.wr.RemoteAddr+uint64(s.sent))
+		default:
+			return wire.AppendUntagged(a, sendOpcode(&s.wr), last, uint32(s.wr.InvalidateSTag), wire.QNSend, msn, uint32(s.sent))
+		}
+	}
+	for first := true; first || s.sent < fr.Length; first = false {
+		n := min(fr.Length-s.sent, e.pcfg.MaxSegment)
+		last := s.sent+n == fr.Length
+		if e.crc {
+			if _, err := io.ReadFull(io.NewSectionReader(fr.File, fr.Offset+int64(s.sent), int64(n)), buf[:n]); err != nil {
+				return fmt.Errorf("%w: %v", errFileShort, err)
+			}
+			b.segment(func(a []byte) []byte { return hdr(a, n, last) }, buf[:n])
+			if err := b.flush(conn); err != nil {
+				return err
+			}
+			s.sent += n
+			continue
+		}
+		// Header now; payload by sendfile; pad with the next header.
+		start := len(b.arena)
+		b.arena = wire.AppendMPALen(b.arena, 0)
+		b.arena = hdr(b.arena, n, last)
+		ulpdu := len(b.arena) - start - wire.MPALenSize + n
+		b.arena[start], b.arena[start+1] = byte(ulpdu>>8), byte(ulpdu)
+		if _, err := conn.Write(b.arena); err != nil {
+			return err
+		}
+		b.reset()
+		if err := sendfileN(rc, fr.File, fr.Offset+int64(s.sent), n); err != nil {
+			return err
+		}
+		b.arena = wire.AppendPad(b.arena, ulpdu)
+		s.sent += n
+	}
+	if len(b.arena) > 0 {
+		_, err := conn.Write(b.arena)
+		return err
+	}
+	return nil
+}
+
+// sendfileN sends exactly n bytes of f at off to the socket behind rc.
+func sendfileN(rc syscall.RawConn, f interface{ Fd() uintptr }, off int64, n int) error {
+	var serr error
+	src := int(f.Fd())
+	err := rc.Write(func(fd uintptr) bool {
+		for n > 0 {
+			k, err := unix.Sendfile(int(fd), src, &off, n)
+			if err == unix.EAGAIN {
+				return false // wait until writable
+			}
+			if err == unix.EINTR {
+				continue
+			}
+			if err != nil {
+				serr = err
+				return true
+			}
+			if k == 0 {
+				serr = errFileShort
+				return true
+			}
+			n -= k
+		}
+		return true
+	})
+	if err != nil {
+		return err
+	}
+	return serr
+}

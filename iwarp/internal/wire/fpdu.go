@@ -1,0 +1,55 @@
+package wire
+
+import (
+	"encoding/binary"
+	"hash/crc32"
+)
+
+// MPA framing constants.
+const (
+	// MPALenSize is the size of the ULPDU length field.
+	MPALenSize = 2
+	// CRCSize is the size of the CRC trailer.
+	CRCSize = 4
+	// MaxULPDU is the largest ULPDU the 16-bit length field can describe.
+	MaxULPDU = 0xffff
+)
+
+// Castagnoli is the CRC32c table MPA uses; hash/crc32 accelerates it in
+// hardware where the CPU can.
+var Castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// PadLen returns the number of pad bytes after a ULPDU of length n.
+func PadLen(n int) int { return (4 - (MPALenSize+n)&3) & 3 }
+
+// FPDULen returns the size on the wire of an FPDU carrying a ULPDU of n
+// bytes.
+func FPDULen(n int, crc bool) int {
+	l := MPALenSize + n + PadLen(n)
+	if crc {
+		l += CRCSize
+	}
+	return l
+}
+
+// AppendMPALen appends the MPA ULPDU length field.
+func AppendMPALen(b []byte, ulpdu int) []byte {
+	return binary.BigEndian.AppendUint16(b, uint16(ulpdu))
+}
+
+// Zero pad bytes.
+var pad [4]byte
+
+// AppendPad appends the pad for a ULPDU of length n.
+func AppendPad(b []byte, n int) []byte { return append(b, pad[:PadLen(n)]...) }
+
+// AppendCRC appends the CRC trailer for a CRC value. The CRC32c digest goes
+// out least significant byte first, as in iSCSI and Linux siw (whose crc32c
+// hash emits little-endian).
+func AppendCRC(b []byte, crc uint32) []byte { return binary.LittleEndian.AppendUint32(b, crc) }
+
+// CRCFromTrailer reads a CRC trailer.
+func CRCFromTrailer(b []byte) uint32 { return binary.LittleEndian.Uint32(b) }
+
+// UpdateCRC extends a running MPA CRC (start with 0) over p.
+func UpdateCRC(crc uint32, p []byte) uint32 { return crc32.Update(crc, Castagnoli, p) }

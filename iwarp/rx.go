@@ -1,0 +1,432 @@
+package iwarp
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"time"
+
+	"github.com/smbdirect/smbdirect/iwarp/internal/wire"
+	"github.com/smbdirect/smbdirect/rdma"
+)
+
+// rxBufSize is the receive buffer: small FPDUs are read many at a time
+// into it; large payloads bypass it and go straight into their region.
+const rxBufSize = 64 << 10
+
+type rxReader struct {
+	conn net.Conn
+	buf  []byte
+	r, w int
+}
+
+// need makes at least n bytes available at buf[r:].
+func (x *rxReader) need(n int) error {
+	if x.w-x.r >= n {
+		return nil
+	}
+	if x.r > 0 {
+		x.w = copy(x.buf, x.buf[x.r:x.w])
+		x.r = 0
+	}
+	for x.w < n {
+		k, err := x.conn.Read(x.buf[x.w:])
+		x.w += k
+		if err != nil {
+			if err == io.EOF && x.w >= n {
+				return nil
+			}
+			return err
+		}
+	}
+	return nil
+}
+
+// readInto fills dst from the buffer, then directly from the socket.
+func (x *rxReader) readInto(dst []byte) error {
+	k := copy(dst, x.buf[x.r:x.w])
+	x.r += k
+	if k == len(dst) {
+		return nil
+	}
+	_, err := io.ReadFull(x.conn, dst[k:])
+	if err == io.EOF {
+		err = io.ErrUnexpectedEOF
+	}
+	return err
+}
+
+// skip discards n bytes.
+func (x *rxReader) skip(n int) error {
+	for n > 0 {
+		if x.r == x.w {
+			if err := x.need(1); err != nil {
+				return err
+			}
+		}
+		k := min(n, x.w-x.r)
+		x.r += k
+		n -= k
+	}
+	return nil
+}
+
+// rxState is the receive side's view of messages in flight.
+type rxState struct {
+	recvMSN  uint32 // next expected Send MSN
+	rreqMSN  uint32 // next expected Read Request MSN
+	cur      *rqEntry
+	curEnt   rqEntry
+	curBytes int
+	curOK    bool // cur is in use
+}
+
+// protoErr is a violation the receiver answers with a Terminate.
+type protoErr struct {
+	layer, typ, code uint8
+	msg              string
+	hdr              []byte // offending ULPDU header, for the Terminate
+	hasDDP           bool
+}
+
+func (p *protoErr) Error() string { return p.msg }
+
+func perr(layer, typ, code uint8, format string, args ...any) *protoErr {
+	return &protoErr{layer: layer, typ: typ, code: code, msg: fmt.Sprintf(format, args...)}
+}
+
+func (e *endpoint) rxLoop() {
+	defer e.loops.Done()
+	x := &rxReader{conn: e.conn, buf: make([]byte, rxBufSize)}
+	st := rxState{recvMSN: 1, rreqMSN: 1}
+	err := e.rxRun(x, &st)
+	var pe *protoErr
+	if errors.As(err, &pe) {
+		e.terminate(x, pe)
+		return
+	}
+	e.mu.Lock()
+	closing := e.closing
+	e.mu.Unlock()
+	switch {
+	case err == errTermReceived:
+		return // end already recorded
+	case errors.Is(err, io.EOF):
+		if closing {
+			e.end(rdma.ErrClosed)
+		} else {
+			e.end(rdma.ErrDisconnected)
+		}
+	case errors.Is(err, net.ErrClosed):
+		e.end(rdma.ErrClosed)
+	default:
+		e.end(fmt.Errorf("%w: %w", rdma.ErrDisconnected, err))
+	}
+}
+
+var errTermReceived = errors.New("terminate received")
+
+// terminate reports a protocol violation to the peer, then waits (bounded)
+// for it to close, discarding whatever else it sends.
+func (e *endpoint) terminate(x *rxReader, pe *protoErr) {
+	te := &TerminateError{Layer: pe.layer, Type: pe.typ, Code: pe.code, Reason: pe.msg}
+	e.log.Warn("iwarp: peer protocol error, terminating", "err", te)
+	t := &termOut{}
+	t.t = wire.Terminate{MSN: 1, Layer: pe.layer, Type: pe.typ, Code: pe.code}
+	if pe.hasDDP && len(pe.hdr) >= 2 {
+		n := copy(t.hdr[2:], pe.hdr[2:])
+		// The terminated header starts with the DDP segment length where
+		// the MPA length stood (RFC 5040 4.8, as Linux siw sends it).
+		t.hdr[0], t.hdr[1] = pe.hdr[0], pe.hdr[1]
+		t.t.Terminated = t.hdr[:2+n]
+		t.t.SegLenValid, t.t.HasDDP = true, true
+	}
+	e.mu.Lock()
+	if e.err == nil {
+		e.err = te
+	}
+	if e.state == stConnected {
+		e.term = t
+	}
+	e.mu.Unlock()
+	e.kickTx()
+	e.conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+	for x.skip(rxBufSize) == nil {
+	}
+	e.end(te)
+}
+
+func (e *endpoint) rxRun(x *rxReader, st *rxState) error {
+	crcOn := e.crc
+	for {
+		if err := x.need(wire.MPALenSize + 2); err != nil {
+			return err
+		}
+		ulpdu := int(x.buf[x.r])<<8 | int(x.buf[x.r+1])
+		ctrl := x.buf[x.r+2]
+		hl := wire.UntaggedLen
+		if ctrl&0x80 != 0 {
+			hl = wire.TaggedLen
+		} else if x.buf[x.r+3]&0x0f == byte(wire.OpReadRequest) {
+			hl = wire.ReadRequestLen
+		}
+		if ulpdu < hl {
+			return perr(wire.LayerDDP, wire.DDPTypeCatastrophic, 0, "ULPDU of %d bytes shorter than its %d-byte header", ulpdu, hl)
+		}
+		if err := x.need(wire.MPALenSize + hl); err != nil {
+			return err
+		}
+		raw := x.buf[x.r : x.r+wire.MPALenSize+hl]
+		h, _, err := wire.ParseHeader(raw[wire.MPALenSize:])
+		if err != nil {
+			var he *wire.HeaderError
+			if errors.As(err, &he) {
+				return &protoErr{layer: he.Layer, typ: he.Type, code: he.Code, msg: he.Msg}
+			}
+			return perr(wire.LayerDDP, wire.DDPTypeCatastrophic, 0, "bad header: %v", err)
+		}
+		var crc uint32
+		if crcOn {
+			crc = wire.UpdateCRC(0, raw)
+		}
+		x.r += len(raw)
+		n := ulpdu - hl
+		e.mu.Lock()
+		if e.txHold {
+			e.txHold = false // the initiator spoke first: we may send now
+			e.kickTx()
+		}
+		e.mu.Unlock()
+
+		var dst []byte
+		var commit func()
+		switch h.Opcode {
+		case wire.OpWrite:
+			dst, err = e.placeWrite(&h, n)
+		case wire.OpReadResponse:
+			dst, commit, err = e.placeReadResponse(&h, n)
+		case wire.OpSend, wire.OpSendInv, wire.OpSendSE, wire.OpSendSEInv:
+			dst, commit, err = e.placeSend(st, &h, n)
+		case wire.OpReadRequest:
+			if n != 0 {
+				err = perr(wire.LayerDDP, wire.DDPTypeUntagged, wire.DDPCodeTooLong, "Read Request with %d bytes of payload", n)
+				break
+			}
+			commit, err = e.readRequest(st, &h)
+		case wire.OpTerminate:
+			return e.recvTerminate(x, n, crcOn, crc, raw)
+		}
+		if err != nil {
+			var pe *protoErr
+			if errors.As(err, &pe) {
+				pe.hdr, pe.hasDDP = raw, true
+			}
+			return err
+		}
+		if err := x.readInto(dst); err != nil {
+			return err
+		}
+		if crcOn {
+			crc = wire.UpdateCRC(crc, dst)
+		}
+		pad := wire.PadLen(ulpdu)
+		tail := pad
+		if crcOn {
+			tail += wire.CRCSize
+		}
+		if err := x.need(tail); err != nil {
+			return err
+		}
+		if crcOn {
+			crc = wire.UpdateCRC(crc, x.buf[x.r:x.r+pad])
+			if got := wire.CRCFromTrailer(x.buf[x.r+pad:]); got != crc {
+				return perr(wire.LayerLLP, 0, wire.LLPCodeCRC, "MPA CRC 0x%08x, computed 0x%08x", got, crc)
+			}
+		}
+		x.r += tail
+		if commit != nil {
+			commit()
+		}
+	}
+}
+
+// placeWrite validates an RDMA Write segment and returns where it goes.
+func (e *endpoint) placeWrite(h *wire.Header, n int) ([]byte, error) {
+	if n == 0 {
+		return nil, nil // zero-length Write (an RTR, say) needs no valid STag
+	}
+	m := e.pd.lookup(h.STag)
+	if m == nil || !m.valid.Load() {
+		return nil, perr(wire.LayerDDP, wire.DDPTypeTagged, wire.DDPCodeTaggedInvalidSTag, "RDMA Write to invalid STag 0x%08x", h.STag)
+	}
+	if m.access&rdma.AccessRemoteWrite == 0 {
+		return nil, perr(wire.LayerRDMAP, wire.RDMAPTypeProtection, wire.RDMAPCodeAccessRights, "RDMA Write to STag 0x%08x without remote write access", h.STag)
+	}
+	off, err := m.span(h.TO, n)
+	if err != nil {
+		code := uint8(wire.DDPCodeTaggedBaseBounds)
+		if err == errTOWrap {
+			code = wire.DDPCodeTaggedTOWrap
+		}
+		return nil, perr(wire.LayerDDP, wire.DDPTypeTagged, code, "RDMA Write of %d bytes at 0x%x: %v of STag 0x%08x", n, h.TO, err, h.STag)
+	}
+	return m.buf[off : off+n], nil
+}
+
+// placeReadResponse matches a Read Response segment to the oldest
+// outstanding Read.
+func (e *endpoint) placeReadResponse(h *wire.Header, n int) ([]byte, func(), error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if len(e.orq) == 0 {
+		return nil, nil, perr(wire.LayerRDMAP, wire.RDMAPTypeRemoteOp, wire.RDMAPCodeOpcode, "RDMA Read Response with no Read outstanding")
+	}
+	idx := e.orq[0]
+	s := &e.sq[idx%uint64(len(e.sq))]
+	if h.STag != s.sink {
+		return nil, nil, perr(wire.LayerDDP, wire.DDPTypeTagged, wire.DDPCodeTaggedInvalidSTag, "Read Response to STag 0x%08x, the Read's sink is 0x%08x", h.STag, s.sink)
+	}
+	if h.TO != s.to+uint64(s.sent) || s.sent+n > len(s.data) {
+		return nil, nil, perr(wire.LayerDDP, wire.DDPTypeTagged, wire.DDPCodeTaggedBaseBounds, "Read Response of %d bytes at 0x%x outside the Read's sink [0x%x,+%d) after %d", n, h.TO, s.to, len(s.data), s.sent)
+	}
+	dst := s.data[s.sent : s.sent+n]
+	last := h.Last
+	return dst, func() {
+		e.mu.Lock()
+		s.sent += n
+		if last {
+			s.done = true
+			e.orq = e.orq[:copy(e.orq, e.orq[1:])]
+			e.completeSQLocked()
+			e.kickTx() // an ORD slot is free
+		}
+		e.mu.Unlock()
+	}, nil
+}
+
+// placeSend places an untagged Send segment into the posted receive.
+func (e *endpoint) placeSend(st *rxState, h *wire.Header, n int) ([]byte, func(), error) {
+	if h.MSN != st.recvMSN {
+		return nil, nil, perr(wire.LayerDDP, wire.DDPTypeUntagged, wire.DDPCodeMSNRange, "Send MSN %d, expected %d", h.MSN, st.recvMSN)
+	}
+	if !st.curOK {
+		if h.MO != 0 {
+			return nil, nil, perr(wire.LayerDDP, wire.DDPTypeUntagged, wire.DDPCodeInvalidMO, "first Send segment at MO %d", h.MO)
+		}
+		e.mu.Lock()
+		if e.rqHead == e.rqTail {
+			e.mu.Unlock()
+			return nil, nil, perr(wire.LayerDDP, wire.DDPTypeUntagged, wire.DDPCodeNoBuffer, "Send MSN %d: no receive buffer posted", h.MSN)
+		}
+		r := &e.rq[e.rqHead%uint64(len(e.rq))]
+		st.curEnt = *r
+		*r = rqEntry{}
+		e.rqHead++
+		e.mu.Unlock()
+		st.curOK, st.curBytes = true, 0
+	} else if int(h.MO) != st.curBytes {
+		return nil, nil, perr(wire.LayerDDP, wire.DDPTypeUntagged, wire.DDPCodeInvalidMO, "Send segment at MO %d, expected %d", h.MO, st.curBytes)
+	}
+	if st.curBytes+n > len(st.curEnt.dst) {
+		id := st.curEnt.wr.ID
+		e.cq.push(rdma.Completion{ID: id, Op: rdma.OpRecv, Err: &rdma.WorkError{Op: rdma.OpRecv, ID: id,
+			Err: fmt.Errorf("%w: message of %d+ bytes, buffer of %d", rdma.ErrLocalLength, st.curBytes+n, len(st.curEnt.dst))}})
+		st.curOK = false
+		return nil, nil, perr(wire.LayerDDP, wire.DDPTypeUntagged, wire.DDPCodeTooLong, "Send of %d+ bytes into a %d-byte receive buffer", st.curBytes+n, len(st.curEnt.dst))
+	}
+	dst := st.curEnt.dst[st.curBytes : st.curBytes+n]
+	h2 := *h
+	return dst, func() {
+		st.curBytes += n
+		if !h2.Last {
+			return
+		}
+		c := rdma.Completion{ID: st.curEnt.wr.ID, Op: rdma.OpRecv, Bytes: st.curBytes,
+			Solicited: h2.Opcode == wire.OpSendSE || h2.Opcode == wire.OpSendSEInv}
+		if h2.Opcode == wire.OpSendInv || h2.Opcode == wire.OpSendSEInv {
+			c.Invalidated, c.InvalidatedSTag = true, rdma.STag(h2.Inv)
+			if m := e.pd.lookup(h2.Inv); m != nil && m.access&(rdma.AccessRemoteRead|rdma.AccessRemoteWrite) != 0 {
+				m.valid.Store(false)
+			} else {
+				c.Err = &rdma.WorkError{Op: rdma.OpRecv, ID: c.ID, Err: fmt.Errorf("%w: peer asked to invalidate STag 0x%08x, which it cannot", rdma.ErrRemoteOperation, h2.Inv)}
+			}
+		}
+		st.curOK = false
+		st.curEnt = rqEntry{}
+		st.recvMSN++
+		e.cq.push(c)
+	}, nil
+}
+
+// readRequest validates an inbound RDMA Read Request and queues its
+// response.
+func (e *endpoint) readRequest(st *rxState, h *wire.Header) (func(), error) {
+	if h.MSN != st.rreqMSN {
+		return nil, perr(wire.LayerDDP, wire.DDPTypeUntagged, wire.DDPCodeMSNRange, "Read Request MSN %d, expected %d", h.MSN, st.rreqMSN)
+	}
+	if h.MO != 0 || !h.Last {
+		return nil, perr(wire.LayerDDP, wire.DDPTypeUntagged, wire.DDPCodeInvalidMO, "Read Request segment at MO %d", h.MO)
+	}
+	var src []byte
+	if h.ReadSize > 0 {
+		m := e.pd.lookup(h.SourceSTag)
+		if m == nil || !m.valid.Load() {
+			return nil, perr(wire.LayerRDMAP, wire.RDMAPTypeProtection, wire.RDMAPCodeInvalidSTag, "RDMA Read from invalid STag 0x%08x", h.SourceSTag)
+		}
+		if m.access&rdma.AccessRemoteRead == 0 {
+			return nil, perr(wire.LayerRDMAP, wire.RDMAPTypeProtection, wire.RDMAPCodeAccessRights, "RDMA Read from STag 0x%08x without remote read access", h.SourceSTag)
+		}
+		off, err := m.span(h.SourceTO, int(h.ReadSize))
+		if err != nil || h.ReadSize > 1<<31 {
+			code := uint8(wire.RDMAPCodeBaseBounds)
+			if err == errTOWrap {
+				code = wire.RDMAPCodeTOWrap
+			}
+			return nil, perr(wire.LayerRDMAP, wire.RDMAPTypeProtection, code, "RDMA Read of %d bytes at 0x%x outside STag 0x%08x", h.ReadSize, h.SourceTO, h.SourceSTag)
+		}
+		src = m.buf[off : off+int(h.ReadSize)]
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.irqTail-e.irqHead >= uint64(len(e.irq)) {
+		return nil, perr(wire.LayerDDP, wire.DDPTypeUntagged, wire.DDPCodeNoBuffer, "Read Request beyond the IRD of %d", len(e.irq))
+	}
+	ent := irqEntry{src: src, sinkSTag: h.SinkSTag, sinkTO: h.SinkTO}
+	return func() {
+		e.mu.Lock()
+		e.irq[e.irqTail%uint64(len(e.irq))] = ent
+		e.irqTail++
+		e.mu.Unlock()
+		st.rreqMSN++
+		e.kickTx()
+	}, nil
+}
+
+// recvTerminate reads the peer's Terminate and ends the connection.
+func (e *endpoint) recvTerminate(x *rxReader, n int, crcOn bool, crc uint32, raw []byte) error {
+	body := n
+	if body > 256 {
+		body = 256 // keep what we need; the rest is of no use
+	}
+	msg := make([]byte, 0, len(raw)+body)
+	msg = append(msg, raw[wire.MPALenSize:]...)
+	if err := x.need(body); err == nil {
+		msg = append(msg, x.buf[x.r:x.r+body]...)
+	}
+	te := &TerminateError{Received: true, Layer: wire.LayerRDMAP, Type: wire.RDMAPTypeCatastrophic, Code: wire.RDMAPCodeUnspecified}
+	if t, err := wire.ParseTerminate(msg); err == nil {
+		te.Layer, te.Type, te.Code = t.Layer, t.Type, t.Code
+	} else {
+		te.Reason = "unparsable Terminate: " + err.Error()
+	}
+	e.log.Info("iwarp: peer terminated the connection", "err", te)
+	// The oldest outstanding Read learns why; the rest is flushed.
+	e.mu.Lock()
+	if len(e.orq) > 0 {
+		e.sq[e.orq[0]%uint64(len(e.sq))].err = te
+	}
+	e.mu.Unlock()
+	e.end(te)
+	return errTermReceived
+}
