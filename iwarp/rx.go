@@ -82,6 +82,66 @@ type rxState struct {
 	curOK    bool // cur is in use
 }
 
+// rxCommit is what a segment does once its payload is in place and its
+// CRC checked. A value, not a closure: the receive path must not allocate.
+type rxCommit struct {
+	kind uint8 // 0 nothing, 1 read response, 2 send, 3 read request
+	n    int
+	last bool
+	h    wire.Header
+	s    *sqEntry
+	irq  irqEntry
+}
+
+const (
+	commitNone = iota
+	commitReadResp
+	commitSend
+	commitReadReq
+)
+
+func (e *endpoint) commit(st *rxState, c *rxCommit) {
+	switch c.kind {
+	case commitReadResp:
+		e.mu.Lock()
+		c.s.sent += c.n
+		if c.last {
+			c.s.done = true
+			e.orq = e.orq[:copy(e.orq, e.orq[1:])]
+			e.completeSQLocked()
+			e.kickTx() // an ORD slot is free
+		}
+		e.mu.Unlock()
+	case commitSend:
+		st.curBytes += c.n
+		if !c.last {
+			return
+		}
+		h := &c.h
+		wc := rdma.Completion{ID: st.curEnt.wr.ID, Op: rdma.OpRecv, Bytes: st.curBytes,
+			Solicited: h.Opcode == wire.OpSendSE || h.Opcode == wire.OpSendSEInv}
+		if h.Opcode == wire.OpSendInv || h.Opcode == wire.OpSendSEInv {
+			wc.Invalidated, wc.InvalidatedSTag = true, rdma.STag(h.Inv)
+			if m := e.pd.lookup(h.Inv); m != nil && m.access&(rdma.AccessRemoteRead|rdma.AccessRemoteWrite) != 0 {
+				m.valid.Store(false)
+			} else {
+				wc.Err = &rdma.WorkError{Op: rdma.OpRecv, ID: wc.ID, Err: fmt.Errorf("%w: peer asked to invalidate STag 0x%08x, which it cannot", rdma.ErrRemoteOperation, h.Inv)}
+			}
+		}
+		st.curOK = false
+		st.curEnt = rqEntry{}
+		st.recvMSN++
+		e.cq.push(wc)
+	case commitReadReq:
+		e.mu.Lock()
+		e.irq[e.irqTail%uint64(len(e.irq))] = c.irq
+		e.irqTail++
+		e.mu.Unlock()
+		st.rreqMSN++
+		e.kickTx()
+	}
+}
+
 // protoErr is a violation the receiver answers with a Terminate.
 type protoErr struct {
 	layer, typ, code uint8
@@ -200,20 +260,20 @@ func (e *endpoint) rxRun(x *rxReader, st *rxState) error {
 		e.mu.Unlock()
 
 		var dst []byte
-		var commit func()
+		c := rxCommit{n: n, last: h.Last}
 		switch h.Opcode {
 		case wire.OpWrite:
 			dst, err = e.placeWrite(&h, n)
 		case wire.OpReadResponse:
-			dst, commit, err = e.placeReadResponse(&h, n)
+			dst, err = e.placeReadResponse(&h, &c)
 		case wire.OpSend, wire.OpSendInv, wire.OpSendSE, wire.OpSendSEInv:
-			dst, commit, err = e.placeSend(st, &h, n)
+			dst, err = e.placeSend(st, &h, &c)
 		case wire.OpReadRequest:
 			if n != 0 {
 				err = perr(wire.LayerDDP, wire.DDPTypeUntagged, wire.DDPCodeTooLong, "Read Request with %d bytes of payload", n)
 				break
 			}
-			commit, err = e.readRequest(st, &h)
+			err = e.readRequest(st, &h, &c)
 		case wire.OpTerminate:
 			return e.recvTerminate(x, n, crcOn, crc, raw)
 		}
@@ -245,9 +305,7 @@ func (e *endpoint) rxRun(x *rxReader, st *rxState) error {
 			}
 		}
 		x.r += tail
-		if commit != nil {
-			commit()
-		}
+		e.commit(st, &c)
 	}
 }
 
@@ -276,48 +334,38 @@ func (e *endpoint) placeWrite(h *wire.Header, n int) ([]byte, error) {
 
 // placeReadResponse matches a Read Response segment to the oldest
 // outstanding Read.
-func (e *endpoint) placeReadResponse(h *wire.Header, n int) ([]byte, func(), error) {
+func (e *endpoint) placeReadResponse(h *wire.Header, c *rxCommit) ([]byte, error) {
+	n := c.n
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if len(e.orq) == 0 {
-		return nil, nil, perr(wire.LayerRDMAP, wire.RDMAPTypeRemoteOp, wire.RDMAPCodeOpcode, "RDMA Read Response with no Read outstanding")
+		return nil, perr(wire.LayerRDMAP, wire.RDMAPTypeRemoteOp, wire.RDMAPCodeOpcode, "RDMA Read Response with no Read outstanding")
 	}
-	idx := e.orq[0]
-	s := &e.sq[idx%uint64(len(e.sq))]
+	s := &e.sq[e.orq[0]%uint64(len(e.sq))]
 	if h.STag != s.sink {
-		return nil, nil, perr(wire.LayerDDP, wire.DDPTypeTagged, wire.DDPCodeTaggedInvalidSTag, "Read Response to STag 0x%08x, the Read's sink is 0x%08x", h.STag, s.sink)
+		return nil, perr(wire.LayerDDP, wire.DDPTypeTagged, wire.DDPCodeTaggedInvalidSTag, "Read Response to STag 0x%08x, the Read's sink is 0x%08x", h.STag, s.sink)
 	}
 	if h.TO != s.to+uint64(s.sent) || s.sent+n > len(s.data) {
-		return nil, nil, perr(wire.LayerDDP, wire.DDPTypeTagged, wire.DDPCodeTaggedBaseBounds, "Read Response of %d bytes at 0x%x outside the Read's sink [0x%x,+%d) after %d", n, h.TO, s.to, len(s.data), s.sent)
+		return nil, perr(wire.LayerDDP, wire.DDPTypeTagged, wire.DDPCodeTaggedBaseBounds, "Read Response of %d bytes at 0x%x outside the Read's sink [0x%x,+%d) after %d", n, h.TO, s.to, len(s.data), s.sent)
 	}
-	dst := s.data[s.sent : s.sent+n]
-	last := h.Last
-	return dst, func() {
-		e.mu.Lock()
-		s.sent += n
-		if last {
-			s.done = true
-			e.orq = e.orq[:copy(e.orq, e.orq[1:])]
-			e.completeSQLocked()
-			e.kickTx() // an ORD slot is free
-		}
-		e.mu.Unlock()
-	}, nil
+	c.kind, c.s = commitReadResp, s
+	return s.data[s.sent : s.sent+n], nil
 }
 
 // placeSend places an untagged Send segment into the posted receive.
-func (e *endpoint) placeSend(st *rxState, h *wire.Header, n int) ([]byte, func(), error) {
+func (e *endpoint) placeSend(st *rxState, h *wire.Header, c *rxCommit) ([]byte, error) {
+	n := c.n
 	if h.MSN != st.recvMSN {
-		return nil, nil, perr(wire.LayerDDP, wire.DDPTypeUntagged, wire.DDPCodeMSNRange, "Send MSN %d, expected %d", h.MSN, st.recvMSN)
+		return nil, perr(wire.LayerDDP, wire.DDPTypeUntagged, wire.DDPCodeMSNRange, "Send MSN %d, expected %d", h.MSN, st.recvMSN)
 	}
 	if !st.curOK {
 		if h.MO != 0 {
-			return nil, nil, perr(wire.LayerDDP, wire.DDPTypeUntagged, wire.DDPCodeInvalidMO, "first Send segment at MO %d", h.MO)
+			return nil, perr(wire.LayerDDP, wire.DDPTypeUntagged, wire.DDPCodeInvalidMO, "first Send segment at MO %d", h.MO)
 		}
 		e.mu.Lock()
 		if e.rqHead == e.rqTail {
 			e.mu.Unlock()
-			return nil, nil, perr(wire.LayerDDP, wire.DDPTypeUntagged, wire.DDPCodeNoBuffer, "Send MSN %d: no receive buffer posted", h.MSN)
+			return nil, perr(wire.LayerDDP, wire.DDPTypeUntagged, wire.DDPCodeNoBuffer, "Send MSN %d: no receive buffer posted", h.MSN)
 		}
 		r := &e.rq[e.rqHead%uint64(len(e.rq))]
 		st.curEnt = *r
@@ -326,56 +374,36 @@ func (e *endpoint) placeSend(st *rxState, h *wire.Header, n int) ([]byte, func()
 		e.mu.Unlock()
 		st.curOK, st.curBytes = true, 0
 	} else if int(h.MO) != st.curBytes {
-		return nil, nil, perr(wire.LayerDDP, wire.DDPTypeUntagged, wire.DDPCodeInvalidMO, "Send segment at MO %d, expected %d", h.MO, st.curBytes)
+		return nil, perr(wire.LayerDDP, wire.DDPTypeUntagged, wire.DDPCodeInvalidMO, "Send segment at MO %d, expected %d", h.MO, st.curBytes)
 	}
 	if st.curBytes+n > len(st.curEnt.dst) {
 		id := st.curEnt.wr.ID
 		e.cq.push(rdma.Completion{ID: id, Op: rdma.OpRecv, Err: &rdma.WorkError{Op: rdma.OpRecv, ID: id,
 			Err: fmt.Errorf("%w: message of %d+ bytes, buffer of %d", rdma.ErrLocalLength, st.curBytes+n, len(st.curEnt.dst))}})
 		st.curOK = false
-		return nil, nil, perr(wire.LayerDDP, wire.DDPTypeUntagged, wire.DDPCodeTooLong, "Send of %d+ bytes into a %d-byte receive buffer", st.curBytes+n, len(st.curEnt.dst))
+		return nil, perr(wire.LayerDDP, wire.DDPTypeUntagged, wire.DDPCodeTooLong, "Send of %d+ bytes into a %d-byte receive buffer", st.curBytes+n, len(st.curEnt.dst))
 	}
-	dst := st.curEnt.dst[st.curBytes : st.curBytes+n]
-	h2 := *h
-	return dst, func() {
-		st.curBytes += n
-		if !h2.Last {
-			return
-		}
-		c := rdma.Completion{ID: st.curEnt.wr.ID, Op: rdma.OpRecv, Bytes: st.curBytes,
-			Solicited: h2.Opcode == wire.OpSendSE || h2.Opcode == wire.OpSendSEInv}
-		if h2.Opcode == wire.OpSendInv || h2.Opcode == wire.OpSendSEInv {
-			c.Invalidated, c.InvalidatedSTag = true, rdma.STag(h2.Inv)
-			if m := e.pd.lookup(h2.Inv); m != nil && m.access&(rdma.AccessRemoteRead|rdma.AccessRemoteWrite) != 0 {
-				m.valid.Store(false)
-			} else {
-				c.Err = &rdma.WorkError{Op: rdma.OpRecv, ID: c.ID, Err: fmt.Errorf("%w: peer asked to invalidate STag 0x%08x, which it cannot", rdma.ErrRemoteOperation, h2.Inv)}
-			}
-		}
-		st.curOK = false
-		st.curEnt = rqEntry{}
-		st.recvMSN++
-		e.cq.push(c)
-	}, nil
+	c.kind, c.h = commitSend, *h
+	return st.curEnt.dst[st.curBytes : st.curBytes+n], nil
 }
 
 // readRequest validates an inbound RDMA Read Request and queues its
 // response.
-func (e *endpoint) readRequest(st *rxState, h *wire.Header) (func(), error) {
+func (e *endpoint) readRequest(st *rxState, h *wire.Header, c *rxCommit) error {
 	if h.MSN != st.rreqMSN {
-		return nil, perr(wire.LayerDDP, wire.DDPTypeUntagged, wire.DDPCodeMSNRange, "Read Request MSN %d, expected %d", h.MSN, st.rreqMSN)
+		return perr(wire.LayerDDP, wire.DDPTypeUntagged, wire.DDPCodeMSNRange, "Read Request MSN %d, expected %d", h.MSN, st.rreqMSN)
 	}
 	if h.MO != 0 || !h.Last {
-		return nil, perr(wire.LayerDDP, wire.DDPTypeUntagged, wire.DDPCodeInvalidMO, "Read Request segment at MO %d", h.MO)
+		return perr(wire.LayerDDP, wire.DDPTypeUntagged, wire.DDPCodeInvalidMO, "Read Request segment at MO %d", h.MO)
 	}
 	var src []byte
 	if h.ReadSize > 0 {
 		m := e.pd.lookup(h.SourceSTag)
 		if m == nil || !m.valid.Load() {
-			return nil, perr(wire.LayerRDMAP, wire.RDMAPTypeProtection, wire.RDMAPCodeInvalidSTag, "RDMA Read from invalid STag 0x%08x", h.SourceSTag)
+			return perr(wire.LayerRDMAP, wire.RDMAPTypeProtection, wire.RDMAPCodeInvalidSTag, "RDMA Read from invalid STag 0x%08x", h.SourceSTag)
 		}
 		if m.access&rdma.AccessRemoteRead == 0 {
-			return nil, perr(wire.LayerRDMAP, wire.RDMAPTypeProtection, wire.RDMAPCodeAccessRights, "RDMA Read from STag 0x%08x without remote read access", h.SourceSTag)
+			return perr(wire.LayerRDMAP, wire.RDMAPTypeProtection, wire.RDMAPCodeAccessRights, "RDMA Read from STag 0x%08x without remote read access", h.SourceSTag)
 		}
 		off, err := m.span(h.SourceTO, int(h.ReadSize))
 		if err != nil || h.ReadSize > 1<<31 {
@@ -383,24 +411,17 @@ func (e *endpoint) readRequest(st *rxState, h *wire.Header) (func(), error) {
 			if err == errTOWrap {
 				code = wire.RDMAPCodeTOWrap
 			}
-			return nil, perr(wire.LayerRDMAP, wire.RDMAPTypeProtection, code, "RDMA Read of %d bytes at 0x%x outside STag 0x%08x", h.ReadSize, h.SourceTO, h.SourceSTag)
+			return perr(wire.LayerRDMAP, wire.RDMAPTypeProtection, code, "RDMA Read of %d bytes at 0x%x outside STag 0x%08x", h.ReadSize, h.SourceTO, h.SourceSTag)
 		}
 		src = m.buf[off : off+int(h.ReadSize)]
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.irqTail-e.irqHead >= uint64(len(e.irq)) {
-		return nil, perr(wire.LayerDDP, wire.DDPTypeUntagged, wire.DDPCodeNoBuffer, "Read Request beyond the IRD of %d", len(e.irq))
+		return perr(wire.LayerDDP, wire.DDPTypeUntagged, wire.DDPCodeNoBuffer, "Read Request beyond the IRD of %d", len(e.irq))
 	}
-	ent := irqEntry{src: src, sinkSTag: h.SinkSTag, sinkTO: h.SinkTO}
-	return func() {
-		e.mu.Lock()
-		e.irq[e.irqTail%uint64(len(e.irq))] = ent
-		e.irqTail++
-		e.mu.Unlock()
-		st.rreqMSN++
-		e.kickTx()
-	}, nil
+	c.kind, c.irq = commitReadReq, irqEntry{src: src, sinkSTag: h.SinkSTag, sinkTO: h.SinkTO}
+	return nil
 }
 
 // recvTerminate reads the peer's Terminate and ends the connection.
