@@ -154,7 +154,11 @@ func (e *endpoint) txLoop() {
 				fileBuf = make([]byte, e.pcfg.MaxSegment)
 			}
 			if err := e.sendFile(conn, fileEnt, fileBuf); err != nil {
-				e.end(fmt.Errorf("iwarp: send from file: %w", err))
+				err = fmt.Errorf("iwarp: send from file: %w", err)
+				e.mu.Lock()
+				fileEnt.err = err // the request learns why, the rest is flushed
+				e.mu.Unlock()
+				e.end(err)
 				return
 			}
 		}
