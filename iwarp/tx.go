@@ -138,7 +138,7 @@ func (e *endpoint) txLoop() {
 			<-e.done
 			return
 		}
-		if idle {
+		if idle && !doneReads && !doneSends {
 			select {
 			case <-e.txWake:
 			case <-e.done:
