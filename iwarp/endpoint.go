@@ -81,6 +81,12 @@ type endpoint struct {
 	irq              []irqEntry
 	irqHead, irqTail uint64
 
+	// Transmit state: the batch being written, who writes it, and the
+	// non-blocking writer of the inline path.
+	txb    *txBatch
+	txBusy bool
+	raw    *rawWriter
+
 	// Pending outgoing Terminate.
 	term    *termOut
 	txWake  chan struct{}
@@ -177,9 +183,12 @@ func (e *endpoint) PostSend(wr *rdma.SendWR) error {
 	if e.sqTail-e.sqHead == uint64(len(e.sq)) {
 		return rdma.ErrQueueFull
 	}
-	e.sq[e.sqTail%uint64(len(e.sq))] = ent
+	s := &e.sq[e.sqTail%uint64(len(e.sq))]
+	*s = ent
 	e.sqTail++
-	e.kickTx()
+	if !e.tryInlineLocked(s) {
+		e.kickTx()
+	}
 	return nil
 }
 
@@ -256,6 +265,9 @@ func (e *endpoint) start(conn net.Conn, crc bool, ird, ord int, info rdma.ConnIn
 	e.irq = make([]irqEntry, ird)
 	e.orq = make([]uint64, 0, ord)
 	e.info = info
+	e.txb = newTxBatch()
+	e.txb.crc = crc
+	e.raw = newRawWriter(conn)
 	e.txHold = responder
 	e.state = stConnected
 	e.started = true

@@ -27,7 +27,9 @@ type termOut struct {
 }
 
 // txBatch gathers FPDUs for one writev without allocating: headers and
-// trailers go to the arena, payloads are referenced in place.
+// trailers go to the arena, payloads are referenced in place. It belongs to
+// whoever set endpoint.txBusy. The send-queue entries whose last segment is
+// in the batch, [sqFrom, sqTo), complete once it is written.
 type txBatch struct {
 	iov      [][]byte
 	bufs     net.Buffers
@@ -35,6 +37,8 @@ type txBatch struct {
 	runStart int
 	bytes    int
 	crc      bool
+	sqFrom   uint64
+	sqTo     uint64
 }
 
 func newTxBatch() *txBatch {
@@ -47,14 +51,18 @@ func (b *txBatch) reset() {
 	b.arena = b.arena[:0]
 	b.runStart = 0
 	b.bytes = 0
+	b.sqFrom, b.sqTo = 0, 0
 }
+
+// empty reports whether nothing is waiting to be written.
+func (b *txBatch) empty() bool { return len(b.iov) == 0 && b.runStart == len(b.arena) }
 
 func (b *txBatch) full() bool {
 	return len(b.iov)+3 > txMaxIov || len(b.arena)+segOverhead > txArena || b.bytes >= txMaxBytes
 }
 
-// segment appends one FPDU: hdr must be the DDP/RDMAP header (already
-// appended by fn to the arena), payload is referenced.
+// segment appends one FPDU: appendHdr appends the DDP/RDMAP header to the
+// arena, the payload is referenced.
 func (b *txBatch) segment(appendHdr func([]byte) []byte, payload []byte) {
 	start := len(b.arena)
 	b.arena = wire.AppendMPALen(b.arena, 0) // patched below
@@ -83,29 +91,62 @@ func (b *txBatch) segment(appendHdr func([]byte) []byte, payload []byte) {
 	b.bytes += len(payload) + len(b.arena) - start
 }
 
-func (b *txBatch) flush(c net.Conn) error {
+// seal closes the open run of arena bytes into an iovec.
+func (b *txBatch) seal() {
 	if b.runStart < len(b.arena) {
 		b.iov = append(b.iov, b.arena[b.runStart:])
 		b.runStart = len(b.arena)
 	}
-	if len(b.iov) == 0 {
-		return nil
+}
+
+// consume drops n written bytes from the front of the iovecs.
+func (b *txBatch) consume(n int) {
+	i := 0
+	for i < len(b.iov) && n >= len(b.iov[i]) {
+		n -= len(b.iov[i])
+		i++
 	}
-	b.bufs = b.iov
-	_, err := b.bufs.WriteTo(c)
-	b.reset()
+	if i < len(b.iov) {
+		b.iov[i] = b.iov[i][n:]
+	}
+	k := copy(b.iov, b.iov[i:])
+	clear(b.iov[k:])
+	b.iov = b.iov[:k]
+}
+
+// flush writes the whole batch (blocking) and resets it.
+func (b *txBatch) flush(c net.Conn) error {
+	b.seal()
+	var err error
+	if len(b.iov) > 0 {
+		b.bufs = b.iov
+		_, err = b.bufs.WriteTo(c)
+	}
+	b.iov = b.iov[:0]
+	b.arena = b.arena[:0]
+	b.runStart, b.bytes = 0, 0
 	return err
 }
 
-// txLoop is the only goroutine writing to the socket, so FPDUs of one
-// message are never split by another's (the ordering DDP requires).
+// txLoop writes what the send path queued. Only the holder of txBusy (this
+// loop, or PostSend on its inline fast path) touches the socket, so FPDUs of
+// one message are never split by another's (the ordering DDP requires).
 func (e *endpoint) txLoop() {
 	defer e.loops.Done()
-	b := newTxBatch()
-	b.crc = e.crc
+	b := e.txb
 	var fileBuf []byte
 	for {
 		e.mu.Lock()
+		if e.txBusy {
+			// PostSend is writing inline; it kicks us when done.
+			e.mu.Unlock()
+			select {
+			case <-e.txWake:
+			case <-e.done:
+				return
+			}
+			continue
+		}
 		if e.term != nil {
 			t := e.term
 			e.term = nil
@@ -118,15 +159,17 @@ func (e *endpoint) txLoop() {
 			e.mu.Unlock()
 			return
 		}
-		var doneReads, doneSends bool
 		var fileEnt *sqEntry
-		if !e.txHold {
-			doneReads = e.buildResponses(b)
-			fileEnt, doneSends = e.buildSends(b)
+		if !e.txHold && b.empty() {
+			e.buildResponses(b)
+			fileEnt = e.buildSends(b)
 		}
-		idle := len(b.iov) == 0 && b.runStart == len(b.arena) && fileEnt == nil
+		idle := b.empty() && fileEnt == nil && b.sqFrom == b.sqTo
 		finish := idle && e.closing && e.sqTx == e.sqTail && e.irqHead == e.irqTail
 		conn := e.conn
+		if !idle {
+			e.txBusy = true
+		}
 		e.mu.Unlock()
 
 		if finish {
@@ -138,45 +181,101 @@ func (e *endpoint) txLoop() {
 			<-e.done
 			return
 		}
-		if idle && !doneReads && !doneSends {
+		if idle {
 			select {
 			case <-e.txWake:
 			case <-e.done:
 			}
 			continue
 		}
-		if err := b.flush(conn); err != nil {
-			e.end(fmt.Errorf("iwarp: send: %w", err))
-			return
-		}
-		if fileEnt != nil {
+		err := b.flush(conn)
+		if err == nil && fileEnt != nil {
 			if fileBuf == nil && e.crc {
 				fileBuf = make([]byte, e.pcfg.MaxSegment)
 			}
-			if err := e.sendFile(conn, fileEnt, fileBuf); err != nil {
+			if err = e.sendFile(conn, fileEnt, fileBuf); err != nil {
 				err = fmt.Errorf("iwarp: send from file: %w", err)
 				e.mu.Lock()
 				fileEnt.err = err // the request learns why, the rest is flushed
 				e.mu.Unlock()
-				e.end(err)
-				return
 			}
 		}
-		if doneReads || doneSends || fileEnt != nil {
-			e.mu.Lock()
+		e.mu.Lock()
+		e.txBusy = false
+		if err == nil {
+			e.txDoneLocked(b)
 			if fileEnt != nil {
 				fileEnt.done = true
+				e.completeSQLocked()
 			}
-			e.completeSQLocked()
-			e.mu.Unlock()
+		}
+		e.mu.Unlock()
+		if err != nil {
+			e.end(fmt.Errorf("iwarp: send: %w", err))
+			return
 		}
 	}
 }
 
+// txDoneLocked marks the send-queue entries of a written batch done and
+// delivers their completions. Only now may the caller reuse the buffers.
+func (e *endpoint) txDoneLocked(b *txBatch) {
+	for i := b.sqFrom; i < b.sqTo; i++ {
+		s := &e.sq[i%uint64(len(e.sq))]
+		if s.wr.Op != rdma.OpRead {
+			s.done = true
+		}
+	}
+	b.sqFrom, b.sqTo = 0, 0
+	e.completeSQLocked()
+}
+
+// inlineMax is the largest message PostSend writes itself.
+const inlineMax = 16 << 10
+
+// tryInlineLocked writes the request just posted from the caller's
+// goroutine when the transmit path is idle: for small messages this saves
+// a goroutine hand-off per message, which is most of the latency. The
+// write is non-blocking; what the socket does not take goes to txLoop.
+// Called with e.mu held; returns with it held.
+func (e *endpoint) tryInlineLocked(s *sqEntry) bool {
+	if e.txBusy || e.txHold || e.term != nil || e.closing || e.raw == nil ||
+		e.irqHead != e.irqTail || e.sqTx+1 != e.sqTail || !e.txb.empty() ||
+		s.wr.File != nil || len(s.data) > inlineMax {
+		return false
+	}
+	b := e.txb
+	e.buildSends(b)
+	b.seal()
+	if len(b.iov) == 0 {
+		e.txDoneLocked(b) // e.g. a local invalidate
+		return true
+	}
+	e.txBusy = true
+	e.mu.Unlock()
+	n, err := e.raw.writev(b.iov)
+	e.mu.Lock()
+	e.txBusy = false
+	if err != nil {
+		b.iov = b.iov[:0]
+		e.mu.Unlock()
+		e.end(fmt.Errorf("iwarp: send: %w", err))
+		e.mu.Lock()
+		return true
+	}
+	b.consume(n)
+	if len(b.iov) == 0 {
+		b.arena = b.arena[:0]
+		b.runStart, b.bytes = 0, 0
+		e.txDoneLocked(b)
+	}
+	e.kickTx() // the rest, or work posted meanwhile
+	return true
+}
+
 // buildResponses adds RDMA Read Response segments to the batch. Responses
 // are released from the IRD queue only once fully in the batch.
-func (e *endpoint) buildResponses(b *txBatch) bool {
-	any := false
+func (e *endpoint) buildResponses(b *txBatch) {
 	for e.irqHead < e.irqTail && !b.full() {
 		r := &e.irq[e.irqHead%uint64(len(e.irq))]
 		for !b.full() {
@@ -191,29 +290,26 @@ func (e *endpoint) buildResponses(b *txBatch) bool {
 			if last {
 				*r = irqEntry{}
 				e.irqHead++
-				any = true
 				break
 			}
 		}
 	}
-	return any
 }
 
 // buildSends adds send-queue work to the batch, in order. It stops at a
 // file-sourced request (returned, sent by the caller outside the batch)
 // and at a Read beyond the ORD.
-func (e *endpoint) buildSends(b *txBatch) (*sqEntry, bool) {
-	any := false
+func (e *endpoint) buildSends(b *txBatch) *sqEntry {
 	for e.sqTx < e.sqTail && !b.full() {
 		s := &e.sq[e.sqTx%uint64(len(e.sq))]
 		switch s.wr.Op {
 		case rdma.OpSend, rdma.OpSendInvalidate:
 			if s.wr.File != nil {
-				if len(b.iov) > 0 || b.runStart < len(b.arena) {
-					return nil, any // send the batch first
+				if !b.empty() {
+					return nil // send the batch first
 				}
 				e.sqTx++
-				return s, any
+				return s
 			}
 			op := sendOpcode(&s.wr)
 			inv := uint32(s.wr.InvalidateSTag)
@@ -230,17 +326,17 @@ func (e *endpoint) buildSends(b *txBatch) (*sqEntry, bool) {
 					break
 				}
 				if b.full() {
-					return nil, any
+					return nil
 				}
 			}
 			e.sendMSN++
 		case rdma.OpWrite:
 			if s.wr.File != nil {
-				if len(b.iov) > 0 || b.runStart < len(b.arena) {
-					return nil, any
+				if !b.empty() {
+					return nil
 				}
 				e.sqTx++
-				return s, any
+				return s
 			}
 			stag := uint32(s.wr.RemoteSTag)
 			for {
@@ -255,12 +351,12 @@ func (e *endpoint) buildSends(b *txBatch) (*sqEntry, bool) {
 					break
 				}
 				if b.full() {
-					return nil, any
+					return nil
 				}
 			}
 		case rdma.OpRead:
 			if len(e.orq) == e.ord {
-				return nil, any // ORD reached: wait for a response
+				return nil // ORD reached: wait for a response
 			}
 			rr := wire.ReadRequest{MSN: e.readMSN, SinkSTag: s.sink, SinkTO: s.to, Size: uint32(len(s.data)),
 				SourceSTag: uint32(s.wr.RemoteSTag), SourceTO: s.wr.RemoteAddr}
@@ -276,11 +372,13 @@ func (e *endpoint) buildSends(b *txBatch) (*sqEntry, bool) {
 				s.err = fmt.Errorf("%w: local invalidate of unknown STag %v", rdma.ErrLocalProtection, s.wr.InvalidateSTag)
 			}
 		}
-		s.done = true
+		if b.sqFrom == b.sqTo {
+			b.sqFrom = e.sqTx
+		}
 		e.sqTx++
-		any = true
+		b.sqTo = e.sqTx
 	}
-	return nil, any
+	return nil
 }
 
 // completeSQLocked delivers completions in posting order, as verbs do.
@@ -303,9 +401,11 @@ func (e *endpoint) completeSQLocked() {
 // sendTerminate writes a Terminate and half-closes the stream. The receive
 // loop drains the peer until it closes.
 func (e *endpoint) sendTerminate(b *txBatch, conn net.Conn, t *termOut) {
-	b.reset()
-	b.segment(func(a []byte) []byte { return wire.AppendTerminate(a, &t.t) }, nil)
 	conn.SetWriteDeadline(time.Now().Add(time.Second))
+	// Finish an FPDU the inline path left half written, or the peer would
+	// read the Terminate as part of it.
+	b.flush(conn)
+	b.segment(func(a []byte) []byte { return wire.AppendTerminate(a, &t.t) }, nil)
 	b.flush(conn)
 	if tc, ok := conn.(interface{ CloseWrite() error }); ok {
 		tc.CloseWrite()
