@@ -22,15 +22,16 @@ var updateCaptures = flag.Bool("update-captures", false, "write the bytes exchan
 
 const captureDir = "../../iwarp/internal/wire/testdata/captures"
 
-// variant is one capture run: with or without MPA CRC, and rping's data size (-S). 100 bytes is the
-// brief's size and needs no pad in any FPDU; 101 makes the tagged FPDUs carry 3 pad bytes.
+// variant is one capture run: with or without MPA CRC, and rping's data size (-S). 100 bytes needs no pad
+// in any FPDU; 101 makes the tagged FPDUs carry 3 pad bytes; 4000 is more than a TCP segment, so siw
+// cuts its RDMA Read Response and RDMA Write into several DDP segments.
 type variant struct {
 	name string
 	crc  bool
 	size int
 }
 
-var variants = []variant{{"nocrc", false, 100}, {"crc", true, 100}, {"crc-pad101", true, 101}}
+var variants = []variant{{"nocrc", false, 100}, {"crc", true, 100}, {"crc-pad101", true, 101}, {"crc-seg4000", true, 4000}}
 
 // siwResponderGrace is how long to wait after siw's MPA Reply before sending the first FPDU.
 const siwResponderGrace = 200 * time.Millisecond
@@ -110,18 +111,7 @@ rping -c -a %s -p %d -C 1 -S %d -v -V`, HostIP, port, pingSize)})
 	}
 	p.crc = crc
 
-	expect := func(what string, tagged bool, op int) *fpdu {
-		t.Helper()
-		f, err := p.readFPDU()
-		if err != nil {
-			t.Fatalf("%s: %v", what, err)
-		}
-		t.Logf("siw sent %s: %v: % x", what, f, f.Raw)
-		if f.Tagged != tagged || f.Opcode != op || !f.Last {
-			t.Fatalf("%s: got %v", what, f)
-		}
-		return f
-	}
+	expect := func(what string, tagged bool, op int) *fpdu { t.Helper(); return expectFPDU(t, p, what, tagged, op) }
 	send := func(ulpdu []byte) {
 		t.Helper()
 		if err := p.writeFPDU(ulpdu); err != nil {
@@ -141,11 +131,10 @@ rping -c -a %s -p %d -C 1 -S %d -v -V`, HostIP, port, pingSize)})
 	// 2. We read it: RDMA Read Request on queue 1, MSN 1, into our (made-up) sink STag/TO.
 	const sinkSTag, sinkTO = 0x5a5a0001, 0x1000
 	send(untagged(opReadReq, 1, 1, 0, readRequest(sinkSTag, sinkTO, src.Size, src.RKey, src.Addr)))
-	f = expect("RDMA Read Response", true, opReadResp)
-	if f.STag != sinkSTag || f.TO != sinkTO || !bytes.Equal(f.Payload, rpingData(pingSize)) {
-		t.Fatalf("Read Response: %v %q, want STag %x TO %x and rping's data", f, f.Payload, sinkSTag, sinkTO)
+	stag, to, data := expectTagged(t, p, "RDMA Read Response", opReadResp)
+	if stag != sinkSTag || to != sinkTO || !bytes.Equal(data, rpingData(pingSize)) {
+		t.Fatalf("Read Response: STag %x TO %x %q, want STag %x TO %x and rping's data", stag, to, data, sinkSTag, sinkTO)
 	}
-	data := f.Payload
 	// 3. "Go ahead": rping's server sends its never-filled send buffer, 16 zero bytes.
 	send(untagged(opSend, 0, 1, 0, make([]byte, 16)))
 	// 4. The client advertises its sink buffer; we write the data there and say go ahead again.
@@ -239,18 +228,7 @@ wait $pid`, GuestIP, pingSize)})
 	p.rx.Reset()
 	p.crc = crc
 
-	expect := func(what string, tagged bool, op int) *fpdu {
-		t.Helper()
-		f, err := p.readFPDU()
-		if err != nil {
-			t.Fatalf("%s: %v", what, err)
-		}
-		t.Logf("siw sent %s: %v: % x", what, f, f.Raw)
-		if f.Tagged != tagged || f.Opcode != op || !f.Last {
-			t.Fatalf("%s: got %v", what, f)
-		}
-		return f
-	}
+	expect := func(what string, tagged bool, op int) *fpdu { t.Helper(); return expectFPDU(t, p, what, tagged, op) }
 	send := func(ulpdu []byte) {
 		t.Helper()
 		if err := p.writeFPDU(ulpdu); err != nil {
@@ -279,9 +257,8 @@ wait $pid`, GuestIP, pingSize)})
 		t.Fatalf("go ahead: %v", f)
 	}
 	send(untagged(opSend, 0, 2, 0, sink.bytes()))
-	f = expect("RDMA Write", true, opWrite)
-	if f.STag != sink.RKey || f.TO != sink.Addr || !bytes.Equal(f.Payload, data) {
-		t.Fatalf("RDMA Write %v %q, want our sink and our data", f, f.Payload)
+	if stag, to, got := expectTagged(t, p, "RDMA Write", opWrite); stag != sink.RKey || to != sink.Addr || !bytes.Equal(got, data) {
+		t.Fatalf("RDMA Write to %x/%x: %q, want our sink and our data", stag, to, got)
 	}
 	f = expect("Send (go ahead)", false, opSend)
 	if f.QN != 0 || f.MSN != 2 || len(f.Payload) != 16 {
@@ -305,6 +282,43 @@ wait $pid`, GuestIP, pingSize)})
 	}
 	saveCapture(t, "siw-server-stream-"+v.name+".bin", p.rx.Bytes())
 	saveCapture(t, "host-client-stream-"+v.name+".bin", p.tx.Bytes())
+}
+
+// expectFPDU reads one FPDU that must be a whole message (L set) of the given kind.
+func expectFPDU(t *testing.T, p *peer, what string, tagged bool, op int) *fpdu {
+	t.Helper()
+	f, err := p.readFPDU()
+	if err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+	t.Logf("siw sent %s: %v: % x", what, f, f.Raw)
+	if f.Tagged != tagged || f.Opcode != op || !f.Last {
+		t.Fatalf("%s: got %v", what, f)
+	}
+	return f
+}
+
+// expectTagged reads a tagged message in as many DDP segments as siw cut it into: same opcode and STag
+// in each, each TO continuing where the last segment ended, L on the last one only.
+func expectTagged(t *testing.T, p *peer, what string, op int) (stag uint32, to uint64, data []byte) {
+	t.Helper()
+	for i := 0; ; i++ {
+		f, err := p.readFPDU()
+		if err != nil {
+			t.Fatalf("%s, segment %d: %v", what, i, err)
+		}
+		t.Logf("siw sent %s, segment %d: %v", what, i, f)
+		if i == 0 {
+			stag, to = f.STag, f.TO
+		}
+		if !f.Tagged || f.Opcode != op || f.STag != stag || f.TO != to+uint64(len(data)) {
+			t.Fatalf("%s, segment %d: %v after %d bytes to %x/%x", what, i, f, len(data), stag, to)
+		}
+		data = append(data, f.Payload...)
+		if f.Last {
+			return stag, to, data
+		}
+	}
 }
 
 func be32(b []byte) uint32 {

@@ -68,21 +68,27 @@ func TestCaptures(t *testing.T) {
 				}
 				t.Logf("%q flags %04x IRD %04x ORD %04x", f.Key, f.Flags, f.IRD, f.ORD)
 			}
-			for i := 0; ; i++ {
+			// Tagged messages may come in several DDP segments (L clear on all but the last).
+			msg, segs := 0, 0
+			for {
 				f, err := p.readFPDU()
-				if errors.Is(err, io.EOF) && i == len(want.frames) {
+				if errors.Is(err, io.EOF) && msg == len(want.frames) && segs == 0 {
 					break
 				}
 				if err != nil {
-					t.Fatalf("FPDU %d: %v", i, err)
+					t.Fatalf("message %d: %v", msg, err)
 				}
-				t.Logf("%3d bytes, ULPDU %3d, pad %d, CRC field % x: %v", len(f.Raw), f.ULPDULen, f.Pad, f.CRCTrailer, f)
-				if i >= len(want.frames) {
-					t.Fatalf("FPDU %d is one too many", i)
+				t.Logf("%4d bytes, ULPDU %4d, pad %d, CRC field % x: %v", len(f.Raw), f.ULPDULen, f.Pad, f.CRCTrailer, f)
+				if msg >= len(want.frames) {
+					t.Fatalf("message %d is one too many", msg)
 				}
-				w := want.frames[i]
-				if f.Tagged != w.tagged || f.Opcode != w.op || !f.Last || !f.Tagged && (f.MSN != w.msn || f.MO != 0) {
-					t.Errorf("FPDU %d: %v, want %+v", i, f, w)
+				w := want.frames[msg]
+				if f.Tagged != w.tagged || f.Opcode != w.op || !f.Tagged && (!f.Last || f.MSN != w.msn || f.MO != 0) {
+					t.Errorf("message %d: %v, want %+v", msg, f, w)
+				}
+				segs++
+				if f.Last {
+					msg, segs = msg+1, 0
 				}
 			}
 		})
