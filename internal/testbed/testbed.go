@@ -116,10 +116,17 @@ func Require(t testing.TB) {
 	if !Enabled() {
 		t.Skipf("boots the Linux VM: set %s=1 to run (after scripts/testbed/setup.sh)", EnvVar)
 	}
-	if _, _, err := Paths(); err != nil {
-		t.Fatalf("%s is set but the VM cannot run: %v", EnvVar, err)
+	kernel, initrd, err := Paths()
+	if err == nil {
+		_, err = os.Stat(kernel)
 	}
-	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
+	if err == nil {
+		_, err = os.Stat(initrd)
+	}
+	if err == nil {
+		_, err = exec.LookPath("qemu-system-x86_64")
+	}
+	if err != nil {
 		t.Fatalf("%s is set but the VM cannot run: %v", EnvVar, err)
 	}
 }
