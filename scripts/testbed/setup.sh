@@ -3,8 +3,9 @@
 # stderr); internal/testbed parses these lines. Cheap when everything is in place, so callers just run it.
 #   1. installs the host packages by name, only those missing (apt-get update + install);
 #   2. picks the kernel: $SMBDIRECT_KERNEL (default: ../shared/testbed/bzImage next to the repository) if its
-#      sha256 is the one pinned in bzImage.sha256; otherwise builds one with build-kernel.sh into the cache;
-#   3. builds the initramfs into the cache when it is missing or older than mkinitramfs.sh.
+#      sha256 is the one pinned in bzImage.sha256; otherwise builds one with build-kernel.sh into the cache
+#      (once per version of build-kernel.sh + kernel.fragment);
+#   3. builds the initramfs into the cache when it is missing or mkinitramfs.sh or the packages changed.
 # Cache: ${SMBDIRECT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/smbdirect}.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -34,17 +35,23 @@ if [ -f "$kernel" ] && [ "$(sha256sum < "$kernel" | awk '{print $1}')" = "$pinne
 else
   [ -f "$kernel" ] && echo "setup: $kernel does not match the pinned sha256, not using it" >&2
   kernel=$cache/bzImage
-  # A kernel we built is reproducible only up to timestamps, so it is trusted by age, not by hash.
-  if [ ! -s "$kernel" ] || [ "$here/build-kernel.sh" -nt "$kernel" ] || [ "$here/kernel.fragment" -nt "$kernel" ]; then
+  # A kernel we build is reproducible only up to timestamps, so it is keyed by its recipe instead: a stamp
+  # holds the hash of the recipe it was built from (not mtimes, which a fresh clone resets).
+  recipe=$(cat "$here/build-kernel.sh" "$here/kernel.fragment" | sha256sum)
+  if [ ! -s "$kernel" ] || [ "$(cat "$kernel.recipe" 2>/dev/null)" != "$recipe" ]; then
     echo "setup: building the kernel into $kernel (about 10 minutes)" >&2
     "$here/build-kernel.sh" "$kernel"
+    echo "$recipe" > "$kernel.recipe"
   fi
 fi
 
+# The initramfs is rebuilt when mkinitramfs.sh or the host packages it copies from have changed.
 initrd=$cache/initramfs.cpio.gz
-if [ ! -s "$initrd" ] || [ "$here/mkinitramfs.sh" -nt "$initrd" ]; then
+recipe=$( (cat "$here/mkinitramfs.sh"; dpkg-query -W "${pkgs[@]}" 2>/dev/null) | sha256sum)
+if [ ! -s "$initrd" ] || [ "$(cat "$initrd.recipe" 2>/dev/null)" != "$recipe" ]; then
   echo "setup: building the initramfs into $initrd" >&2
   "$here/mkinitramfs.sh" "$initrd"
+  echo "$recipe" > "$initrd.recipe"
 fi
 echo "KERNEL=$kernel"
 echo "INITRD=$initrd"
