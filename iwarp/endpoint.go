@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"time"
 
 	"github.com/smbdirect/smbdirect/rdma"
 )
@@ -64,7 +65,8 @@ type endpoint struct {
 	// closing is set by Disconnect: send what is queued, then FIN.
 	closing bool
 	// txHold keeps a responder from sending before the initiator's first
-	// FPDU arrived (RFC 5044 section 7.1, and the RTR of RFC 6581).
+	// FPDU arrived (RFC 5044 section 7.1, and the RTR of RFC 6581), and an
+	// initiator for Config.FirstSendDelay.
 	txHold bool
 
 	// Send queue ring, indices grow monotonically.
@@ -269,6 +271,17 @@ func (e *endpoint) start(conn net.Conn, crc bool, ird, ord int, info rdma.ConnIn
 	e.txb.crc = crc
 	e.raw = newRawWriter(conn)
 	e.txHold = responder
+	if !responder && e.pcfg.FirstSendDelay > 0 {
+		// See Config.FirstSendDelay: give a siw responder time to attach
+		// its receive path. Data from the responder ends the wait early.
+		e.txHold = true
+		time.AfterFunc(e.pcfg.FirstSendDelay, func() {
+			e.mu.Lock()
+			e.txHold = false
+			e.mu.Unlock()
+			e.kickTx()
+		})
+	}
 	e.state = stConnected
 	e.started = true
 	e.mu.Unlock()

@@ -60,7 +60,8 @@ func (e *endpoint) sendFile(conn net.Conn, s *sqEntry, buf []byte) error {
 			s.sent += n
 			continue
 		}
-		// Header now; payload by sendfile; pad with the next header.
+		// Header now; payload by sendfile; pad and (zero) CRC field with the
+		// next header.
 		start := len(b.arena)
 		b.arena = wire.AppendMPALen(b.arena, 0)
 		b.arena = hdr(b.arena, n, last)
@@ -74,6 +75,7 @@ func (e *endpoint) sendFile(conn net.Conn, s *sqEntry, buf []byte) error {
 			return err
 		}
 		b.arena = wire.AppendPad(b.arena, ulpdu)
+		b.arena = wire.AppendCRC(b.arena, 0) // CRC off: the field is zero
 		s.sent += n
 	}
 	if len(b.arena) > 0 {

@@ -39,12 +39,22 @@ type Config struct {
 	HandshakeTimeout time.Duration
 	// Dialer sets up TCP connections; nil uses a zero net.Dialer.
 	Dialer *net.Dialer
+	// FirstSendDelay holds the initiator's first FPDU back for this long
+	// after the MPA Reply, unless the responder sends first. Linux siw (up
+	// to at least 6.12) sends its MPA Reply before it attaches its receive
+	// path to the socket (siw_accept: siw_send_mpareqrep, then
+	// siw_qp_socket_assoc); an FPDU arriving in between sits unread until
+	// more data comes, which in a request/response protocol is never.
+	// Default 200ms (what the VM tests verified); negative disables it,
+	// which is safe with responders that are not siw, this one included.
+	FirstSendDelay time.Duration
 }
 
 // Defaults.
 const (
 	DefaultMaxSegment       = 65536 - 64
 	DefaultHandshakeTimeout = 10 * time.Second
+	DefaultFirstSendDelay   = 200 * time.Millisecond
 	defaultSendQueueDepth   = 128
 	defaultRecvQueueDepth   = 256
 	defaultORD              = 16
@@ -64,6 +74,9 @@ func (c *Config) withDefaults() Config {
 	}
 	if d.HandshakeTimeout <= 0 {
 		d.HandshakeTimeout = DefaultHandshakeTimeout
+	}
+	if d.FirstSendDelay == 0 {
+		d.FirstSendDelay = DefaultFirstSendDelay
 	}
 	if d.Dialer == nil {
 		d.Dialer = &net.Dialer{}

@@ -291,10 +291,8 @@ func (e *endpoint) rxRun(x *rxReader, st *rxState) error {
 			crc = wire.UpdateCRC(crc, dst)
 		}
 		pad := wire.PadLen(ulpdu)
-		tail := pad
-		if crcOn {
-			tail += wire.CRCSize
-		}
+		// The CRC field is always there; without CRC it is not checked.
+		tail := pad + wire.CRCSize
 		if err := x.need(tail); err != nil {
 			return err
 		}

@@ -86,8 +86,9 @@ func (b *txBatch) segment(appendHdr func([]byte) []byte, payload []byte) {
 	b.arena = wire.AppendPad(b.arena, ulpdu)
 	if b.crc {
 		crc = wire.UpdateCRC(crc, b.arena[p:])
-		b.arena = wire.AppendCRC(b.arena, crc)
 	}
+	// The CRC field is sent even without CRC, as zero (RFC 5044 4.1).
+	b.arena = wire.AppendCRC(b.arena, crc)
 	b.bytes += len(payload) + len(b.arena) - start
 }
 

@@ -12,8 +12,8 @@
 //	+--------+----------------------------+------+-------+
 //
 // len counts the ULPDU only; pad makes len(2)+ULPDU a multiple of 4; the CRC
-// (present when negotiated) covers len, ULPDU and pad; see AppendCRC for its
-// byte order.
+// covers len, ULPDU and pad; see AppendCRC for its byte order. The CRC field
+// is always present: when CRC was not negotiated it is zero and unchecked.
 package wire
 
 import "errors"

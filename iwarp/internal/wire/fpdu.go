@@ -9,7 +9,7 @@ import (
 const (
 	// MPALenSize is the size of the ULPDU length field.
 	MPALenSize = 2
-	// CRCSize is the size of the CRC trailer.
+	// CRCSize is the size of the CRC field, present in every FPDU.
 	CRCSize = 4
 	// MaxULPDU is the largest ULPDU the 16-bit length field can describe.
 	MaxULPDU = 0xffff
@@ -23,14 +23,10 @@ var Castagnoli = crc32.MakeTable(crc32.Castagnoli)
 func PadLen(n int) int { return (4 - (MPALenSize+n)&3) & 3 }
 
 // FPDULen returns the size on the wire of an FPDU carrying a ULPDU of n
-// bytes.
-func FPDULen(n int, crc bool) int {
-	l := MPALenSize + n + PadLen(n)
-	if crc {
-		l += CRCSize
-	}
-	return l
-}
+// bytes. The 4-byte CRC field is always there: without CRC it is sent as
+// zero and not checked (RFC 5044 section 4.1; Linux siw does exactly this,
+// see testdata/captures).
+func FPDULen(n int) int { return MPALenSize + n + PadLen(n) + CRCSize }
 
 // AppendMPALen appends the MPA ULPDU length field.
 func AppendMPALen(b []byte, ulpdu int) []byte {
