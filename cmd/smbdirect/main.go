@@ -65,6 +65,7 @@ type usageError string
 func (e usageError) Error() string { return string(e) }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	ctx = withStreams(ctx, stdout, stderr)
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		printTop(stdout)
 		if len(args) == 0 {
