@@ -1,0 +1,707 @@
+package smbd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/smbdirect/smbdirect/rdma"
+	"github.com/smbdirect/smbdirect/smbd/internal/wire"
+)
+
+// Errors. Connection errors also wrap the rdma error that caused them.
+var (
+	// ErrProtocol: the peer broke an MS-SMBD rule; the connection is ended.
+	ErrProtocol = errors.New("smbd: protocol error")
+	// ErrKeepalive: the peer did not answer a keepalive in time.
+	ErrKeepalive = errors.New("smbd: peer did not answer keepalive")
+	// ErrMessageTooLarge: a message exceeds the negotiated maximum.
+	ErrMessageTooLarge = errors.New("smbd: message too large")
+	// ErrNegotiate: the SMB Direct negotiation failed.
+	ErrNegotiate = errors.New("smbd: negotiation failed")
+	// ErrFraming: bytes written to the stream are not Direct TCP framed
+	// (a zero byte, then a 24-bit big-endian length).
+	ErrFraming = errors.New("smbd: bad Direct TCP framing")
+)
+
+// Info is what a connection negotiated.
+type Info struct {
+	Version           uint16 `json:"version"`
+	SendCredits       int    `json:"send_credits"`
+	PeerCreditTarget  int    `json:"peer_credits_requested"`
+	ReceiveCreditMax  int    `json:"receive_credit_max"`
+	MaxSendSize       int    `json:"max_send_size"`
+	MaxReceiveSize    int    `json:"max_receive_size"`
+	MaxFragmentedSend int    `json:"max_fragmented_send"`
+	MaxFragmentedRecv int    `json:"max_fragmented_recv"`
+	MaxReadWriteSize  int    `json:"max_read_write_size"`
+	KeepaliveInterval string `json:"keepalive_interval"`
+	RDMA              rdma.ConnInfo
+}
+
+// frag is a received fragment waiting for the reader. It keeps its
+// receive buffer until read: that is what bounds memory under a flood.
+type frag struct {
+	slot  int
+	data  []byte
+	first bool // first fragment of a message: total is its length
+	total int
+	hdr   int // Direct TCP header bytes already delivered (stream reads)
+}
+
+// Conn is an SMB Direct connection.
+type Conn struct {
+	cfg   Config
+	log   *slog.Logger
+	pd    rdma.PD
+	ownPD bool
+	ep    rdma.Endpoint
+
+	// Negotiated, fixed after negotiation.
+	maxSend, maxFragSend, maxRW, peerMaxRecv int
+
+	mu     sync.Mutex
+	cond   *sync.Cond
+	err    error // sticky; io.EOF-like end is rdma.ErrDisconnected
+	closed bool
+
+	// Receive side.
+	recvMR     []rdma.MR // one per slot, allocated as the window grows
+	freeRecv   []int     // slots neither posted nor queued
+	posted     int
+	window     int // receives to keep posted; grows while the peer runs low
+	granted    int // credits the peer holds: receives it may fill
+	peerTarget int
+	queue      []frag
+	queued     int
+	reasm      int // bytes still to come of the message being received, -1 none
+	lastRecv   time.Time
+	ackDue     bool
+
+	// Send side.
+	sendMR      rdma.MR
+	freeSend    []int
+	sendCredits int
+	writeMu     sync.Mutex // held by whoever sends data: fragments stay together
+	midMessage  bool
+	wHdr        [4]byte
+	wHdrN       int
+	wLeft       int
+
+	rDeadline, wDeadline time.Time
+	rTimer, wTimer       *time.Timer
+	kaSent               time.Time
+
+	loops sync.WaitGroup
+	done  chan struct{}
+}
+
+const sendSlots = 32
+
+func newConn(cfg Config, pd rdma.PD, ownPD bool) (*Conn, error) {
+	c := &Conn{cfg: cfg, log: cfg.Logger, pd: pd, ownPD: ownPD, reasm: -1, window: cfg.InitialReceives, done: make(chan struct{})}
+	c.cond = sync.NewCond(&c.mu)
+	ep, err := pd.NewEndpoint(rdma.EndpointConfig{SendQueueDepth: sendSlots + 8, RecvQueueDepth: cfg.ReceiveCreditMax + 1})
+	if err != nil {
+		return nil, err
+	}
+	c.ep = ep
+	c.recvMR = make([]rdma.MR, 0, cfg.ReceiveCreditMax+1)
+	// Send buffers: one region, slots of MaxSendSize (the peer may allow
+	// less, never more).
+	c.sendMR, err = pd.RegisterMemory(make([]byte, sendSlots*cfg.MaxSendSize), 0)
+	if err != nil {
+		ep.Close()
+		return nil, err
+	}
+	for i := sendSlots - 1; i >= 0; i-- {
+		c.freeSend = append(c.freeSend, i)
+	}
+	// The first receives: one more than the credits, for the negotiate
+	// message that needs none.
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := c.postRecvLocked(cfg.InitialReceives + 1); err != nil {
+		c.releaseLocked()
+		return nil, err
+	}
+	return c, nil
+}
+
+// postRecvLocked posts receives until n are posted, allocating buffers up
+// to ReceiveCreditMax+1.
+func (c *Conn) postRecvLocked(n int) error {
+	if c.posted < n {
+		// New buffers mean credits to grant: a writer holding its last
+		// credit may now send.
+		defer c.cond.Broadcast()
+	}
+	for c.posted < n {
+		var slot int
+		if k := len(c.freeRecv); k > 0 {
+			slot = c.freeRecv[k-1]
+			c.freeRecv = c.freeRecv[:k-1]
+		} else if len(c.recvMR) < cap(c.recvMR) {
+			m, err := c.pd.RegisterMemory(make([]byte, c.cfg.MaxReceiveSize), rdma.AccessLocalWrite)
+			if err != nil {
+				return err
+			}
+			slot = len(c.recvMR)
+			c.recvMR = append(c.recvMR, m)
+		} else {
+			return nil
+		}
+		if err := c.ep.PostRecv(&rdma.RecvWR{ID: uint64(slot), Local: rdma.SGE{MR: c.recvMR[slot]}}); err != nil {
+			c.freeRecv = append(c.freeRecv, slot)
+			return err
+		}
+		c.posted++
+	}
+	return nil
+}
+
+// replenishLocked reposts receive buffers: as many as the peer asks for
+// (within ReceiveCreditMax), unless unread data is piling up.
+func (c *Conn) replenishLocked() {
+	if c.err != nil || c.queued > c.cfg.MaxQueuedBytes {
+		return
+	}
+	if err := c.postRecvLocked(max(c.window, c.cfg.InitialReceives)); err != nil {
+		c.failLocked(err)
+	}
+}
+
+func (c *Conn) failLocked(err error) {
+	if c.err == nil {
+		c.err = err
+		if !errors.Is(err, rdma.ErrDisconnected) && !errors.Is(err, rdma.ErrClosed) {
+			c.log.Warn("smbd: connection failed", "err", err)
+		}
+	}
+	c.cond.Broadcast()
+}
+
+// fail ends the connection with err: the endpoint is closed (the peer
+// sees the disconnect) and waiters wake up.
+func (c *Conn) fail(err error) {
+	c.mu.Lock()
+	c.failLocked(err)
+	c.mu.Unlock()
+	go c.ep.Close()
+}
+
+// start runs the completion and keepalive loops after negotiation.
+func (c *Conn) start() {
+	c.lastRecv = time.Now()
+	c.loops.Add(2)
+	go c.pollLoop()
+	go c.keepaliveLoop()
+	c.mu.Lock()
+	c.replenishLocked()
+	c.mu.Unlock()
+	c.maybeControl()
+}
+
+func (c *Conn) pollLoop() {
+	defer c.loops.Done()
+	var wc [16]rdma.Completion
+	for {
+		n, err := c.ep.Poll(context.Background(), wc[:])
+		if err != nil {
+			// Closed and drained: every completion has been seen, so no
+			// buffer is in use by the provider anymore.
+			c.mu.Lock()
+			e := c.ep.Err()
+			if e == nil {
+				e = err
+			}
+			c.failLocked(e)
+			c.mu.Unlock()
+			return
+		}
+		for i := range wc[:n] {
+			c.completion(&wc[i])
+		}
+		c.maybeControl()
+	}
+}
+
+func (c *Conn) completion(w *rdma.Completion) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if w.Op != rdma.OpRecv {
+		c.freeSend = append(c.freeSend, int(w.ID))
+		if w.Err != nil && !errors.Is(w.Err, rdma.ErrFlushed) {
+			c.failLocked(w.Err)
+		}
+		c.cond.Broadcast()
+		return
+	}
+	slot := int(w.ID)
+	c.posted--
+	if w.Err != nil {
+		c.freeRecv = append(c.freeRecv, slot)
+		if !errors.Is(w.Err, rdma.ErrFlushed) {
+			c.failLocked(w.Err)
+		}
+		return
+	}
+	if err := c.receiveLocked(slot, c.recvMR[slot].Bytes()[:w.Bytes]); err != nil {
+		c.freeRecv = append(c.freeRecv, slot)
+		c.failLocked(err)
+		go c.ep.Close()
+		return
+	}
+	c.cond.Broadcast()
+}
+
+// receiveLocked applies a received Data Transfer message.
+func (c *Conn) receiveLocked(slot int, msg []byte) error {
+	c.granted--
+	if c.granted < 0 {
+		return fmt.Errorf("%w: peer sent a message without a credit", ErrProtocol)
+	}
+	h, payload, err := wire.ParseDataTransfer(msg)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrProtocol, err)
+	}
+	c.lastRecv = time.Now()
+	c.kaSent = time.Time{}
+	c.sendCredits += int(h.CreditsGranted)
+	if c.sendCredits > 0xffff {
+		return fmt.Errorf("%w: peer granted %d credits in all, more than it can have buffers for", ErrProtocol, c.sendCredits)
+	}
+	c.peerTarget = int(h.CreditsRequested)
+	if h.ResponseRequested() {
+		c.ackDue = true
+	}
+	if h.DataLength == 0 {
+		if c.reasm >= 0 && h.RemainingDataLength != 0 {
+			return fmt.Errorf("%w: empty message claims %d bytes remaining", ErrProtocol, h.RemainingDataLength)
+		}
+		c.freeRecv = append(c.freeRecv, slot)
+		c.replenishLocked()
+		return nil
+	}
+	f := frag{slot: slot, data: payload}
+	if c.reasm < 0 {
+		total := uint64(h.DataLength) + uint64(h.RemainingDataLength)
+		if total > uint64(c.cfg.MaxFragmentedSize) || total > 0xffffff {
+			return fmt.Errorf("%w: %d-byte message, at most %d: %w", ErrProtocol, total, c.cfg.MaxFragmentedSize, ErrMessageTooLarge)
+		}
+		f.first, f.total = true, int(total)
+	} else if uint64(h.DataLength)+uint64(h.RemainingDataLength) != uint64(c.reasm) {
+		return fmt.Errorf("%w: fragment of %d bytes with %d remaining, but %d were due", ErrProtocol, h.DataLength, h.RemainingDataLength, c.reasm)
+	}
+	c.reasm = int(h.RemainingDataLength)
+	if c.reasm == 0 {
+		c.reasm = -1
+	}
+	c.queue = append(c.queue, f)
+	c.queued += len(payload)
+	if c.granted < c.window/4 {
+		// The peer is using its credits faster than we hand them out:
+		// offer more buffers, up to what it asks for and our maximum.
+		c.window = min(2*max(c.window, 1), c.peerTarget, c.cfg.ReceiveCreditMax)
+	}
+	c.replenishLocked()
+	return nil
+}
+
+// maybeControl sends an empty message when the peer needs credits or asked
+// for a response, unless a writer is busy (its next fragment carries the
+// grant) or a message is half sent (an empty message must not slip in
+// between its fragments).
+func (c *Conn) maybeControl() {
+	if !c.writeMu.TryLock() {
+		return
+	}
+	defer c.writeMu.Unlock()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.err != nil || c.midMessage || len(c.freeSend) == 0 || c.sendCredits == 0 {
+		return
+	}
+	grantable := c.posted - c.granted
+	need := c.ackDue || (grantable > 0 && c.granted <= c.posted/2)
+	if !need || (c.sendCredits == 1 && grantable == 0 && !c.ackDue) {
+		return
+	}
+	if err := c.sendLocked(nil, 0, 0); err != nil {
+		c.failLocked(err)
+	}
+}
+
+// sendLocked posts one Data Transfer message. The caller checked that a
+// credit and a send slot are available.
+func (c *Conn) sendLocked(payload []byte, remaining int, flags uint16) error {
+	slot := c.freeSend[len(c.freeSend)-1]
+	c.freeSend = c.freeSend[:len(c.freeSend)-1]
+	g := min(c.posted-c.granted, 0xffff)
+	c.granted += g
+	c.sendCredits--
+	c.ackDue = false
+	h := wire.DataTransfer{CreditsRequested: uint16(c.cfg.SendCreditTarget), CreditsGranted: uint16(g),
+		Flags: flags, RemainingDataLength: uint32(remaining), DataLength: uint32(len(payload))}
+	off := slot * c.cfg.MaxSendSize
+	buf := c.sendMR.Bytes()[off : off+c.maxSend]
+	b := wire.AppendDataTransfer(buf[:0], &h)
+	b = append(b, payload...)
+	return c.ep.PostSend(&rdma.SendWR{ID: uint64(slot), Op: rdma.OpSend, Local: rdma.SGE{MR: c.sendMR, Offset: off, Length: len(b)}})
+}
+
+// sendFragment waits for a credit (keeping the last one for a message that
+// grants credits) and a send buffer, then sends. Call with writeMu held.
+func (c *Conn) sendFragment(payload []byte, remaining int) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for {
+		if c.err != nil {
+			return c.connErrLocked()
+		}
+		if c.closed {
+			return net.ErrClosed
+		}
+		if !c.wDeadline.IsZero() && !time.Now().Before(c.wDeadline) {
+			return os.ErrDeadlineExceeded
+		}
+		grantable := c.posted - c.granted
+		if len(c.freeSend) > 0 && (c.sendCredits > 1 || (c.sendCredits == 1 && grantable > 0)) {
+			break
+		}
+		c.cond.Wait()
+	}
+	c.midMessage = remaining > 0
+	return c.sendLocked(payload, remaining, 0)
+}
+
+func (c *Conn) connErrLocked() error {
+	if c.closed {
+		return net.ErrClosed
+	}
+	if errors.Is(c.err, rdma.ErrDisconnected) {
+		return io.EOF
+	}
+	return c.err
+}
+
+// maxPayload is the data one message carries.
+func (c *Conn) maxPayload() int { return c.maxSend - wire.DataTransferHeaderLen }
+
+// Write writes SMB2 PDUs framed as on Direct TCP: each PDU is preceded by
+// a zero byte and its 24-bit big-endian length. A PDU may span Write calls;
+// each PDU becomes one SMB Direct message, fragmented as negotiated.
+func (c *Conn) Write(p []byte) (int, error) {
+	c.writeMu.Lock()
+	defer c.writeMu.Unlock()
+	n := 0
+	for len(p) > 0 {
+		if c.wLeft == 0 {
+			k := copy(c.wHdr[c.wHdrN:], p)
+			c.wHdrN += k
+			p, n = p[k:], n+k
+			if c.wHdrN < 4 {
+				break
+			}
+			c.wHdrN = 0
+			size := int(c.wHdr[1])<<16 | int(c.wHdr[2])<<8 | int(c.wHdr[3])
+			if c.wHdr[0] != 0 || size == 0 {
+				return n, fmt.Errorf("%w: header % x", ErrFraming, c.wHdr)
+			}
+			if size > c.maxFragSend {
+				return n, fmt.Errorf("%w: %d-byte PDU, the peer takes at most %d", ErrMessageTooLarge, size, c.maxFragSend)
+			}
+			c.wLeft = size
+			continue
+		}
+		k := min(len(p), c.wLeft, c.maxPayload())
+		if err := c.sendFragment(p[:k], c.wLeft-k); err != nil {
+			return n, err
+		}
+		c.wLeft -= k
+		p, n = p[k:], n+k
+	}
+	return n, nil
+}
+
+// WriteMessage sends one upper-layer message (an SMB2 PDU without the
+// Direct TCP header).
+func (c *Conn) WriteMessage(msg []byte) error {
+	c.writeMu.Lock()
+	defer c.writeMu.Unlock()
+	if c.wLeft != 0 || c.wHdrN != 0 {
+		return fmt.Errorf("%w: a PDU written with Write is incomplete", ErrFraming)
+	}
+	if len(msg) == 0 || len(msg) > c.maxFragSend {
+		return fmt.Errorf("%w: %d bytes, at most %d", ErrMessageTooLarge, len(msg), c.maxFragSend)
+	}
+	for len(msg) > 0 {
+		k := min(len(msg), c.maxPayload())
+		if err := c.sendFragment(msg[:k], len(msg)-k); err != nil {
+			return err
+		}
+		msg = msg[k:]
+	}
+	return nil
+}
+
+// waitLocked waits for queued data, or returns why there will be none.
+func (c *Conn) waitLocked() error {
+	for len(c.queue) == 0 {
+		if c.closed {
+			return net.ErrClosed
+		}
+		if c.err != nil {
+			return c.connErrLocked()
+		}
+		if !c.rDeadline.IsZero() && !time.Now().Before(c.rDeadline) {
+			return os.ErrDeadlineExceeded
+		}
+		c.cond.Wait()
+	}
+	return nil
+}
+
+// popLocked releases the head fragment's receive buffer for reposting.
+func (c *Conn) popLocked() {
+	f := c.queue[0]
+	c.queue[0] = frag{}
+	c.queue = c.queue[1:]
+	if len(c.queue) == 0 {
+		c.queue = c.queue[:0:0]
+	}
+	c.freeRecv = append(c.freeRecv, f.slot)
+	c.replenishLocked()
+}
+
+// Read reads the stream of received PDUs, each preceded by its Direct TCP
+// header. It returns io.EOF after the peer disconnected and all data was
+// read.
+func (c *Conn) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	c.mu.Lock()
+	n := 0
+	for n < len(p) {
+		if len(c.queue) == 0 {
+			if n > 0 {
+				break
+			}
+			if err := c.waitLocked(); err != nil {
+				c.mu.Unlock()
+				return 0, err
+			}
+		}
+		f := &c.queue[0]
+		if f.first && f.hdr < 4 {
+			h := [4]byte{0, byte(f.total >> 16), byte(f.total >> 8), byte(f.total)}
+			k := copy(p[n:], h[f.hdr:])
+			f.hdr += k
+			n += k
+			continue
+		}
+		k := copy(p[n:], f.data)
+		f.data = f.data[k:]
+		n += k
+		c.queued -= k
+		if len(f.data) == 0 {
+			c.popLocked()
+		}
+	}
+	c.mu.Unlock()
+	c.maybeControl()
+	return n, nil
+}
+
+// ReadMessage reads one whole upper-layer message into p and returns its
+// length. Do not mix with Read in the middle of a message.
+func (c *Conn) ReadMessage(p []byte) (int, error) {
+	c.mu.Lock()
+	if err := c.waitLocked(); err != nil {
+		c.mu.Unlock()
+		return 0, err
+	}
+	f := &c.queue[0]
+	if !f.first || f.hdr != 0 {
+		c.mu.Unlock()
+		return 0, fmt.Errorf("%w: ReadMessage in the middle of a message", ErrFraming)
+	}
+	total := f.total
+	if len(p) < total {
+		c.mu.Unlock()
+		return 0, fmt.Errorf("smbd: %d-byte message, buffer of %d: %w", total, len(p), io.ErrShortBuffer)
+	}
+	n := 0
+	for n < total {
+		if err := c.waitLocked(); err != nil {
+			c.mu.Unlock()
+			return n, err
+		}
+		f := &c.queue[0]
+		k := copy(p[n:], f.data)
+		n += k
+		c.queued -= k
+		c.popLocked()
+	}
+	c.mu.Unlock()
+	c.maybeControl()
+	return n, nil
+}
+
+// keepaliveLoop sends a keepalive after KeepaliveInterval of silence and
+// ends the connection after another interval without an answer.
+func (c *Conn) keepaliveLoop() {
+	defer c.loops.Done()
+	iv := c.cfg.KeepaliveInterval
+	t := time.NewTimer(iv)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.done:
+			return
+		case <-t.C:
+		}
+		c.mu.Lock()
+		if c.err != nil {
+			c.mu.Unlock()
+			return
+		}
+		now := time.Now()
+		next := c.lastRecv.Add(iv)
+		switch {
+		case !c.kaSent.IsZero() && now.Sub(c.kaSent) >= iv:
+			c.failLocked(fmt.Errorf("%w within %v", ErrKeepalive, iv))
+			c.mu.Unlock()
+			c.ep.Close()
+			return
+		case !c.kaSent.IsZero():
+			next = c.kaSent.Add(iv)
+		case !now.Before(next):
+			c.kaSent = now
+			next = now.Add(iv)
+			c.mu.Unlock()
+			c.sendKeepalive()
+			c.mu.Lock()
+		}
+		c.mu.Unlock()
+		t.Reset(time.Until(next))
+	}
+}
+
+func (c *Conn) sendKeepalive() {
+	if !c.writeMu.TryLock() {
+		return // a writer is sending: its messages will answer for us
+	}
+	defer c.writeMu.Unlock()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.err != nil || c.midMessage || len(c.freeSend) == 0 || c.sendCredits == 0 {
+		return // a data message in flight will do; else the timeout decides
+	}
+	if err := c.sendLocked(nil, 0, wire.FlagResponseRequested); err != nil {
+		c.failLocked(err)
+	}
+}
+
+// Close ends the connection. It returns when the provider has completed
+// every posted request, so no buffer is released while still in use.
+func (c *Conn) Close() error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil
+	}
+	c.closed = true
+	c.cond.Broadcast()
+	c.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	c.ep.Disconnect(ctx)
+	cancel()
+	close(c.done)
+	c.loops.Wait()
+	c.mu.Lock()
+	c.releaseLocked()
+	c.mu.Unlock()
+	return nil
+}
+
+func (c *Conn) releaseLocked() {
+	c.ep.Close()
+	for _, m := range c.recvMR {
+		m.Close()
+	}
+	c.recvMR = nil
+	if c.sendMR != nil {
+		c.sendMR.Close()
+	}
+	if c.ownPD {
+		c.pd.Close()
+	}
+}
+
+// LocalAddr and RemoteAddr are the transport addresses.
+func (c *Conn) LocalAddr() net.Addr  { return c.ep.Info().LocalAddr }
+func (c *Conn) RemoteAddr() net.Addr { return c.ep.Info().RemoteAddr }
+
+// SetDeadline sets both deadlines.
+func (c *Conn) SetDeadline(t time.Time) error {
+	c.SetReadDeadline(t)
+	return c.SetWriteDeadline(t)
+}
+
+// SetReadDeadline sets the deadline for Read and ReadMessage.
+func (c *Conn) SetReadDeadline(t time.Time) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.rDeadline = t
+	c.rTimer = c.armLocked(c.rTimer, t)
+	c.cond.Broadcast()
+	return nil
+}
+
+// SetWriteDeadline sets the deadline for Write and WriteMessage (waiting
+// for send credits).
+func (c *Conn) SetWriteDeadline(t time.Time) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.wDeadline = t
+	c.wTimer = c.armLocked(c.wTimer, t)
+	c.cond.Broadcast()
+	return nil
+}
+
+func (c *Conn) armLocked(tm *time.Timer, t time.Time) *time.Timer {
+	if tm != nil {
+		tm.Stop()
+	}
+	if t.IsZero() {
+		return nil
+	}
+	return time.AfterFunc(time.Until(t), func() {
+		c.mu.Lock()
+		c.cond.Broadcast()
+		c.mu.Unlock()
+	})
+}
+
+// Info returns the negotiated parameters and the current send credits.
+func (c *Conn) Info() Info {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return Info{Version: wire.ProtocolVersion, SendCredits: c.sendCredits, PeerCreditTarget: c.peerTarget,
+		ReceiveCreditMax: c.cfg.ReceiveCreditMax, MaxSendSize: c.maxSend, MaxReceiveSize: c.cfg.MaxReceiveSize,
+		MaxFragmentedSend: c.maxFragSend, MaxFragmentedRecv: c.cfg.MaxFragmentedSize, MaxReadWriteSize: c.maxRW,
+		KeepaliveInterval: c.cfg.KeepaliveInterval.String(), RDMA: c.ep.Info()}
+}
+
+var _ net.Conn = (*Conn)(nil)
+
+// errDeadline is what deadline-expired calls return (net.Conn semantics).
+var errDeadline = os.ErrDeadlineExceeded

@@ -1,0 +1,239 @@
+package smbd
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"io"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/smbdirect/smbdirect/iwarp"
+	"github.com/smbdirect/smbdirect/rdma"
+	"github.com/smbdirect/smbdirect/smbd/internal/wire"
+)
+
+func testConfig() *Config {
+	return &Config{Provider: iwarp.New(iwarp.Config{FirstSendDelay: -1})}
+}
+
+func pair(t *testing.T, cc, sc *Config) (*Conn, *Conn) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	l, err := Listen(ctx, "127.0.0.1:0", sc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	type res struct {
+		c   *Conn
+		err error
+	}
+	ch := make(chan res, 1)
+	go func() {
+		c, err := l.AcceptSMBD(ctx)
+		ch <- res{c, err}
+	}()
+	c, err := Dial(ctx, l.Addr().String(), cc)
+	if err != nil {
+		t.Fatal("dial:", err)
+	}
+	r := <-ch
+	if r.err != nil {
+		t.Fatal("accept:", r.err)
+	}
+	t.Cleanup(func() {
+		c.Close()
+		r.c.Close()
+	})
+	return c, r.c
+}
+
+func framed(payload []byte) []byte {
+	b := make([]byte, 4, 4+len(payload))
+	binary.BigEndian.PutUint32(b, uint32(len(payload)))
+	return append(b, payload...)
+}
+
+func pdu(n int, seed byte) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(i*13) ^ seed
+	}
+	return b
+}
+
+// readPDU reads one Direct TCP framed PDU, as SMB2-over-TCP code does.
+func readPDU(r io.Reader) ([]byte, error) {
+	var h [4]byte
+	if _, err := io.ReadFull(r, h[:]); err != nil {
+		return nil, err
+	}
+	if h[0] != 0 {
+		return nil, errors.New("bad framing byte")
+	}
+	b := make([]byte, binary.BigEndian.Uint32(h[:]))
+	_, err := io.ReadFull(r, b)
+	return b, err
+}
+
+func TestNegotiateDefaults(t *testing.T) {
+	c, s := pair(t, testConfig(), testConfig())
+	ci, si := c.Info(), s.Info()
+	if ci.MaxSendSize != 1364 || ci.MaxFragmentedSend != 1<<20 || ci.MaxReadWriteSize != 1<<20 || si.MaxSendSize != 1364 {
+		t.Fatalf("client %+v\nserver %+v", ci, si)
+	}
+	if ci.SendCredits < 1 || ci.PeerCreditTarget != 255 {
+		t.Fatalf("client credits %+v", ci)
+	}
+}
+
+// TestStreamBothWays sends PDUs of many sizes both ways at once through
+// the net.Conn stream API and checks every byte.
+func TestStreamBothWays(t *testing.T) {
+	c, s := pair(t, testConfig(), testConfig())
+	sizes := []int{1, 64, 1340, 1341, 4000, 65536, 100000, 1 << 20}
+	var wg sync.WaitGroup
+	check := func(name string, w io.Writer, r io.Reader) {
+		defer wg.Done()
+		go func() {
+			for i, n := range sizes {
+				if _, err := w.Write(framed(pdu(n, byte(i)))); err != nil {
+					t.Errorf("%s write: %v", name, err)
+					return
+				}
+			}
+		}()
+		for i, n := range sizes {
+			b, err := readPDU(r)
+			if err != nil {
+				t.Errorf("%s read %d: %v", name, i, err)
+				return
+			}
+			if sha256.Sum256(b) != sha256.Sum256(pdu(n, byte(i))) {
+				t.Errorf("%s: PDU %d (%d bytes) differs", name, i, n)
+			}
+		}
+	}
+	wg.Add(2)
+	go check("c->s", c, s)
+	go check("s->c", s, c)
+	wg.Wait()
+}
+
+// TestFewCredits: tiny credit windows, both sides writing many messages at
+// once, neither reading until it has written: the last-credit rule and the
+// credit grants keep it moving.
+func TestFewCredits(t *testing.T) {
+	cfg := func() *Config {
+		c := testConfig()
+		c.ReceiveCreditMax, c.SendCreditTarget, c.InitialReceives = 3, 3, 2
+		return c
+	}
+	c, s := pair(t, cfg(), cfg())
+	const n = 300
+	var wg sync.WaitGroup
+	run := func(a, b *Conn) {
+		defer wg.Done()
+		done := make(chan error, 1)
+		go func() {
+			for i := 0; i < n; i++ {
+				if err := a.WriteMessage(pdu(3000, byte(i))); err != nil {
+					done <- err
+					return
+				}
+			}
+			done <- nil
+		}()
+		buf := make([]byte, 4000)
+		for i := 0; i < n; i++ {
+			k, err := b.ReadMessage(buf)
+			if err != nil || !bytes.Equal(buf[:k], pdu(3000, byte(i))) {
+				t.Errorf("message %d: %d bytes, %v", i, k, err)
+				return
+			}
+		}
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}
+	wg.Add(2)
+	go run(c, s)
+	go run(s, c)
+	wg.Wait()
+}
+
+func TestMessageTooLarge(t *testing.T) {
+	sc := testConfig()
+	sc.MaxFragmentedSize = 200000
+	c, _ := pair(t, testConfig(), sc)
+	if err := c.WriteMessage(make([]byte, 200001)); !errors.Is(err, ErrMessageTooLarge) {
+		t.Fatalf("oversized message: %v", err)
+	}
+	if _, err := c.Write([]byte{1, 0, 0, 1}); !errors.Is(err, ErrFraming) {
+		t.Fatalf("bad framing: %v", err)
+	}
+}
+
+func TestReadDeadlineAndClose(t *testing.T) {
+	c, s := pair(t, testConfig(), testConfig())
+	c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	if _, err := c.Read(make([]byte, 10)); !errors.Is(err, errDeadline) {
+		t.Fatalf("read past deadline: %v", err)
+	}
+	s.Close()
+	c.SetReadDeadline(time.Time{})
+	if _, err := c.Read(make([]byte, 10)); err != io.EOF {
+		t.Fatalf("read after peer close: %v", err)
+	}
+}
+
+// TestKeepaliveDetectsSilentPeer: a peer that negotiates and then never
+// answers is declared dead about two keepalive intervals later.
+func TestKeepaliveDetectsSilentPeer(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	prov := iwarp.New(iwarp.Config{FirstSendDelay: -1})
+	pd, _ := prov.NewPD()
+	rl, _ := pd.Listen(ctx, "127.0.0.1:0", rdma.ListenConfig{})
+	defer rl.Close()
+	// The silent peer: answers the negotiation with credits, then nothing.
+	go func() {
+		req, err := rl.Accept(ctx)
+		if err != nil {
+			return
+		}
+		ep, _ := pd.NewEndpoint(rdma.EndpointConfig{})
+		defer ep.Close()
+		m, _ := pd.RegisterMemory(make([]byte, 1<<16), rdma.AccessLocalWrite)
+		for i := 0; i < 32; i++ {
+			ep.PostRecv(&rdma.RecvWR{Local: rdma.SGE{MR: m, Offset: i * 2048, Length: 2048}})
+		}
+		req.Accept(ctx, ep, rdma.ConnParams{})
+		var wc [1]rdma.Completion
+		ep.Poll(ctx, wc[:]) // the negotiate request
+		resp := wire.NegotiateResponse{MinVersion: 0x100, MaxVersion: 0x100, NegotiatedVersion: 0x100, CreditsRequested: 255,
+			CreditsGranted: 10, MaxReadWriteSize: 1 << 20, PreferredSendSize: 1364, MaxReceiveSize: 1364, MaxFragmentedSize: 1 << 20}
+		out, _ := pd.RegisterMemory(wire.AppendNegotiateResponse(nil, &resp), 0)
+		ep.PostSend(&rdma.SendWR{Op: rdma.OpSend, Local: rdma.SGE{MR: out}})
+		<-ctx.Done()
+	}()
+	cfg := &Config{Provider: prov, KeepaliveInterval: 100 * time.Millisecond}
+	c, err := Dial(ctx, rl.Addr().String(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	start := time.Now()
+	_, err = c.Read(make([]byte, 10))
+	if !errors.Is(err, ErrKeepalive) {
+		t.Fatalf("read: %v, want ErrKeepalive", err)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("dead peer detected after %v", d)
+	}
+}

@@ -1,0 +1,276 @@
+package smbd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/smbdirect/smbdirect/rdma"
+	"github.com/smbdirect/smbdirect/smbd/internal/wire"
+)
+
+// Dial connects to an SMB Direct server at addr (host:port; 5445 is the
+// iWARP port) and negotiates.
+func Dial(ctx context.Context, addr string, cfg *Config) (*Conn, error) {
+	if cfg == nil {
+		cfg = &Config{}
+	}
+	rc := cfg.resolve(true)
+	pd, err := rc.Provider.NewPD()
+	if err != nil {
+		return nil, err
+	}
+	c, err := newConn(rc, pd, true)
+	if err != nil {
+		pd.Close()
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, rc.NegotiateTimeout)
+	defer cancel()
+	if err := c.ep.Connect(ctx, addr, rdma.ConnParams{ORD: 16, IRD: 16}); err != nil {
+		c.abort()
+		return nil, fmt.Errorf("smbd: connecting to %s: %w", addr, err)
+	}
+	req := wire.NegotiateRequest{MinVersion: wire.ProtocolVersion, MaxVersion: wire.ProtocolVersion,
+		CreditsRequested: uint16(rc.SendCreditTarget), PreferredSendSize: uint32(rc.MaxSendSize),
+		MaxReceiveSize: uint32(rc.MaxReceiveSize), MaxFragmentedSize: uint32(rc.MaxFragmentedSize)}
+	c.mu.Lock()
+	c.maxSend = rc.MaxSendSize
+	err = c.postRawLocked(wire.AppendNegotiateRequest(nil, &req))
+	c.mu.Unlock()
+	if err != nil {
+		c.abort()
+		return nil, err
+	}
+	msg, slot, err := c.negotiateRecv(ctx)
+	if err != nil {
+		c.abort()
+		return nil, fmt.Errorf("%w: waiting for the response from %s: %w", ErrNegotiate, addr, err)
+	}
+	resp, err := wire.ParseNegotiateResponse(msg)
+	if err == nil {
+		err = resp.Validate(uint32(rc.MaxReceiveSize))
+	}
+	if err != nil {
+		c.abort()
+		return nil, fmt.Errorf("%w: response from %s: %w", ErrNegotiate, addr, err)
+	}
+	c.mu.Lock()
+	c.freeRecv = append(c.freeRecv, slot)
+	c.maxSend = min(rc.MaxSendSize, int(resp.MaxReceiveSize))
+	c.peerMaxRecv = int(resp.MaxReceiveSize)
+	c.maxFragSend = int(resp.MaxFragmentedSize)
+	c.maxRW = min(rc.MaxReadWriteSize, int(resp.MaxReadWriteSize))
+	c.sendCredits = int(resp.CreditsGranted)
+	c.peerTarget = int(resp.CreditsRequested)
+	c.mu.Unlock()
+	c.start()
+	return c, nil
+}
+
+// abort tears down a connection that never started.
+func (c *Conn) abort() {
+	c.mu.Lock()
+	c.closed = true
+	c.releaseLocked()
+	c.mu.Unlock()
+}
+
+// postRawLocked sends a negotiate message from a send slot (no credits).
+func (c *Conn) postRawLocked(b []byte) error {
+	slot := c.freeSend[len(c.freeSend)-1]
+	c.freeSend = c.freeSend[:len(c.freeSend)-1]
+	off := slot * c.cfg.MaxSendSize
+	n := copy(c.sendMR.Bytes()[off:off+c.cfg.MaxSendSize], b)
+	return c.ep.PostSend(&rdma.SendWR{ID: uint64(slot), Op: rdma.OpSend, Local: rdma.SGE{MR: c.sendMR, Offset: off, Length: n}})
+}
+
+// negotiateRecv polls until the peer's negotiate message arrives (send
+// completions are absorbed) and returns it with its receive slot.
+func (c *Conn) negotiateRecv(ctx context.Context) ([]byte, int, error) {
+	var wc [4]rdma.Completion
+	for {
+		n, err := c.ep.Poll(ctx, wc[:])
+		if err != nil {
+			if e := c.ep.Err(); e != nil && errors.Is(err, rdma.ErrClosed) {
+				err = e
+			}
+			return nil, 0, err
+		}
+		for _, w := range wc[:n] {
+			if w.Err != nil {
+				return nil, 0, w.Err
+			}
+			c.mu.Lock()
+			if w.Op != rdma.OpRecv {
+				c.freeSend = append(c.freeSend, int(w.ID))
+				c.mu.Unlock()
+				continue
+			}
+			c.posted--
+			c.mu.Unlock()
+			return c.recvMR[w.ID].Bytes()[:w.Bytes], int(w.ID), nil
+		}
+	}
+}
+
+// Listener accepts SMB Direct connections.
+type Listener struct {
+	cfg    Config
+	pd     rdma.PD
+	rl     rdma.Listener
+	conns  chan *Conn
+	closed chan struct{}
+	once   sync.Once
+	wg     sync.WaitGroup
+}
+
+// Listen listens on addr (host:port) for SMB Direct connections.
+func Listen(ctx context.Context, addr string, cfg *Config) (*Listener, error) {
+	if cfg == nil {
+		cfg = &Config{}
+	}
+	rc := cfg.resolve(false)
+	pd, err := rc.Provider.NewPD()
+	if err != nil {
+		return nil, err
+	}
+	rl, err := pd.Listen(ctx, addr, rdma.ListenConfig{})
+	if err != nil {
+		pd.Close()
+		return nil, err
+	}
+	l := &Listener{cfg: rc, pd: pd, rl: rl, conns: make(chan *Conn), closed: make(chan struct{})}
+	l.wg.Add(1)
+	go l.acceptLoop()
+	return l, nil
+}
+
+// Addr is the listening address.
+func (l *Listener) Addr() net.Addr { return l.rl.Addr() }
+
+// Accept returns the next negotiated connection.
+func (l *Listener) Accept() (net.Conn, error) { return l.AcceptSMBD(context.Background()) }
+
+// AcceptSMBD is Accept with a context, returning the *Conn.
+func (l *Listener) AcceptSMBD(ctx context.Context) (*Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.closed:
+		return nil, net.ErrClosed
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// Close stops listening; connections already accepted stay open.
+func (l *Listener) Close() error {
+	l.once.Do(func() {
+		close(l.closed)
+		l.rl.Close()
+	})
+	l.wg.Wait()
+	return nil
+}
+
+func (l *Listener) acceptLoop() {
+	defer l.wg.Done()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		<-l.closed
+		cancel()
+	}()
+	for {
+		req, err := l.rl.Accept(ctx)
+		if err != nil {
+			return
+		}
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			c, err := l.negotiate(ctx, req)
+			if err != nil {
+				l.cfg.Logger.Info("smbd: negotiation failed", "remote", req.RemoteAddr(), "err", err)
+				return
+			}
+			select {
+			case l.conns <- c:
+			case <-l.closed:
+				c.Close()
+			}
+		}()
+	}
+}
+
+// negotiate runs the responder side (MS-SMBD 3.1.5.6): receive the
+// request within the negotiation timeout, answer, start.
+func (l *Listener) negotiate(ctx context.Context, req rdma.ConnRequest) (*Conn, error) {
+	rc := l.cfg
+	c, err := newConn(rc, l.pd, false)
+	if err != nil {
+		req.Reject(nil)
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, rc.NegotiateTimeout)
+	defer cancel()
+	if err := req.Accept(ctx, c.ep, rdma.ConnParams{ORD: 16, IRD: 16}); err != nil {
+		c.abort()
+		return nil, err
+	}
+	msg, slot, err := c.negotiateRecv(ctx)
+	if err != nil {
+		c.abort()
+		return nil, fmt.Errorf("%w: waiting for the request: %w", ErrNegotiate, err)
+	}
+	nr, err := wire.ParseNegotiateRequest(msg)
+	if err == nil {
+		err = nr.Validate()
+	}
+	c.mu.Lock()
+	c.freeRecv = append(c.freeRecv, slot)
+	c.maxSend = rc.MaxSendSize
+	resp := wire.NegotiateResponse{MinVersion: wire.ProtocolVersion, MaxVersion: wire.ProtocolVersion}
+	if err != nil {
+		var re *wire.RuleError
+		if errors.As(err, &re) && re.Rule == wire.RuleVersion {
+			// Tell the peer we do not speak its version, then hang up.
+			resp.Status = wire.StatusNotSupported
+			c.postRawLocked(wire.AppendNegotiateResponse(nil, &resp))
+			c.mu.Unlock()
+			time.Sleep(50 * time.Millisecond) // let the answer leave before the disconnect
+			c.abort()
+			return nil, fmt.Errorf("%w: %w", ErrNegotiate, err)
+		}
+		c.mu.Unlock()
+		c.abort()
+		return nil, fmt.Errorf("%w: request: %w", ErrNegotiate, err)
+	}
+	c.maxSend = min(rc.MaxSendSize, int(nr.MaxReceiveSize))
+	c.peerMaxRecv = int(nr.MaxReceiveSize)
+	c.maxFragSend = int(nr.MaxFragmentedSize)
+	c.maxRW = rc.MaxReadWriteSize
+	c.peerTarget = int(nr.CreditsRequested)
+	c.replenishLocked()
+	// Credits only for receives already posted.
+	c.granted = c.posted
+	resp.NegotiatedVersion = wire.ProtocolVersion
+	resp.CreditsRequested = uint16(rc.SendCreditTarget)
+	resp.CreditsGranted = uint16(min(c.granted, 0xffff))
+	resp.MaxReadWriteSize = uint32(rc.MaxReadWriteSize)
+	resp.PreferredSendSize = uint32(rc.MaxSendSize)
+	resp.MaxReceiveSize = uint32(rc.MaxReceiveSize)
+	resp.MaxFragmentedSize = uint32(rc.MaxFragmentedSize)
+	err = c.postRawLocked(wire.AppendNegotiateResponse(nil, &resp))
+	c.mu.Unlock()
+	if err != nil {
+		c.abort()
+		return nil, err
+	}
+	c.start()
+	return c, nil
+}
