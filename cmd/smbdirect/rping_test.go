@@ -42,7 +42,9 @@ func TestRpingCommand(t *testing.T) {
 	defer cancel()
 	var sout, serr syncBuffer
 	done := make(chan error, 1)
-	go func() { done <- run(ctx, []string{"rping", "-s", "-a", "127.0.0.1", "-p", p, "-v", "-S", "100"}, &sout, &serr) }()
+	go func() {
+		done <- run(ctx, []string{"rping", "-s", "-a", "127.0.0.1", "-p", p, "-v", "-S", "100"}, &sout, &serr)
+	}()
 	for !strings.Contains(serr.String(), "listening") {
 		time.Sleep(5 * time.Millisecond)
 	}
