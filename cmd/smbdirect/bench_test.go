@@ -1,0 +1,35 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+)
+
+func TestBenchRDMAJSON(t *testing.T) {
+	var out, errb bytes.Buffer
+	if err := run(context.Background(), []string{"bench", "rdma", "--json", "--duration", "150ms", "--sizes", "4096"}, &out, &errb); err != nil {
+		t.Fatalf("%v\n%s", err, errb.String())
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	want := []string{"rdma_write", "rdma_read", "send", "pingpong"}
+	if len(lines) != len(want) {
+		t.Fatalf("%d lines:\n%s", len(lines), out.String())
+	}
+	for i, l := range lines {
+		var r map[string]any
+		if err := json.Unmarshal([]byte(l), &r); err != nil {
+			t.Fatal(err)
+		}
+		for _, k := range []string{"test", "msg_size", "ours", "tcp", "ratio", "unit"} {
+			if _, ok := r[k]; !ok {
+				t.Fatalf("line %q lacks %s", l, k)
+			}
+		}
+		if r["test"] != want[i] || r["ratio"].(float64) <= 0 {
+			t.Fatalf("line %d: %q", i, l)
+		}
+	}
+}
