@@ -161,6 +161,13 @@ func (e *endpoint) rxLoop() {
 	x := &rxReader{conn: e.conn, buf: make([]byte, rxBufSize)}
 	st := rxState{recvMSN: 1, rreqMSN: 1}
 	err := e.rxRun(x, &st)
+	if st.curOK {
+		// A Send was being received when the stream ended: its receive
+		// buffer was taken from the queue, so flush it here.
+		id := st.curEnt.wr.ID
+		e.cq.push(rdma.Completion{ID: id, Op: rdma.OpRecv, Err: &rdma.WorkError{Op: rdma.OpRecv, ID: id, Err: rdma.ErrFlushed}})
+		st.curOK = false
+	}
 	var pe *protoErr
 	if errors.As(err, &pe) {
 		e.terminate(x, pe)
