@@ -1,0 +1,158 @@
+package iwarp
+
+import (
+	"context"
+	"io"
+	"net"
+	"testing"
+
+	"github.com/smbdirect/smbdirect/rdma"
+)
+
+// benchPair connects two endpoints without the siw start-up delay.
+func benchPair(b *testing.B, crc bool) *pair {
+	return newPair(b, Config{CRC: crc, FirstSendDelay: -1}, nil)
+}
+
+func benchOps(b *testing.B, crc bool, op rdma.Opcode, size int) {
+	p := benchPair(b, crc)
+	src := mustMR(b, p.pd, make([]byte, size), rdma.AccessRemoteRead)
+	dst := mustMR(b, p.pd, make([]byte, size), rdma.AccessLocalWrite|rdma.AccessRemoteWrite)
+	wr := rdma.SendWR{Op: rdma.OpWrite, Local: rdma.SGE{MR: src}, RemoteSTag: dst.STag(), RemoteAddr: dst.Addr()}
+	if op == rdma.OpRead {
+		wr = rdma.SendWR{Op: rdma.OpRead, Local: rdma.SGE{MR: dst}, RemoteSTag: src.STag(), RemoteAddr: src.Addr()}
+	}
+	ctx := context.Background()
+	var wc [16]rdma.Completion
+	b.SetBytes(int64(size))
+	b.ReportAllocs()
+	b.ResetTimer()
+	out := 0
+	for i := 0; i < b.N; {
+		for out < 8 && i+out < b.N {
+			if err := p.cli.PostSend(&wr); err != nil {
+				b.Fatal(err)
+			}
+			out++
+		}
+		n, err := p.cli.Poll(ctx, wc[:])
+		if err != nil {
+			b.Fatal(err)
+		}
+		out -= n
+		i += n
+	}
+}
+
+func BenchmarkWrite1MiB(b *testing.B)    { benchOps(b, false, rdma.OpWrite, 1<<20) }
+func BenchmarkRead1MiB(b *testing.B)     { benchOps(b, false, rdma.OpRead, 1<<20) }
+func BenchmarkWrite1MiBCRC(b *testing.B) { benchOps(b, true, rdma.OpWrite, 1<<20) }
+func BenchmarkWrite4KiB(b *testing.B)    { benchOps(b, false, rdma.OpWrite, 4096) }
+
+// BenchmarkSendPingPong64 is the round trip of a 64-byte Send answered by
+// a Send; allocations per round trip should be zero.
+func BenchmarkSendPingPong64(b *testing.B) {
+	p := benchPair(b, false)
+	buf := mustMR(b, p.pd, make([]byte, 256), rdma.AccessLocalWrite)
+	sge := func(i int) rdma.SGE { return rdma.SGE{MR: buf, Offset: 64 * i, Length: 64} }
+	for i := 0; i < 4; i++ {
+		p.srv.PostRecv(&rdma.RecvWR{Local: sge(0)})
+		p.cli.PostRecv(&rdma.RecvWR{Local: sge(1)})
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		var wc [4]rdma.Completion
+		for {
+			n, err := p.srv.Poll(ctx, wc[:])
+			if err != nil {
+				return
+			}
+			for _, c := range wc[:n] {
+				if c.Op == rdma.OpRecv && c.Err == nil {
+					p.srv.PostRecv(&rdma.RecvWR{Local: sge(0)})
+					p.srv.PostSend(&rdma.SendWR{Op: rdma.OpSend, Local: sge(2), Unsignaled: true})
+				}
+			}
+		}
+	}()
+	ping := rdma.SendWR{Op: rdma.OpSend, Local: sge(3), Unsignaled: true}
+	recv := rdma.RecvWR{Local: sge(1)}
+	var wc [4]rdma.Completion
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if err := p.cli.PostSend(&ping); err != nil {
+			b.Fatal(err)
+		}
+		for got := false; !got; {
+			n, err := p.cli.Poll(ctx, wc[:])
+			if err != nil {
+				b.Fatal(err)
+			}
+			for _, c := range wc[:n] {
+				got = got || c.Op == rdma.OpRecv
+			}
+		}
+		p.cli.PostRecv(&recv)
+	}
+}
+
+func tcpBenchPair(b *testing.B) (net.Conn, net.Conn) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	ch := make(chan net.Conn, 1)
+	go func() {
+		c, _ := ln.Accept()
+		ch <- c
+	}()
+	a, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	c := <-ch
+	b.Cleanup(func() {
+		a.Close()
+		c.Close()
+	})
+	return a, c
+}
+
+// BenchmarkTCPStream1MiB is the TCP counterpart of BenchmarkWrite1MiB.
+func BenchmarkTCPStream1MiB(b *testing.B) {
+	a, c := tcpBenchPair(b)
+	go io.Copy(io.Discard, c)
+	msg := make([]byte, 1<<20)
+	b.SetBytes(1 << 20)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := a.Write(msg); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkTCPPingPong64 is the TCP counterpart of BenchmarkSendPingPong64.
+func BenchmarkTCPPingPong64(b *testing.B) {
+	a, c := tcpBenchPair(b)
+	go func() {
+		buf := make([]byte, 64)
+		for {
+			if _, err := io.ReadFull(c, buf); err != nil {
+				return
+			}
+			c.Write(buf)
+		}
+	}()
+	buf := make([]byte, 64)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		a.Write(buf)
+		io.ReadFull(a, buf)
+	}
+}
