@@ -19,7 +19,19 @@ type rxReader struct {
 	conn net.Conn
 	buf  []byte
 	r, w int
+	// bulk is set while large payloads are arriving: then the buffer is
+	// filled only a little past what is needed (the next header), so the
+	// payload is read straight into its region instead of being copied
+	// out of the buffer.
+	bulk bool
 }
+
+// bulkPayload is the payload size from which the next read is kept short,
+// and bulkRead how far past the need such a read goes.
+const (
+	bulkPayload = 8 << 10
+	bulkRead    = 64
+)
 
 // need makes at least n bytes available at buf[r:].
 func (x *rxReader) need(n int) error {
@@ -30,8 +42,12 @@ func (x *rxReader) need(n int) error {
 		x.w = copy(x.buf, x.buf[x.r:x.w])
 		x.r = 0
 	}
+	end := len(x.buf)
+	if x.bulk {
+		end = min(end, n+bulkRead)
+	}
 	for x.w < n {
-		k, err := x.conn.Read(x.buf[x.w:])
+		k, err := x.conn.Read(x.buf[x.w:end])
 		x.w += k
 		if err != nil {
 			if err == io.EOF && x.w >= n {
@@ -294,6 +310,7 @@ func (e *endpoint) rxRun(x *rxReader, st *rxState) error {
 		if err := x.readInto(dst); err != nil {
 			return err
 		}
+		x.bulk = len(dst) >= bulkPayload
 		if crcOn {
 			crc = wire.UpdateCRC(crc, dst)
 		}
