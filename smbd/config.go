@@ -98,3 +98,10 @@ func (c *Config) resolve(dialing bool) Config {
 	}
 	return r
 }
+
+// Ports (MS-SMBD 1.9): SMB Direct uses 5445 on iWARP, which runs over TCP
+// next to SMB2's 445, and 445 on InfiniBand and RoCE.
+const (
+	PortIWARP      = wire.PortIWARP
+	PortInfiniBand = wire.PortInfiniBand
+)

@@ -1,0 +1,57 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net"
+	"os"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/smbdirect/smbdirect/internal/testbed"
+)
+
+// TestLinuxProbe: smbdirect probe against Linux ksmbd over siw in the VM.
+func TestLinuxProbe(t *testing.T) {
+	vm := testbed.StartT(t, testbed.Options{
+		GuestScript: `rdma link add siw0 type siw netdev eth0 || exit 90
+ksmbd.adduser -a tester -p secret >/dev/null || exit 91
+mkdir -p /etc/ksmbd /srv/share
+printf '[global]\n\tserver min protocol = SMB2_10\n[share]\n\tpath = /srv/share\n' > /etc/ksmbd/ksmbd.conf
+ksmbd.mountd || exit 92
+sleep 1
+echo KSMBD_READY
+i=0; while [ ! -e /mnt/work/done ] && [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1)); done
+`,
+		Forwards: []testbed.Forward{{GuestPort: 5445}},
+	})
+	defer os.WriteFile(vm.ShareDir()+"/done", nil, 0o644)
+	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
+	defer cancel()
+	if _, err := vm.WaitFor(ctx, "KSMBD_READY"); err != nil {
+		t.Fatal(err)
+	}
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(vm.HostPort(5445)))
+	var out, errb bytes.Buffer
+	if err := run(ctx, []string{"probe", "--json", addr}, &out, &errb); err != nil {
+		t.Fatalf("probe: %v\n%s", err, errb.String())
+	}
+	var r struct {
+		SMBD struct {
+			SendCredits int `json:"send_credits"`
+			MaxSendSize int `json:"max_send_size"`
+		} `json:"smbd"`
+		Dialect string `json:"dialect"`
+	}
+	if err := json.Unmarshal(out.Bytes(), &r); err != nil || r.Dialect != "3.0.2" || r.SMBD.SendCredits < 1 || r.SMBD.MaxSendSize < 128 {
+		t.Fatalf("probe output %s: %+v %v", out.String(), r, err)
+	}
+	t.Logf("probe: %s", out.String())
+	out.Reset()
+	if err := run(ctx, []string{"probe", addr}, &out, &errb); err != nil || !bytes.Contains(out.Bytes(), []byte("SMB2 dialect 3.0.2")) {
+		t.Fatalf("probe: %v\n%s", err, out.String())
+	}
+	t.Logf("\n%s", out.String())
+}
