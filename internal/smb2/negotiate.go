@@ -104,3 +104,37 @@ func ParseNegotiateResponse(b []byte) (NegotiateResponse, error) {
 func DialectName(d uint16) string {
 	return fmt.Sprintf("%d.%d.%d", d>>8, (d>>4)&0xf, d&0xf)
 }
+
+var commandNames = [...]string{"NEGOTIATE", "SESSION_SETUP", "LOGOFF", "TREE_CONNECT", "TREE_DISCONNECT", "CREATE", "CLOSE",
+	"FLUSH", "READ", "WRITE", "LOCK", "IOCTL", "CANCEL", "ECHO", "QUERY_DIRECTORY", "CHANGE_NOTIFY", "QUERY_INFO", "SET_INFO", "OPLOCK_BREAK"}
+
+// Describe names the message in b: the SMB2 command of its (first) header,
+// "SMB1" for an SMB1 message, or "?" for anything else.
+func Describe(b []byte) string {
+	switch {
+	case len(b) >= HeaderLen && string(b[:4]) == "\xfeSMB":
+		c := binary.LittleEndian.Uint16(b[12:])
+		if int(c) < len(commandNames) {
+			return commandNames[c]
+		}
+		return fmt.Sprintf("command 0x%04x", c)
+	case len(b) >= 4 && string(b[:4]) == "\xffSMB":
+		return "SMB1"
+	case len(b) >= 4 && string(b[:4]) == "\xfdSMB":
+		return "TRANSFORM"
+	}
+	return "?"
+}
+
+// Dialects lists the dialects a NEGOTIATE request offers, or nil.
+func Dialects(b []byte) []uint16 {
+	if Describe(b) != "NEGOTIATE" || len(b) < HeaderLen+36 {
+		return nil
+	}
+	n := int(binary.LittleEndian.Uint16(b[HeaderLen+2:]))
+	var out []uint16
+	for i := 0; i < n && HeaderLen+36+2*i+2 <= len(b); i++ {
+		out = append(out, binary.LittleEndian.Uint16(b[HeaderLen+36+2*i:]))
+	}
+	return out
+}
