@@ -36,7 +36,12 @@ func TestNegotiate(t *testing.T) {
 func FuzzNegotiateResponse(f *testing.F) {
 	f.Add(response(Dialect302))
 	f.Add(response(Dialect210)[:80])
+	f.Add(AppendNegotiateRequest(nil, 1, [16]byte{}, []uint16{Dialect202, Dialect302}))
 	f.Fuzz(func(t *testing.T, b []byte) {
+		_ = Describe(b)
+		if ds := Dialects(b); len(ds) > len(b)/2 {
+			t.Fatalf("%d dialects from %d bytes", len(ds), len(b))
+		}
 		r, err := ParseNegotiateResponse(b)
 		if err == nil && r.Status == 0 && len(b) < HeaderLen+64 {
 			t.Fatal("accepted a short response")
