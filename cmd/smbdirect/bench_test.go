@@ -33,3 +33,20 @@ func TestBenchRDMAJSON(t *testing.T) {
 		}
 	}
 }
+
+func TestBenchSMBDJSON(t *testing.T) {
+	var out, errb bytes.Buffer
+	if err := run(context.Background(), []string{"bench", "smbd", "--json", "--duration", "150ms"}, &out, &errb); err != nil {
+		t.Fatalf("%v\n%s", err, errb.String())
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) != 3 {
+		t.Fatalf("%d lines:\n%s", len(lines), out.String())
+	}
+	for _, l := range lines {
+		var r benchResult
+		if err := json.Unmarshal([]byte(l), &r); err != nil || r.Ours <= 0 || r.TCP <= 0 || r.Ratio <= 0 {
+			t.Fatalf("line %q: %+v %v", l, r, err)
+		}
+	}
+}
