@@ -183,12 +183,15 @@ func (e *endpoint) PostSend(wr *rdma.SendWR) error {
 		return err
 	}
 	if e.sqTail-e.sqHead == uint64(len(e.sq)) {
+		e.kickTx() // requests held back by More must not wait for a post that failed
 		return rdma.ErrQueueFull
 	}
-	s := &e.sq[e.sqTail%uint64(len(e.sq))]
-	*s = ent
+	e.sq[e.sqTail%uint64(len(e.sq))] = ent
 	e.sqTail++
-	if !e.tryInlineLocked(s) {
+	if wr.More {
+		return nil // the batch goes out with its last request
+	}
+	if !e.tryInlineLocked() {
 		e.kickTx()
 	}
 	return nil

@@ -183,3 +183,27 @@ func TestConnectErrors(t *testing.T) {
 		t.Fatalf("oversized private data: %v", err)
 	}
 }
+
+// TestMoreBatches: requests posted with More wait for the last of their
+// batch and then all arrive, in order.
+func TestMoreBatches(t *testing.T) {
+	p := newPair(t, Config{FirstSendDelay: -1}, nil)
+	recv := mustMR(t, p.pd, make([]byte, 3*8), rdma.AccessLocalWrite)
+	for i := 0; i < 3; i++ {
+		p.srv.PostRecv(&rdma.RecvWR{ID: uint64(i), Local: rdma.SGE{MR: recv, Offset: 8 * i, Length: 8}})
+	}
+	src := mustMR(t, p.pd, []byte("aaaaaaaabbbbbbbbcccccccc"), 0)
+	for i := 0; i < 3; i++ {
+		if err := p.cli.PostSend(&rdma.SendWR{ID: uint64(i), Op: rdma.OpSend, Local: rdma.SGE{MR: src, Offset: 8 * i, Length: 8}, More: i < 2}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 0; i < 3; i++ {
+		if c := poll1(t, p.srv); c.Err != nil || c.ID != uint64(i) || c.Bytes != 8 {
+			t.Fatalf("receive %d: %+v", i, c)
+		}
+	}
+	if string(recv.Bytes()) != "aaaaaaaabbbbbbbbcccccccc" {
+		t.Fatalf("received %q", recv.Bytes())
+	}
+}

@@ -231,19 +231,27 @@ func (e *endpoint) txDoneLocked(b *txBatch) {
 	e.completeSQLocked()
 }
 
-// inlineMax is the largest message PostSend writes itself.
-const inlineMax = 16 << 10
+// inlineMax bounds the bytes PostSend writes itself (the requests it
+// found pending, a batch posted with More included).
+const inlineMax = 256 << 10
 
 // tryInlineLocked writes the request just posted from the caller's
 // goroutine when the transmit path is idle: for small messages this saves
 // a goroutine hand-off per message, which is most of the latency. The
 // write is non-blocking; what the socket does not take goes to txLoop.
 // Called with e.mu held; returns with it held.
-func (e *endpoint) tryInlineLocked(s *sqEntry) bool {
+func (e *endpoint) tryInlineLocked() bool {
 	if e.txBusy || e.txHold || e.term != nil || e.closing || e.raw == nil ||
-		e.irqHead != e.irqTail || e.sqTx+1 != e.sqTail || !e.txb.empty() ||
-		s.wr.File != nil || len(s.data) > inlineMax {
+		e.irqHead != e.irqTail || !e.txb.empty() {
 		return false
+	}
+	total := 0
+	for i := e.sqTx; i < e.sqTail; i++ {
+		s := &e.sq[i%uint64(len(e.sq))]
+		total += len(s.data)
+		if s.wr.File != nil || total > inlineMax {
+			return false
+		}
 	}
 	b := e.txb
 	e.buildSends(b)

@@ -184,6 +184,10 @@ type SendWR struct {
 	Solicited bool
 	// Unsignaled suppresses the success completion (errors still complete).
 	Unsignaled bool
+	// More says another request follows at once: the provider may hold
+	// this one back to send both in one go (like a verbs WR list or
+	// MSG_MORE). The last request of a batch must not set it.
+	More bool
 }
 
 // RecvWR is a receive-queue work request.

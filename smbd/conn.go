@@ -333,14 +333,14 @@ func (c *Conn) maybeControl() {
 	if !need || (c.sendCredits == 1 && grantable == 0 && !c.ackDue) {
 		return
 	}
-	if err := c.sendLocked(nil, 0, 0); err != nil {
+	if err := c.sendLocked(nil, 0, 0, false); err != nil {
 		c.failLocked(err)
 	}
 }
 
 // sendLocked posts one Data Transfer message. The caller checked that a
 // credit and a send slot are available.
-func (c *Conn) sendLocked(payload []byte, remaining int, flags uint16) error {
+func (c *Conn) sendLocked(payload []byte, remaining int, flags uint16, more bool) error {
 	slot := c.freeSend[len(c.freeSend)-1]
 	c.freeSend = c.freeSend[:len(c.freeSend)-1]
 	g := min(c.posted-c.granted, 0xffff)
@@ -353,12 +353,14 @@ func (c *Conn) sendLocked(payload []byte, remaining int, flags uint16) error {
 	buf := c.sendMR.Bytes()[off : off+c.maxSend]
 	b := wire.AppendDataTransfer(buf[:0], &h)
 	b = append(b, payload...)
-	return c.ep.PostSend(&rdma.SendWR{ID: uint64(slot), Op: rdma.OpSend, Local: rdma.SGE{MR: c.sendMR, Offset: off, Length: len(b)}})
+	return c.ep.PostSend(&rdma.SendWR{ID: uint64(slot), Op: rdma.OpSend, Local: rdma.SGE{MR: c.sendMR, Offset: off, Length: len(b)}, More: more})
 }
 
 // sendFragment waits for a credit (keeping the last one for a message that
 // grants credits) and a send buffer, then sends. Call with writeMu held.
-func (c *Conn) sendFragment(payload []byte, remaining int) error {
+// next says the caller has the next fragment at hand: if it can go without
+// waiting, this one is held back to leave with it in one write.
+func (c *Conn) sendFragment(payload []byte, remaining int, next bool) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for {
@@ -378,7 +380,10 @@ func (c *Conn) sendFragment(payload []byte, remaining int) error {
 		c.cond.Wait()
 	}
 	c.midMessage = remaining > 0
-	return c.sendLocked(payload, remaining, 0)
+	// Holding back is safe only if the next fragment cannot block: we hold
+	// writeMu, so credits and send slots can only grow until then.
+	more := next && remaining > 0 && len(c.freeSend) > 1 && c.sendCredits > 2
+	return c.sendLocked(payload, remaining, 0, more)
 }
 
 func (c *Conn) connErrLocked() error {
@@ -421,7 +426,7 @@ func (c *Conn) Write(p []byte) (int, error) {
 			continue
 		}
 		k := min(len(p), c.wLeft, c.maxPayload())
-		if err := c.sendFragment(p[:k], c.wLeft-k); err != nil {
+		if err := c.sendFragment(p[:k], c.wLeft-k, len(p) > k); err != nil {
 			return n, err
 		}
 		c.wLeft -= k
@@ -443,7 +448,7 @@ func (c *Conn) WriteMessage(msg []byte) error {
 	}
 	for len(msg) > 0 {
 		k := min(len(msg), c.maxPayload())
-		if err := c.sendFragment(msg[:k], len(msg)-k); err != nil {
+		if err := c.sendFragment(msg[:k], len(msg)-k, len(msg) > k); err != nil {
 			return err
 		}
 		msg = msg[k:]
@@ -605,7 +610,7 @@ func (c *Conn) sendKeepalive() {
 	if c.err != nil || c.midMessage || len(c.freeSend) == 0 || c.sendCredits == 0 {
 		return // a data message in flight will do; else the timeout decides
 	}
-	if err := c.sendLocked(nil, 0, wire.FlagResponseRequested); err != nil {
+	if err := c.sendLocked(nil, 0, wire.FlagResponseRequested, false); err != nil {
 		c.failLocked(err)
 	}
 }
