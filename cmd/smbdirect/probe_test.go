@@ -16,16 +16,8 @@ import (
 // TestLinuxProbe: smbdirect probe against Linux ksmbd over siw in the VM.
 func TestLinuxProbe(t *testing.T) {
 	vm := testbed.StartT(t, testbed.Options{
-		GuestScript: `rdma link add siw0 type siw netdev eth0 || exit 90
-ksmbd.adduser -a tester -p secret >/dev/null || exit 91
-mkdir -p /etc/ksmbd /srv/share
-printf '[global]\n\tserver min protocol = SMB2_10\n[share]\n\tpath = /srv/share\n' > /etc/ksmbd/ksmbd.conf
-ksmbd.mountd || exit 92
-sleep 1
-echo KSMBD_READY
-i=0; while [ ! -e /mnt/work/done ] && [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1)); done
-`,
-		Forwards: []testbed.Forward{{GuestPort: 5445}},
+		GuestScript: testbed.KsmbdGuest,
+		Forwards:    []testbed.Forward{{GuestPort: 5445}},
 	})
 	defer os.WriteFile(vm.ShareDir()+"/done", nil, 0o644)
 	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
