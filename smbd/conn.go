@@ -85,14 +85,17 @@ type Conn struct {
 	ackDue     bool
 
 	// Send side.
-	sendMR      rdma.MR
-	freeSend    []int
-	sendCredits int
-	writeMu     sync.Mutex // held by whoever sends data: fragments stay together
-	midMessage  bool
-	wHdr        [4]byte
-	wHdrN       int
-	wLeft       int
+	sendMR       rdma.MR
+	freeSend     []int
+	sendCredits  int
+	writeMu      sync.Mutex         // held by whoever sends data: fragments stay together
+	ops          map[uint64]*rdmaOp // RDMA transfers in flight
+	opSeq        uint64
+	rdmaInflight int
+	midMessage   bool
+	wHdr         [4]byte
+	wHdrN        int
+	wLeft        int
 
 	rDeadline, wDeadline time.Time
 	rTimer, wTimer       *time.Timer
@@ -107,7 +110,8 @@ const sendSlots = 32
 func newConn(cfg Config, pd rdma.PD, ownPD bool) (*Conn, error) {
 	c := &Conn{cfg: cfg, log: cfg.Logger, pd: pd, ownPD: ownPD, reasm: -1, window: cfg.InitialReceives, done: make(chan struct{})}
 	c.cond = sync.NewCond(&c.mu)
-	ep, err := pd.NewEndpoint(rdma.EndpointConfig{SendQueueDepth: sendSlots + 8, RecvQueueDepth: cfg.ReceiveCreditMax + 1})
+	c.ops = make(map[uint64]*rdmaOp)
+	ep, err := pd.NewEndpoint(rdma.EndpointConfig{SendQueueDepth: sendSlots + rdmaSlots + 8, RecvQueueDepth: cfg.ReceiveCreditMax + 1})
 	if err != nil {
 		return nil, err
 	}
@@ -178,6 +182,12 @@ func (c *Conn) replenishLocked() {
 }
 
 func (c *Conn) failLocked(err error) {
+	if errors.Is(err, rdma.ErrNotConnected) || errors.Is(err, rdma.ErrFlushed) {
+		// A symptom: report why the endpoint went down.
+		if e := c.ep.Err(); e != nil {
+			err = e
+		}
+	}
 	if c.err == nil {
 		c.err = err
 		if !errors.Is(err, rdma.ErrDisconnected) && !errors.Is(err, rdma.ErrClosed) {
@@ -235,6 +245,10 @@ func (c *Conn) pollLoop() {
 func (c *Conn) completion(w *rdma.Completion) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if w.ID&opBit != 0 {
+		c.rdmaCompletionLocked(w.ID, w.Err)
+		return
+	}
 	if w.Op != rdma.OpRecv {
 		c.freeSend = append(c.freeSend, int(w.ID))
 		if w.Err != nil && !errors.Is(w.Err, rdma.ErrFlushed) {
@@ -333,14 +347,14 @@ func (c *Conn) maybeControl() {
 	if !need || (c.sendCredits == 1 && grantable == 0 && !c.ackDue) {
 		return
 	}
-	if err := c.sendLocked(nil, 0, 0, false); err != nil {
+	if err := c.sendLocked(nil, 0, 0, false, 0); err != nil {
 		c.failLocked(err)
 	}
 }
 
 // sendLocked posts one Data Transfer message. The caller checked that a
 // credit and a send slot are available.
-func (c *Conn) sendLocked(payload []byte, remaining int, flags uint16, more bool) error {
+func (c *Conn) sendLocked(payload []byte, remaining int, flags uint16, more bool, inv uint32) error {
 	slot := c.freeSend[len(c.freeSend)-1]
 	c.freeSend = c.freeSend[:len(c.freeSend)-1]
 	g := min(c.posted-c.granted, 0xffff)
@@ -353,14 +367,18 @@ func (c *Conn) sendLocked(payload []byte, remaining int, flags uint16, more bool
 	buf := c.sendMR.Bytes()[off : off+c.maxSend]
 	b := wire.AppendDataTransfer(buf[:0], &h)
 	b = append(b, payload...)
-	return c.ep.PostSend(&rdma.SendWR{ID: uint64(slot), Op: rdma.OpSend, Local: rdma.SGE{MR: c.sendMR, Offset: off, Length: len(b)}, More: more})
+	wr := rdma.SendWR{ID: uint64(slot), Op: rdma.OpSend, Local: rdma.SGE{MR: c.sendMR, Offset: off, Length: len(b)}, More: more}
+	if inv != 0 {
+		wr.Op, wr.InvalidateSTag = rdma.OpSendInvalidate, rdma.STag(inv)
+	}
+	return c.ep.PostSend(&wr)
 }
 
 // sendFragment waits for a credit (keeping the last one for a message that
 // grants credits) and a send buffer, then sends. Call with writeMu held.
 // next says the caller has the next fragment at hand: if it can go without
 // waiting, this one is held back to leave with it in one write.
-func (c *Conn) sendFragment(payload []byte, remaining int, next bool) error {
+func (c *Conn) sendFragment(payload []byte, remaining int, next bool, inv uint32) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for {
@@ -383,7 +401,7 @@ func (c *Conn) sendFragment(payload []byte, remaining int, next bool) error {
 	// Holding back is safe only if the next fragment cannot block: we hold
 	// writeMu, so credits and send slots can only grow until then.
 	more := next && remaining > 0 && len(c.freeSend) > 1 && c.sendCredits > 2
-	return c.sendLocked(payload, remaining, 0, more)
+	return c.sendLocked(payload, remaining, 0, more, inv)
 }
 
 func (c *Conn) connErrLocked() error {
@@ -426,7 +444,7 @@ func (c *Conn) Write(p []byte) (int, error) {
 			continue
 		}
 		k := min(len(p), c.wLeft, c.maxPayload())
-		if err := c.sendFragment(p[:k], c.wLeft-k, len(p) > k); err != nil {
+		if err := c.sendFragment(p[:k], c.wLeft-k, len(p) > k, 0); err != nil {
 			return n, err
 		}
 		c.wLeft -= k
@@ -437,7 +455,20 @@ func (c *Conn) Write(p []byte) (int, error) {
 
 // WriteMessage sends one upper-layer message (an SMB2 PDU without the
 // Direct TCP header).
-func (c *Conn) WriteMessage(msg []byte) error {
+func (c *Conn) WriteMessage(msg []byte) error { return c.writeMessage(msg, 0) }
+
+// WriteMessageInvalidate sends msg and, with its last fragment (Send with
+// Invalidate), invalidates the peer's registration token: what a server
+// does with the response to an SMB2 READ or WRITE whose channel is
+// SMB2_CHANNEL_RDMA_V1_INVALIDATE. token must not be 0.
+func (c *Conn) WriteMessageInvalidate(msg []byte, token uint32) error {
+	if token == 0 {
+		return fmt.Errorf("smbd: Send with Invalidate of token 0")
+	}
+	return c.writeMessage(msg, token)
+}
+
+func (c *Conn) writeMessage(msg []byte, inv uint32) error {
 	c.writeMu.Lock()
 	defer c.writeMu.Unlock()
 	if c.wLeft != 0 || c.wHdrN != 0 {
@@ -448,7 +479,11 @@ func (c *Conn) WriteMessage(msg []byte) error {
 	}
 	for len(msg) > 0 {
 		k := min(len(msg), c.maxPayload())
-		if err := c.sendFragment(msg[:k], len(msg)-k, len(msg) > k); err != nil {
+		var fragInv uint32
+		if len(msg) == k {
+			fragInv = inv
+		}
+		if err := c.sendFragment(msg[:k], len(msg)-k, len(msg) > k, fragInv); err != nil {
 			return err
 		}
 		msg = msg[k:]
@@ -610,7 +645,7 @@ func (c *Conn) sendKeepalive() {
 	if c.err != nil || c.midMessage || len(c.freeSend) == 0 || c.sendCredits == 0 {
 		return // a data message in flight will do; else the timeout decides
 	}
-	if err := c.sendLocked(nil, 0, wire.FlagResponseRequested, false); err != nil {
+	if err := c.sendLocked(nil, 0, wire.FlagResponseRequested, false, 0); err != nil {
 		c.failLocked(err)
 	}
 }

@@ -6,7 +6,7 @@ package testbed
 // creates ShareDir()/done (at most 120 s).
 const KsmbdGuest = `rdma link add siw0 type siw netdev eth0 || exit 90
 ksmbd.adduser -a tester -p secret >/dev/null || exit 91
-mkdir -p /etc/ksmbd /srv/share
+mkdir -p /etc/ksmbd /srv/share && chmod 1777 /srv/share
 printf '[global]\n\tserver min protocol = SMB2_10\n[share]\n\tpath = /srv/share\n\tread only = no\n\tvalid users = tester\n' > /etc/ksmbd/ksmbd.conf
 ksmbd.mountd || exit 92
 sleep 1
