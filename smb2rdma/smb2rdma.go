@@ -1,0 +1,391 @@
+// Package smb2rdma gives an SMB2 client written for TCP the RDMA channel
+// of SMB Direct without changing it. Wrap an smbd.Conn and hand the result
+// to the client as its net.Conn: large READ requests are rewritten to ask
+// the server to RDMA-write the data into memory registered here, and
+// large WRITE requests to let it RDMA-read the data from here
+// (SMB2_CHANNEL_RDMA_V1_INVALIDATE, [MS-SMB2] 2.2.19, 2.2.21); the READ
+// response is turned back into the inline form the client expects.
+//
+// Only requests the client did not sign are rewritten: changing a signed
+// message would break its signature, so signed (and encrypted, and
+// compound) requests pass through unchanged and are then bound by SMB
+// Direct's fragmented message size. A server that requires signing
+// therefore gets no offload through this package; an SMB2 client that
+// knows about the RDMA channel builds such requests itself with the
+// smbd.Conn offload API.
+package smb2rdma
+
+import (
+	"encoding/binary"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+
+	"github.com/smbdirect/smbdirect/internal/smb2"
+	"github.com/smbdirect/smbdirect/smbd"
+)
+
+// Config tunes the offload. The zero value is ready to use.
+type Config struct {
+	// Threshold is the smallest READ or WRITE length sent by RDMA (default
+	// 4096, Linux cifs.ko's rdma_readwrite_threshold). Smaller ones go
+	// inline, where a copy costs less than a registration.
+	Threshold int
+	// NoInvalidate asks for SMB2_CHANNEL_RDMA_V1, without the server's
+	// Send with Invalidate; the registration is then invalidated locally
+	// when the response arrives. The default is _V1_INVALIDATE.
+	NoInvalidate bool
+	// Logger receives offload events; nil discards them.
+	Logger *slog.Logger
+}
+
+// Stats counts what the offload did.
+type Stats struct {
+	// Reads and Writes are the requests sent with an RDMA channel.
+	Reads  uint64 `json:"rdma_reads"`
+	Writes uint64 `json:"rdma_writes"`
+	// BytesPlaced is READ data the server RDMA-wrote into our memory;
+	// BytesFetched is WRITE data it RDMA-read from it.
+	BytesPlaced  uint64 `json:"bytes_placed"`
+	BytesFetched uint64 `json:"bytes_fetched"`
+	// Inline counts READ and WRITE requests left as they were (small,
+	// signed, compound, or larger than MaxReadWriteSize).
+	Inline uint64 `json:"inline"`
+	// PeerInvalidated counts registrations the server invalidated with
+	// its response (Send with Invalidate); the others were invalidated
+	// here.
+	PeerInvalidated uint64 `json:"peer_invalidated"`
+}
+
+// Conn is an smbd.Conn seen by an SMB2 client as a TCP connection, with
+// READ and WRITE offloaded to RDMA. Read and Write carry Direct TCP
+// framed PDUs; the other methods are the smbd.Conn's.
+type Conn struct {
+	*smbd.Conn
+	cfg Config
+	log *slog.Logger
+
+	// Write side: a PDU being assembled from Write calls.
+	wmu  sync.Mutex
+	whdr [4]byte
+	whn  int
+	wbuf []byte
+	want int // bytes of the current PDU still to come; 0 between PDUs
+
+	// Read side: the current PDU, framed, being handed out.
+	rmu  sync.Mutex
+	rbuf []byte
+	rout []byte
+
+	mu      sync.Mutex
+	pending map[uint64]*pending
+
+	// dialect is what the server chose in its NEGOTIATE response: SMB 2.x
+	// has no RDMA channel, and 3.0.0 knows only SMB2_CHANNEL_RDMA_V1.
+	dialect atomic.Uint32
+
+	reads, writes, placed, fetched, inline, peerInv atomic.Uint64
+}
+
+// pending is a request whose registration lives until its response.
+type pending struct {
+	buf  *smbd.Buffer
+	mem  []byte
+	read bool
+	n    int
+}
+
+// Wrap returns c as a net.Conn that offloads READ and WRITE. Use only the
+// returned Conn from then on.
+func Wrap(c *smbd.Conn, cfg *Config) *Conn {
+	w := &Conn{Conn: c, pending: make(map[uint64]*pending)}
+	if cfg != nil {
+		w.cfg = *cfg
+	}
+	if w.cfg.Threshold <= 0 {
+		w.cfg.Threshold = 4096
+	}
+	w.log = w.cfg.Logger
+	if w.log == nil {
+		w.log = slog.New(slog.DiscardHandler)
+	}
+	return w
+}
+
+// Stats returns the counters.
+func (c *Conn) Stats() Stats {
+	return Stats{Reads: c.reads.Load(), Writes: c.writes.Load(), BytesPlaced: c.placed.Load(),
+		BytesFetched: c.fetched.Load(), Inline: c.inline.Load(), PeerInvalidated: c.peerInv.Load()}
+}
+
+// maxPDU bounds a PDU the client writes (the Direct TCP length is 24 bits).
+const maxPDU = 1<<24 - 1
+
+// Write takes Direct TCP framed PDUs, as an SMB2 client writes them to a
+// TCP socket.
+func (c *Conn) Write(p []byte) (int, error) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	n := 0
+	for len(p) > 0 {
+		if c.want == 0 {
+			k := copy(c.whdr[c.whn:], p)
+			c.whn += k
+			p, n = p[k:], n+k
+			if c.whn < 4 {
+				break
+			}
+			c.whn = 0
+			size := int(c.whdr[1])<<16 | int(c.whdr[2])<<8 | int(c.whdr[3])
+			if c.whdr[0] != 0 || size == 0 {
+				return n, fmt.Errorf("%w: header % x", smbd.ErrFraming, c.whdr)
+			}
+			c.want = size
+			c.wbuf = c.wbuf[:0]
+			continue
+		}
+		if len(c.wbuf) == 0 && len(p) >= c.want {
+			// The whole PDU is at hand: no copy.
+			k := c.want
+			c.want = 0
+			if err := c.send(p[:k]); err != nil {
+				return n, err
+			}
+			p, n = p[k:], n+k
+			continue
+		}
+		k := min(len(p), c.want)
+		c.wbuf = append(c.wbuf, p[:k]...)
+		c.want -= k
+		p, n = p[k:], n+k
+		if c.want == 0 {
+			if err := c.send(c.wbuf); err != nil {
+				return n, err
+			}
+		}
+	}
+	return n, nil
+}
+
+// send sends one PDU, rewritten when it is a READ or WRITE to offload.
+func (c *Conn) send(pdu []byte) error {
+	h, err := smb2.ParseHeader(pdu)
+	if err != nil || h.Flags&(smb2.FlagSigned|smb2.FlagRelated) != 0 || h.NextCommand != 0 || h.Flags&smb2.FlagResponse != 0 {
+		return c.Conn.WriteMessage(pdu)
+	}
+	switch h.Command {
+	case smb2.CommandRead:
+		if r, err := smb2.ParseReadRequest(pdu); err == nil && r.Channel == smb2.ChannelNone {
+			if c.offloadable(int(r.Length)) {
+				return c.sendRead(pdu, h, &r)
+			}
+			c.inline.Add(1)
+		}
+	case smb2.CommandWrite:
+		if r, err := smb2.ParseWriteRequest(pdu); err == nil && r.Channel == smb2.ChannelNone && len(r.ChannelInfo) == 0 {
+			if c.offloadable(len(r.Data)) {
+				return c.sendWrite(pdu, h, &r)
+			}
+			c.inline.Add(1)
+		}
+	}
+	return c.Conn.WriteMessage(pdu)
+}
+
+func (c *Conn) offloadable(n int) bool {
+	return c.dialect.Load() >= smb2.Dialect300 && n >= c.cfg.Threshold && n <= c.Conn.Info().MaxReadWriteSize
+}
+
+func (c *Conn) channel() uint32 {
+	if c.cfg.NoInvalidate || c.dialect.Load() == smb2.Dialect300 {
+		return smb2.ChannelRDMAV1
+	}
+	return smb2.ChannelRDMAV1Invalidate
+}
+
+// sendRead registers a buffer for the READ's data and sends the request
+// with it as the RDMA channel.
+func (c *Conn) sendRead(pdu []byte, h smb2.Header, r *smb2.ReadRequest) error {
+	mem := make([]byte, r.Length)
+	buf, err := c.Conn.Register(mem, smbd.PeerWrite)
+	if err != nil {
+		return err
+	}
+	r.Channel = c.channel()
+	var ci [smbd.BufferDescriptorLen]byte
+	r.ChannelInfo = buf.AppendDescriptor(ci[:0])
+	out := append(make([]byte, 0, smb2.HeaderLen+64), pdu[:smb2.HeaderLen]...)
+	out = smb2.AppendReadRequest(out, r)
+	if err := c.track(h.MessageID, &pending{buf: buf, mem: mem, read: true, n: int(r.Length)}); err != nil {
+		buf.Close()
+		return err
+	}
+	if err := c.Conn.WriteMessage(out); err != nil {
+		c.untrack(h.MessageID)
+		return err
+	}
+	c.reads.Add(1)
+	return nil
+}
+
+// sendWrite registers a copy of the WRITE's data for the server to RDMA
+// Read and sends the request with it as the RDMA channel. The copy is
+// needed because the client may reuse its buffer as soon as Write
+// returns.
+func (c *Conn) sendWrite(pdu []byte, h smb2.Header, r *smb2.WriteRequest) error {
+	mem := append([]byte(nil), r.Data...)
+	buf, err := c.Conn.Register(mem, smbd.PeerRead)
+	if err != nil {
+		return err
+	}
+	n := len(mem)
+	r.Channel = c.channel()
+	r.RemainingBytes = uint32(n)
+	r.Length = 0
+	r.Data = nil
+	var ci [smbd.BufferDescriptorLen]byte
+	r.ChannelInfo = buf.AppendDescriptor(ci[:0])
+	out := append(make([]byte, 0, smb2.HeaderLen+64), pdu[:smb2.HeaderLen]...)
+	out = smb2.AppendWriteRequest(out, r)
+	if err := c.track(h.MessageID, &pending{buf: buf, n: n}); err != nil {
+		buf.Close()
+		return err
+	}
+	if err := c.Conn.WriteMessage(out); err != nil {
+		c.untrack(h.MessageID)
+		return err
+	}
+	c.writes.Add(1)
+	return nil
+}
+
+func (c *Conn) track(id uint64, p *pending) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.pending == nil {
+		return io.ErrClosedPipe
+	}
+	if c.pending[id] != nil {
+		return fmt.Errorf("smb2rdma: message ID %d is already in flight", id)
+	}
+	c.pending[id] = p
+	return nil
+}
+
+func (c *Conn) untrack(id uint64) *pending {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	p := c.pending[id]
+	delete(c.pending, id)
+	if p != nil {
+		p.buf.Close()
+	}
+	return p
+}
+
+// Read returns received PDUs with their Direct TCP header, as a TCP
+// socket would; READ responses to offloaded requests carry their data
+// inline again.
+func (c *Conn) Read(p []byte) (int, error) {
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	if len(c.rout) == 0 {
+		if err := c.next(); err != nil {
+			return 0, err
+		}
+	}
+	n := copy(p, c.rout)
+	c.rout = c.rout[n:]
+	return n, nil
+}
+
+// next receives the next PDU into rbuf (after a 4-byte gap for its
+// Direct TCP header) and makes it the one being read.
+func (c *Conn) next() error {
+	max := c.Conn.Info().MaxFragmentedRecv
+	if cap(c.rbuf) < 4+max {
+		c.rbuf = make([]byte, 4+max)
+	}
+	c.rbuf = c.rbuf[:cap(c.rbuf)]
+	n, err := c.Conn.ReadMessage(c.rbuf[4:])
+	if err != nil {
+		return err
+	}
+	out := c.fixResponse(c.rbuf[4 : 4+n])
+	if out == nil {
+		out = c.rbuf[:4+n]
+	}
+	binary.BigEndian.PutUint32(out, uint32(len(out)-4))
+	c.rout = out
+	return nil
+}
+
+// fixResponse releases the registration of an offloaded request when its
+// final response arrives, and turns a successful READ response back into
+// the inline form (data after the body), returned with room for its
+// Direct TCP header; nil means msg stays as it is.
+func (c *Conn) fixResponse(msg []byte) []byte {
+	h, err := smb2.ParseHeader(msg)
+	if err != nil || h.Flags&smb2.FlagResponse == 0 {
+		return nil
+	}
+	if h.Command == smb2.CommandNegotiate && h.Status == 0 {
+		if r, err := smb2.ParseNegotiateResponse(msg); err == nil {
+			c.dialect.Store(uint32(r.Dialect))
+		}
+		return nil
+	}
+	if h.Flags&smb2.FlagAsync != 0 && h.Status == smb2.StatusPending {
+		return nil // interim: the final response follows
+	}
+	c.mu.Lock()
+	p := c.pending[h.MessageID]
+	delete(c.pending, h.MessageID)
+	c.mu.Unlock()
+	if p == nil {
+		return nil
+	}
+	// Revoke the server's access before the data is looked at.
+	invalidatedByPeer := !p.buf.Valid()
+	if invalidatedByPeer {
+		c.peerInv.Add(1)
+	}
+	p.buf.Close()
+	if !p.read {
+		if h.Status == 0 {
+			c.fetched.Add(uint64(p.n))
+		}
+		return nil
+	}
+	if h.Status != 0 || h.NextCommand != 0 {
+		return nil
+	}
+	r, err := smb2.ParseReadResponse(msg)
+	if err != nil || r.DataLength != 0 || int(r.DataRemaining) > p.n {
+		c.log.Warn("smb2rdma: unexpected READ response to an RDMA channel request", "err", err,
+			"data_length", r.DataLength, "data_remaining", r.DataRemaining, "registered", p.n)
+		return nil
+	}
+	n := int(r.DataRemaining)
+	c.placed.Add(uint64(n))
+	c.log.Debug("smb2rdma: READ placed by RDMA", "bytes", n, "invalidated_by_peer", invalidatedByPeer)
+	out := make([]byte, 4, 4+smb2.ReadResponseDataOffset+n)
+	out = append(out, msg[:smb2.ReadResponseDataOffset]...)
+	smb2.PutReadResponseData(out[4+smb2.HeaderLen:], uint32(n))
+	out = append(out, p.mem[:n]...)
+	return out
+}
+
+// Close closes the connection and releases every registration.
+func (c *Conn) Close() error {
+	err := c.Conn.Close()
+	c.mu.Lock()
+	for _, p := range c.pending {
+		p.buf.Close()
+	}
+	c.pending = nil
+	c.mu.Unlock()
+	return err
+}
