@@ -172,7 +172,12 @@ func (c *Conn) Write(p []byte) (int, error) {
 // send sends one PDU, rewritten when it is a READ or WRITE to offload.
 func (c *Conn) send(pdu []byte) error {
 	h, err := smb2.ParseHeader(pdu)
-	if err != nil || h.Flags&(smb2.FlagSigned|smb2.FlagRelated) != 0 || h.NextCommand != 0 || h.Flags&smb2.FlagResponse != 0 {
+	if err != nil || h.Flags&smb2.FlagResponse != 0 || (h.Command != smb2.CommandRead && h.Command != smb2.CommandWrite) {
+		return c.Conn.WriteMessage(pdu)
+	}
+	if h.Flags&(smb2.FlagSigned|smb2.FlagRelated) != 0 || h.NextCommand != 0 {
+		// Rewriting would break the signature or the compound chain.
+		c.inline.Add(1)
 		return c.Conn.WriteMessage(pdu)
 	}
 	switch h.Command {
