@@ -1,0 +1,489 @@
+package smbd
+
+// Hostile SMB Direct peers: a raw endpoint that speaks iWARP correctly but
+// sends whatever MS-SMBD bytes a case wants. Each case must end in a
+// clean disconnect and a clear error, with no goroutine left behind and
+// memory bounded.
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"os"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/smbdirect/smbdirect/iwarp"
+	"github.com/smbdirect/smbdirect/rdma"
+	"github.com/smbdirect/smbdirect/smbd/internal/wire"
+)
+
+func checkLeaks(t *testing.T) {
+	base := runtime.NumGoroutine()
+	t.Cleanup(func() {
+		deadline := time.Now().Add(3 * time.Second)
+		for runtime.NumGoroutine() > base && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		if n := runtime.NumGoroutine(); n > base {
+			buf := make([]byte, 1<<16)
+			t.Errorf("%d goroutines left, %d before:\n%s", n, base, buf[:runtime.Stack(buf, true)])
+		}
+	})
+}
+
+// rawPeer is an iWARP endpoint driven byte by byte.
+type rawPeer struct {
+	t     *testing.T
+	pd    rdma.PD
+	ep    rdma.Endpoint
+	recvs chan []byte
+	sent  chan error
+	mrs   []rdma.MR
+}
+
+func newRaw(t *testing.T) *rawPeer {
+	t.Helper()
+	pd, err := iwarp.New(iwarp.Config{FirstSendDelay: -1}).NewPD()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ep, err := pd.NewEndpoint(rdma.EndpointConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &rawPeer{t: t, pd: pd, ep: ep, recvs: make(chan []byte, 1024), sent: make(chan error, 1024)}
+	for i := range 64 {
+		mr, err := pd.RegisterMemory(make([]byte, 64<<10), rdma.AccessLocalWrite)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.mrs = append(p.mrs, mr)
+		if err := ep.PostRecv(&rdma.RecvWR{ID: uint64(i), Local: rdma.SGE{MR: mr}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(p.close)
+	return p
+}
+
+func (p *rawPeer) start() {
+	go func() {
+		defer close(p.recvs)
+		var wc [8]rdma.Completion
+		for {
+			n, err := p.ep.Poll(context.Background(), wc[:])
+			if err != nil {
+				return
+			}
+			for _, w := range wc[:n] {
+				if w.Op != rdma.OpRecv {
+					p.sent <- w.Err
+					continue
+				}
+				if w.Err != nil {
+					continue
+				}
+				p.recvs <- append([]byte(nil), p.mrs[w.ID].Bytes()[:w.Bytes]...)
+				p.ep.PostRecv(&rdma.RecvWR{ID: w.ID, Local: rdma.SGE{MR: p.mrs[w.ID]}})
+			}
+		}
+	}()
+}
+
+func (p *rawPeer) close() {
+	p.ep.Close()
+	for range p.recvs {
+	}
+	for _, m := range p.mrs {
+		m.Close()
+	}
+	p.pd.Close()
+}
+
+// dial connects to addr and starts the completion loop.
+func (p *rawPeer) dial(addr string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := p.ep.Connect(ctx, addr, rdma.ConnParams{ORD: 16, IRD: 16}); err != nil {
+		p.t.Fatal(err)
+	}
+	p.start()
+}
+
+// send sends b as one message. A send the connection ends under may fail;
+// that is what several cases provoke, so it is not an error here.
+func (p *rawPeer) send(b []byte) {
+	mr, err := p.pd.RegisterMemory(append([]byte(nil), b...), 0)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	defer func() {
+		select {
+		case <-p.sent:
+		case <-p.ep.Done():
+		case <-time.After(5 * time.Second):
+		}
+		mr.Close()
+	}()
+	if err := p.ep.PostSend(&rdma.SendWR{Op: rdma.OpSend, Local: rdma.SGE{MR: mr}}); err != nil {
+		p.sent <- err
+	}
+}
+
+// recv waits for the next message.
+func (p *rawPeer) recv() ([]byte, bool) {
+	select {
+	case b, ok := <-p.recvs:
+		return b, ok
+	case <-time.After(5 * time.Second):
+		p.t.Fatal("raw peer: nothing received in 5 s")
+		return nil, false
+	}
+}
+
+// disconnected waits for the peer to end the connection.
+func (p *rawPeer) disconnected() bool {
+	select {
+	case <-p.ep.Done():
+		return true
+	case <-time.After(5 * time.Second):
+		return false
+	}
+}
+
+func dt(h wire.DataTransfer, payload []byte) []byte {
+	if h.CreditsRequested == 0 {
+		h.CreditsRequested = 255
+	}
+	h.DataLength = uint32(len(payload))
+	return append(wire.AppendDataTransfer(nil, &h), payload...)
+}
+
+func negReq(v uint16) []byte {
+	return wire.AppendNegotiateRequest(nil, &wire.NegotiateRequest{MinVersion: v, MaxVersion: v,
+		CreditsRequested: 255, PreferredSendSize: 1364, MaxReceiveSize: 8192, MaxFragmentedSize: 1 << 20})
+}
+
+// serverCase starts our Listener, connects a raw client and returns both,
+// with the accepted Conn once negotiation succeeds (nil if it fails).
+func hostileListener(t *testing.T, cfg *Config) (*Listener, *rawPeer) {
+	t.Helper()
+	if cfg == nil {
+		cfg = testConfig()
+	}
+	l, err := Listen(t.Context(), "127.0.0.1:0", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	p := newRaw(t)
+	p.dial(l.Addr().String())
+	return l, p
+}
+
+func noConn(t *testing.T, l *Listener) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+	defer cancel()
+	if c, err := l.AcceptSMBD(ctx); err == nil {
+		c.Close()
+		t.Fatal("a connection was accepted")
+	}
+}
+
+// Negotiation refused by our listener: the raw client is disconnected
+// and no connection is handed to Accept.
+func TestHostileNegotiateRequest(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		msg    []byte
+		status uint32 // a Negotiate Response with this status comes first
+	}{
+		{"wrong-version", negReq(0x0200), wire.StatusNotSupported},
+		{"data-transfer-first", dt(wire.DataTransfer{CreditsGranted: 10}, []byte("hello")), 0},
+		{"short", []byte{1, 0, 1}, 0},
+		{"zero-credits-requested", func() []byte { b := negReq(0x0100); b[6], b[7] = 0, 0; return b }(), 0},
+		{"tiny-max-receive", func() []byte { b := negReq(0x0100); binary.LittleEndian.PutUint32(b[12:], 127); return b }(), 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			checkLeaks(t)
+			l, p := hostileListener(t, nil)
+			p.send(tc.msg)
+			if tc.status != 0 {
+				b, ok := p.recv()
+				r, err := wire.ParseNegotiateResponse(b)
+				if !ok || err != nil || r.Status != tc.status {
+					t.Fatalf("response %+v, %v", r, err)
+				}
+			}
+			if !p.disconnected() {
+				t.Fatal("raw client still connected")
+			}
+			noConn(t, l)
+		})
+	}
+}
+
+// negotiated returns our accepted Conn and the raw client after a valid
+// negotiation; the raw client then holds the response's credits.
+func negotiated(t *testing.T, cfg *Config) (*Conn, *rawPeer, wire.NegotiateResponse) {
+	t.Helper()
+	l, p := hostileListener(t, cfg)
+	p.send(negReq(0x0100))
+	b, _ := p.recv()
+	r, err := wire.ParseNegotiateResponse(b)
+	if err != nil || r.Status != 0 {
+		t.Fatalf("negotiate: %+v %v", r, err)
+	}
+	c, err := l.AcceptSMBD(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c, p, r
+}
+
+// expectFailure reads from c until the connection ends and checks the
+// error, then that the raw peer was disconnected.
+func expectFailure(t *testing.T, c *Conn, p *rawPeer, want error) {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	var err error
+	buf := make([]byte, 2<<20)
+	for err == nil {
+		_, err = c.ReadMessage(buf)
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatal("connection not ended")
+	}
+	if want != nil && !errors.Is(err, want) {
+		t.Fatalf("got %v, want %v", err, want)
+	}
+	t.Logf("ended with: %v", err)
+	if !p.disconnected() {
+		t.Fatal("raw peer still connected")
+	}
+}
+
+func TestHostileDataTransfer(t *testing.T) {
+	header := func(h wire.DataTransfer, off, n uint32, payload int) []byte {
+		h.CreditsRequested = 255
+		b := wire.AppendDataTransfer(nil, &h)
+		b = append(b, make([]byte, 24-len(b))...)
+		binary.LittleEndian.PutUint32(b[12:], off)
+		binary.LittleEndian.PutUint32(b[16:], n)
+		return append(b, make([]byte, payload)...)
+	}
+	for _, tc := range []struct {
+		name string
+		msgs [][]byte
+		want error
+	}{
+		{"data-offset-past-end", [][]byte{header(wire.DataTransfer{}, 24, 100, 50)}, ErrProtocol},
+		{"data-offset-in-header", [][]byte{header(wire.DataTransfer{}, 8, 16, 0)}, ErrProtocol},
+		{"data-offset-unaligned", [][]byte{header(wire.DataTransfer{}, 25, 1, 8)}, ErrProtocol},
+		{"data-length-overflow", [][]byte{header(wire.DataTransfer{}, 24, 0xffffffff, 8)}, ErrProtocol},
+		{"zero-credits-requested", [][]byte{func() []byte { b := dt(wire.DataTransfer{}, []byte("x")); b[0], b[1] = 0, 0; return b }()}, ErrProtocol},
+		{"remaining-lies", [][]byte{
+			dt(wire.DataTransfer{RemainingDataLength: 100}, make([]byte, 50)),
+			dt(wire.DataTransfer{RemainingDataLength: 10}, make([]byte, 50)),
+		}, ErrProtocol},
+		{"remaining-grows", [][]byte{
+			dt(wire.DataTransfer{RemainingDataLength: 100}, make([]byte, 50)),
+			dt(wire.DataTransfer{RemainingDataLength: 500}, make([]byte, 50)),
+		}, ErrProtocol},
+		{"empty-in-the-middle", [][]byte{
+			dt(wire.DataTransfer{RemainingDataLength: 100}, make([]byte, 50)),
+			dt(wire.DataTransfer{RemainingDataLength: 50}, nil),
+		}, ErrProtocol},
+		{"beyond-max-fragmented", [][]byte{dt(wire.DataTransfer{RemainingDataLength: 1 << 20}, make([]byte, 100))}, ErrMessageTooLarge},
+		{"oversize-message", [][]byte{dt(wire.DataTransfer{}, make([]byte, 9000))}, nil},
+		{"credits-past-limit", [][]byte{
+			dt(wire.DataTransfer{CreditsGranted: 0xffff}, nil),
+			dt(wire.DataTransfer{CreditsGranted: 0xffff}, nil),
+		}, ErrProtocol},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			checkLeaks(t)
+			c, p, _ := negotiated(t, nil)
+			for _, m := range tc.msgs {
+				p.send(m)
+			}
+			expectFailure(t, c, p, tc.want)
+		})
+	}
+}
+
+// A peer that sends more messages than it was granted credits for.
+func TestHostileWithoutCredits(t *testing.T) {
+	checkLeaks(t)
+	cfg := testConfig()
+	cfg.InitialReceives = 4
+	c, p, r := negotiated(t, cfg)
+	for range int(r.CreditsGranted) + 8 {
+		p.send(dt(wire.DataTransfer{}, []byte("x")))
+	}
+	expectFailure(t, c, p, nil)
+}
+
+// A peer that never grants credits: our writes wait, a write deadline
+// ends the wait, and the connection stays usable.
+func TestHostileNeverGrants(t *testing.T) {
+	checkLeaks(t)
+	c, p, _ := negotiated(t, nil)
+	c.SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
+	start := time.Now()
+	err := c.WriteMessage([]byte("hello"))
+	if !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("write without credits: %v", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("deadline honoured after %v", d)
+	}
+	// One credit is kept for a message that grants credits: with a single
+	// credit and nothing to grant, data still does not go.
+	p.send(dt(wire.DataTransfer{CreditsGranted: 2}, nil))
+	c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	if err := c.WriteMessage([]byte("hello")); err != nil {
+		t.Fatalf("write after a grant: %v", err)
+	}
+	b, _ := p.recv()
+	h, payload, err := wire.ParseDataTransfer(b)
+	if err != nil || string(payload) != "hello" {
+		t.Fatalf("%+v %q %v", h, payload, err)
+	}
+}
+
+// A peer floods data we do not read: receive buffers are not reposted,
+// so it runs out of credits; memory stays bounded by MaxQueuedBytes, and
+// when it sends anyway the connection ends.
+func TestHostileFlood(t *testing.T) {
+	checkLeaks(t)
+	cfg := testConfig()
+	cfg.MaxQueuedBytes = 64 << 10
+	c, p, r := negotiated(t, cfg)
+	credits := int(r.CreditsGranted)
+	payload := make([]byte, 8192-24)
+	sent := 0
+	deadline := time.Now().Add(3 * time.Second)
+	for time.Now().Before(deadline) {
+		// Collect grants the way a well-behaved peer would.
+		for drained := false; !drained; {
+			select {
+			case b, ok := <-p.recvs:
+				if !ok {
+					t.Fatal("disconnected while behaving")
+				}
+				h, _, err := wire.ParseDataTransfer(b)
+				if err != nil {
+					t.Fatal(err)
+				}
+				credits += int(h.CreditsGranted)
+			default:
+				drained = true
+			}
+		}
+		if credits == 0 {
+			time.Sleep(5 * time.Millisecond)
+			continue
+		}
+		p.send(dt(wire.DataTransfer{}, payload))
+		credits--
+		sent++
+	}
+	c.mu.Lock()
+	queued, bufs := c.queued, len(c.recvMR)
+	c.mu.Unlock()
+	t.Logf("flood: %d messages accepted, %d bytes queued, %d receive buffers", sent, queued, bufs)
+	// Unread data lives in the receive buffers themselves: what is queued
+	// is at most MaxQueuedBytes plus the credits already out when the
+	// limit was reached, and no buffer is added after that.
+	if queued > c.cfg.MaxQueuedBytes+16*c.cfg.MaxReceiveSize || bufs > 32 {
+		t.Fatalf("flood not bounded: %d bytes queued, %d receive buffers, %d messages accepted", queued, bufs, sent)
+	}
+	// Now it sends without credits.
+	for i := 0; i < 300 && p.ep.Err() == nil; i++ {
+		p.send(dt(wire.DataTransfer{}, payload))
+	}
+	expectFailure(t, c, p, nil)
+}
+
+// Our Dial against hostile responders.
+func TestHostileNegotiateResponse(t *testing.T) {
+	good := wire.NegotiateResponse{MinVersion: 0x100, MaxVersion: 0x100, NegotiatedVersion: 0x100,
+		CreditsRequested: 255, CreditsGranted: 255, MaxReadWriteSize: 1 << 20, PreferredSendSize: 1364,
+		MaxReceiveSize: 8192, MaxFragmentedSize: 1 << 20}
+	for _, tc := range []struct {
+		name string
+		mod  func(*wire.NegotiateResponse) []byte
+	}{
+		{"not-supported", func(r *wire.NegotiateResponse) []byte {
+			*r = wire.NegotiateResponse{MinVersion: 0x100, MaxVersion: 0x100, Status: wire.StatusNotSupported}
+			return nil
+		}},
+		{"wrong-version", func(r *wire.NegotiateResponse) []byte { r.NegotiatedVersion = 0x200; return nil }},
+		{"no-credits", func(r *wire.NegotiateResponse) []byte { r.CreditsGranted = 0; return nil }},
+		{"tiny-receive", func(r *wire.NegotiateResponse) []byte { r.MaxReceiveSize = 100; return nil }},
+		{"short", func(r *wire.NegotiateResponse) []byte { return []byte{0, 1, 0, 1} }},
+		{"silent", func(r *wire.NegotiateResponse) []byte { return []byte{} }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			checkLeaks(t)
+			pd, err := iwarp.New(iwarp.Config{FirstSendDelay: -1}).NewPD()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer pd.Close()
+			rl, err := pd.Listen(t.Context(), "127.0.0.1:0", rdma.ListenConfig{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer rl.Close()
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				req, err := rl.Accept(t.Context())
+				if err != nil {
+					return
+				}
+				p := &rawPeer{t: t, pd: pd, recvs: make(chan []byte, 64), sent: make(chan error, 64)}
+				p.ep, _ = pd.NewEndpoint(rdma.EndpointConfig{})
+				mr, _ := pd.RegisterMemory(make([]byte, 64<<10), rdma.AccessLocalWrite)
+				p.mrs = []rdma.MR{mr}
+				p.ep.PostRecv(&rdma.RecvWR{Local: rdma.SGE{MR: mr}})
+				if err := req.Accept(t.Context(), p.ep, rdma.ConnParams{ORD: 16, IRD: 16}); err != nil {
+					return
+				}
+				p.start()
+				<-p.recvs // the request
+				r := good
+				msg := tc.mod(&r)
+				if msg == nil {
+					msg = wire.AppendNegotiateResponse(nil, &r)
+				}
+				if len(msg) > 0 {
+					p.send(msg)
+				}
+				p.disconnected()
+				p.ep.Close()
+				for range p.recvs {
+				}
+				mr.Close()
+			}()
+			cfg := testConfig()
+			cfg.NegotiateTimeout = 500 * time.Millisecond
+			c, err := Dial(t.Context(), rl.Addr().String(), cfg)
+			if err == nil {
+				c.Close()
+				t.Fatal("negotiated with a hostile responder")
+			}
+			if !errors.Is(err, ErrNegotiate) {
+				t.Fatalf("got %v, want ErrNegotiate", err)
+			}
+			t.Logf("%v", err)
+			<-done
+		})
+	}
+}
