@@ -109,7 +109,7 @@ func newEndpoint(d *pd, cfg rdma.EndpointConfig) *endpoint {
 		cfg:     cfg,
 		pcfg:    &d.p.cfg,
 		log:     d.p.cfg.Logger,
-		cq:      newCQ(cfg.SendQueueDepth + cfg.RecvQueueDepth),
+		cq:      newCQ(16), // grows with use; bounded by the posted work
 		done:    make(chan struct{}),
 		sq:      make([]sqEntry, cfg.SendQueueDepth),
 		rq:      make([]rqEntry, cfg.RecvQueueDepth),

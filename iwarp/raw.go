@@ -29,7 +29,7 @@ func newRawWriter(c net.Conn) *rawWriter {
 	if err != nil {
 		return nil
 	}
-	w := &rawWriter{rc: rc, iov: make([]unix.Iovec, 0, txMaxIov)}
+	w := &rawWriter{rc: rc, iov: make([]unix.Iovec, 0, 8)} // grows with use
 	w.fn = w.do
 	return w
 }
@@ -59,7 +59,8 @@ func (w *rawWriter) do(fd uintptr) bool {
 		default:
 			w.err = errno
 		}
-		clear(iov)  // drop references to the payloads
+		clear(iov) // drop references to the payloads
+		w.iov = iov[:0]
 		return true // never wait for writability here
 	}
 }

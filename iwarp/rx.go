@@ -33,12 +33,27 @@ const (
 	bulkRead    = 64
 )
 
+// rxBufMin is the receive buffer of a fresh endpoint. It doubles, up to
+// rxBufSize, whenever a read fills it: an idle connection holds 4 KiB, a
+// busy one batches reads of many small FPDUs.
+const rxBufMin = 4 << 10
+
+// grow replaces the buffer with one of size bytes holding the unread data.
+func (x *rxReader) grow(size int) {
+	nb := make([]byte, size)
+	x.w = copy(nb, x.buf[x.r:x.w])
+	x.r = 0
+	x.buf = nb
+}
+
 // need makes at least n bytes available at buf[r:].
 func (x *rxReader) need(n int) error {
 	if x.w-x.r >= n {
 		return nil
 	}
-	if x.r > 0 {
+	if n > len(x.buf) {
+		x.grow(max(n, min(2*len(x.buf), rxBufSize)))
+	} else if x.r > 0 {
 		x.w = copy(x.buf, x.buf[x.r:x.w])
 		x.r = 0
 	}
@@ -55,6 +70,10 @@ func (x *rxReader) need(n int) error {
 			}
 			return err
 		}
+	}
+	if x.w == len(x.buf) && len(x.buf) < rxBufSize && !x.bulk {
+		// The socket had more than the buffer holds: batch more next time.
+		x.grow(min(2*len(x.buf), rxBufSize))
 	}
 	return nil
 }
@@ -174,7 +193,7 @@ func perr(layer, typ, code uint8, format string, args ...any) *protoErr {
 
 func (e *endpoint) rxLoop() {
 	defer e.loops.Done()
-	x := &rxReader{conn: e.conn, buf: make([]byte, rxBufSize)}
+	x := &rxReader{conn: e.conn, buf: make([]byte, rxBufMin)}
 	st := rxState{recvMSN: 1, rreqMSN: 1}
 	err := e.rxRun(x, &st)
 	if st.curOK {

@@ -42,7 +42,10 @@ type txBatch struct {
 }
 
 func newTxBatch() *txBatch {
-	return &txBatch{iov: make([][]byte, 0, txMaxIov), arena: make([]byte, 0, txArena)}
+	// The arena starts small and grows by append up to about txArena (see
+	// full); iov entries taken before a growth keep referring to the old
+	// array, whose bytes stay as they were.
+	return &txBatch{iov: make([][]byte, 0, 8), arena: make([]byte, 0, 1024)}
 }
 
 func (b *txBatch) reset() {

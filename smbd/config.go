@@ -52,7 +52,7 @@ type Config struct {
 	NegotiateTimeout time.Duration
 	// InitialReceives is the number of receive buffers posted at first;
 	// more are posted as the peer asks for credits, up to ReceiveCreditMax,
-	// so an idle connection holds little memory (default 16).
+	// so an idle connection holds little memory (default 4).
 	InitialReceives int
 	// MaxQueuedBytes bounds the received data waiting for Read (default
 	// MaxFragmentedSize + MaxReceiveSize); beyond it receive buffers are not
@@ -79,7 +79,7 @@ func (c *Config) resolve(dialing bool) Config {
 	def(&r.MaxReceiveSize, wire.DefaultMaxReceiveSize)
 	def(&r.MaxFragmentedSize, wire.DefaultMaxFragmentedRecvSize)
 	def(&r.MaxReadWriteSize, wire.DefaultMaxReadWriteSize)
-	def(&r.InitialReceives, 16)
+	def(&r.InitialReceives, 4)
 	r.ReceiveCreditMax = min(r.ReceiveCreditMax, 0xffff)
 	r.SendCreditTarget = min(r.SendCreditTarget, 0xffff)
 	r.InitialReceives = min(r.InitialReceives, r.ReceiveCreditMax)

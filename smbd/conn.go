@@ -85,7 +85,7 @@ type Conn struct {
 	ackDue     bool
 
 	// Send side.
-	sendMR       rdma.MR
+	sendMRs      []rdma.MR // chunks of sendChunk slots, added as needed
 	freeSend     []int
 	sendCredits  int
 	writeMu      sync.Mutex         // held by whoever sends data: fragments stay together
@@ -105,7 +105,44 @@ type Conn struct {
 	done  chan struct{}
 }
 
-const sendSlots = 32
+// sendSlots is the most send buffers, sendChunk how many are registered
+// at a time.
+const (
+	sendSlots = 32
+	sendChunk = 8
+)
+
+// growSendLocked registers another chunk of send slots.
+func (c *Conn) growSendLocked() error {
+	m, err := c.pd.RegisterMemory(make([]byte, sendChunk*c.cfg.MaxSendSize), 0)
+	if err != nil {
+		return err
+	}
+	base := len(c.sendMRs) * sendChunk
+	c.sendMRs = append(c.sendMRs, m)
+	for i := sendChunk - 1; i >= 0; i-- {
+		c.freeSend = append(c.freeSend, base+i)
+	}
+	return nil
+}
+
+// sendAvailLocked is the number of send slots free or yet to register.
+func (c *Conn) sendAvailLocked() int {
+	return len(c.freeSend) + sendSlots - len(c.sendMRs)*sendChunk
+}
+
+// takeSendLocked takes a free send slot (the caller checked
+// sendAvailLocked) and returns its region and offset.
+func (c *Conn) takeSendLocked() (int, rdma.MR, int, error) {
+	if len(c.freeSend) == 0 {
+		if err := c.growSendLocked(); err != nil {
+			return 0, nil, 0, err
+		}
+	}
+	slot := c.freeSend[len(c.freeSend)-1]
+	c.freeSend = c.freeSend[:len(c.freeSend)-1]
+	return slot, c.sendMRs[slot/sendChunk], (slot % sendChunk) * c.cfg.MaxSendSize, nil
+}
 
 func newConn(cfg Config, pd rdma.PD, ownPD bool) (*Conn, error) {
 	c := &Conn{cfg: cfg, log: cfg.Logger, pd: pd, ownPD: ownPD, reasm: -1, window: cfg.InitialReceives, done: make(chan struct{})}
@@ -117,15 +154,14 @@ func newConn(cfg Config, pd rdma.PD, ownPD bool) (*Conn, error) {
 	}
 	c.ep = ep
 	c.recvMR = make([]rdma.MR, 0, cfg.ReceiveCreditMax+1)
-	// Send buffers: one region, slots of MaxSendSize (the peer may allow
-	// less, never more).
-	c.sendMR, err = pd.RegisterMemory(make([]byte, sendSlots*cfg.MaxSendSize), 0)
+	// Send buffers come in chunks of slots of MaxSendSize (the peer may
+	// allow less, never more), registered as traffic needs them.
+	c.mu.Lock()
+	err = c.growSendLocked()
+	c.mu.Unlock()
 	if err != nil {
 		ep.Close()
 		return nil, err
-	}
-	for i := sendSlots - 1; i >= 0; i-- {
-		c.freeSend = append(c.freeSend, i)
 	}
 	// The first receives: one more than the credits, for the negotiate
 	// message that needs none.
@@ -319,8 +355,10 @@ func (c *Conn) receiveLocked(slot int, msg []byte) error {
 	}
 	c.queue = append(c.queue, f)
 	c.queued += len(payload)
-	if c.granted < c.window/4 {
-		// The peer is using its credits faster than we hand them out:
+	if c.granted <= max(c.window/4, 1) {
+		// The peer is using its credits faster than we hand them out (it
+		// is down to a quarter, or to the last one, which it keeps for a
+		// credit-granting message):
 		// offer more buffers, up to what it asks for and our maximum.
 		c.window = min(2*max(c.window, 1), c.peerTarget, c.cfg.ReceiveCreditMax)
 	}
@@ -339,11 +377,11 @@ func (c *Conn) maybeControl() {
 	defer c.writeMu.Unlock()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.err != nil || c.midMessage || len(c.freeSend) == 0 || c.sendCredits == 0 {
+	if c.err != nil || c.midMessage || c.sendAvailLocked() == 0 || c.sendCredits == 0 {
 		return
 	}
 	grantable := c.posted - c.granted
-	need := c.ackDue || (grantable > 0 && c.granted <= c.posted/2)
+	need := c.ackDue || (grantable > 0 && c.granted <= max(c.posted/4, 1))
 	if !need || (c.sendCredits == 1 && grantable == 0 && !c.ackDue) {
 		return
 	}
@@ -355,19 +393,20 @@ func (c *Conn) maybeControl() {
 // sendLocked posts one Data Transfer message. The caller checked that a
 // credit and a send slot are available.
 func (c *Conn) sendLocked(payload []byte, remaining int, flags uint16, more bool, inv uint32) error {
-	slot := c.freeSend[len(c.freeSend)-1]
-	c.freeSend = c.freeSend[:len(c.freeSend)-1]
+	slot, mr, off, err := c.takeSendLocked()
+	if err != nil {
+		return err
+	}
 	g := min(c.posted-c.granted, 0xffff)
 	c.granted += g
 	c.sendCredits--
 	c.ackDue = false
 	h := wire.DataTransfer{CreditsRequested: uint16(c.cfg.SendCreditTarget), CreditsGranted: uint16(g),
 		Flags: flags, RemainingDataLength: uint32(remaining), DataLength: uint32(len(payload))}
-	off := slot * c.cfg.MaxSendSize
-	buf := c.sendMR.Bytes()[off : off+c.maxSend]
+	buf := mr.Bytes()[off : off+c.maxSend]
 	b := wire.AppendDataTransfer(buf[:0], &h)
 	b = append(b, payload...)
-	wr := rdma.SendWR{ID: uint64(slot), Op: rdma.OpSend, Local: rdma.SGE{MR: c.sendMR, Offset: off, Length: len(b)}, More: more}
+	wr := rdma.SendWR{ID: uint64(slot), Op: rdma.OpSend, Local: rdma.SGE{MR: mr, Offset: off, Length: len(b)}, More: more}
 	if inv != 0 {
 		wr.Op, wr.InvalidateSTag = rdma.OpSendInvalidate, rdma.STag(inv)
 	}
@@ -392,7 +431,7 @@ func (c *Conn) sendFragment(payload []byte, remaining int, next bool, inv uint32
 			return os.ErrDeadlineExceeded
 		}
 		grantable := c.posted - c.granted
-		if len(c.freeSend) > 0 && (c.sendCredits > 1 || (c.sendCredits == 1 && grantable > 0)) {
+		if c.sendAvailLocked() > 0 && (c.sendCredits > 1 || (c.sendCredits == 1 && grantable > 0)) {
 			break
 		}
 		c.cond.Wait()
@@ -400,7 +439,7 @@ func (c *Conn) sendFragment(payload []byte, remaining int, next bool, inv uint32
 	c.midMessage = remaining > 0
 	// Holding back is safe only if the next fragment cannot block: we hold
 	// writeMu, so credits and send slots can only grow until then.
-	more := next && remaining > 0 && len(c.freeSend) > 1 && c.sendCredits > 2
+	more := next && remaining > 0 && c.sendAvailLocked() > 1 && c.sendCredits > 2
 	return c.sendLocked(payload, remaining, 0, more, inv)
 }
 
@@ -642,7 +681,7 @@ func (c *Conn) sendKeepalive() {
 	defer c.writeMu.Unlock()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.err != nil || c.midMessage || len(c.freeSend) == 0 || c.sendCredits == 0 {
+	if c.err != nil || c.midMessage || c.sendAvailLocked() == 0 || c.sendCredits == 0 {
 		return // a data message in flight will do; else the timeout decides
 	}
 	if err := c.sendLocked(nil, 0, wire.FlagResponseRequested, false, 0); err != nil {
@@ -678,9 +717,10 @@ func (c *Conn) releaseLocked() {
 		m.Close()
 	}
 	c.recvMR = nil
-	if c.sendMR != nil {
-		c.sendMR.Close()
+	for _, m := range c.sendMRs {
+		m.Close()
 	}
+	c.sendMRs = nil
 	if c.ownPD {
 		c.pd.Close()
 	}

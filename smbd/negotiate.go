@@ -81,11 +81,12 @@ func (c *Conn) abort() {
 
 // postRawLocked sends a negotiate message from a send slot (no credits).
 func (c *Conn) postRawLocked(b []byte) error {
-	slot := c.freeSend[len(c.freeSend)-1]
-	c.freeSend = c.freeSend[:len(c.freeSend)-1]
-	off := slot * c.cfg.MaxSendSize
-	n := copy(c.sendMR.Bytes()[off:off+c.cfg.MaxSendSize], b)
-	return c.ep.PostSend(&rdma.SendWR{ID: uint64(slot), Op: rdma.OpSend, Local: rdma.SGE{MR: c.sendMR, Offset: off, Length: n}})
+	slot, mr, off, err := c.takeSendLocked()
+	if err != nil {
+		return err
+	}
+	n := copy(mr.Bytes()[off:off+c.cfg.MaxSendSize], b)
+	return c.ep.PostSend(&rdma.SendWR{ID: uint64(slot), Op: rdma.OpSend, Local: rdma.SGE{MR: mr, Offset: off, Length: n}})
 }
 
 // negotiateRecv polls until the peer's negotiate message arrives (send
