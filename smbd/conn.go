@@ -377,17 +377,24 @@ func (c *Conn) maybeControl() {
 	defer c.writeMu.Unlock()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.err != nil || c.midMessage || c.sendAvailLocked() == 0 || c.sendCredits == 0 {
-		return
-	}
-	grantable := c.posted - c.granted
-	need := c.ackDue || (grantable > 0 && c.granted <= max(c.posted/4, 1))
-	if !need || (c.sendCredits == 1 && grantable == 0 && !c.ackDue) {
+	if c.midMessage || !c.controlDueLocked() {
 		return
 	}
 	if err := c.sendLocked(nil, 0, 0, false, 0); err != nil {
 		c.failLocked(err)
 	}
+}
+
+// controlDueLocked reports whether an empty message should go now: the
+// peer asked for a response, or it is down to a quarter of our posted
+// buffers (or its last credit) and we have more to grant.
+func (c *Conn) controlDueLocked() bool {
+	if c.err != nil || c.sendAvailLocked() == 0 || c.sendCredits == 0 {
+		return false
+	}
+	grantable := c.posted - c.granted
+	need := c.ackDue || (grantable > 0 && c.granted <= max(c.posted/4, 1))
+	return need && (c.sendCredits > 1 || grantable > 0 || c.ackDue)
 }
 
 // sendLocked posts one Data Transfer message. The caller checked that a
@@ -461,6 +468,11 @@ func (c *Conn) maxPayload() int { return c.maxSend - wire.DataTransferHeaderLen 
 // each PDU becomes one SMB Direct message, fragmented as negotiated.
 func (c *Conn) Write(p []byte) (int, error) {
 	c.writeMu.Lock()
+	// maybeControl skips its work while a writer holds writeMu (the
+	// writer's fragments carry the grants). A grant that became due after
+	// the writer's last fragment would be lost, and with it the peer's
+	// ability to send: so check again once writeMu is free.
+	defer c.maybeControl()
 	defer c.writeMu.Unlock()
 	n := 0
 	for len(p) > 0 {
@@ -509,6 +521,11 @@ func (c *Conn) WriteMessageInvalidate(msg []byte, token uint32) error {
 
 func (c *Conn) writeMessage(msg []byte, inv uint32) error {
 	c.writeMu.Lock()
+	// maybeControl skips its work while a writer holds writeMu (the
+	// writer's fragments carry the grants). A grant that became due after
+	// the writer's last fragment would be lost, and with it the peer's
+	// ability to send: so check again once writeMu is free.
+	defer c.maybeControl()
 	defer c.writeMu.Unlock()
 	if c.wLeft != 0 || c.wHdrN != 0 {
 		return fmt.Errorf("%w: a PDU written with Write is incomplete", ErrFraming)
@@ -532,6 +549,7 @@ func (c *Conn) writeMessage(msg []byte, inv uint32) error {
 
 // waitLocked waits for queued data, or returns why there will be none.
 func (c *Conn) waitLocked() error {
+	tried := false
 	for len(c.queue) == 0 {
 		if c.closed {
 			return net.ErrClosed
@@ -542,7 +560,18 @@ func (c *Conn) waitLocked() error {
 		if !c.rDeadline.IsZero() && !time.Now().Before(c.rDeadline) {
 			return os.ErrDeadlineExceeded
 		}
+		if !tried && c.controlDueLocked() {
+			// Buffers this reader reposted may be what the peer waits for
+			// to send the rest of a message we are in the middle of
+			// reading: grant them before waiting, or both sides wait.
+			tried = true
+			c.mu.Unlock()
+			c.maybeControl()
+			c.mu.Lock()
+			continue
+		}
 		c.cond.Wait()
+		tried = false
 	}
 	return nil
 }
@@ -782,6 +811,14 @@ func (c *Conn) Info() Info {
 }
 
 var _ net.Conn = (*Conn)(nil)
+
+// creditState describes the credit accounting, for diagnostics.
+func (c *Conn) creditState() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return fmt.Sprintf("credits %d, peer holds %d of %d posted (window %d), send slots free %d, queued %d in %d fragments, mid-message %v, ack due %v, err %v",
+		c.sendCredits, c.granted, c.posted, c.window, c.sendAvailLocked(), c.queued, len(c.queue), c.midMessage, c.ackDue, c.err)
+}
 
 // errDeadline is what deadline-expired calls return (net.Conn semantics).
 var errDeadline = os.ErrDeadlineExceeded

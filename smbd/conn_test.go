@@ -164,7 +164,13 @@ func TestFewCredits(t *testing.T) {
 	wg.Add(2)
 	go run(c, s)
 	go run(s, c)
-	wg.Wait()
+	finished := make(chan struct{})
+	go func() { wg.Wait(); close(finished) }()
+	select {
+	case <-finished:
+	case <-time.After(20 * time.Second):
+		t.Fatalf("credit deadlock:\n  client %s\n  server %s", c.creditState(), s.creditState())
+	}
 }
 
 func TestMessageTooLarge(t *testing.T) {
