@@ -53,6 +53,12 @@ type endpoint struct {
 	log  *slog.Logger
 	cq   *cq
 
+	// recvMu orders the switch to direct receive delivery (OnRecv) with
+	// the receive path's decision where a completion goes.
+	recvMu sync.Mutex
+	onRecv func(*rdma.Completion)
+	rxwc   rdma.Completion // the completion handed to onRecv (no allocation)
+
 	mu    sync.Mutex
 	state epState
 	conn  net.Conn
@@ -407,3 +413,29 @@ func (e *endpoint) Close() error {
 }
 
 var _ rdma.Endpoint = (*endpoint)(nil)
+
+// OnRecv implements rdma.DirectReceiver.
+func (e *endpoint) OnRecv(fn func(*rdma.Completion)) {
+	e.recvMu.Lock()
+	defer e.recvMu.Unlock()
+	e.onRecv = fn
+	e.cq.push(rdma.Completion{Op: rdma.OpMarker})
+}
+
+// deliverRecv hands a receive completion produced by the receive path to
+// the direct handler, or queues it. Called only on the rx goroutine.
+func (e *endpoint) deliverRecv(wc rdma.Completion) {
+	e.recvMu.Lock()
+	fn := e.onRecv
+	if fn == nil {
+		e.cq.push(wc)
+		e.recvMu.Unlock()
+		return
+	}
+	e.recvMu.Unlock()
+	e.rxwc = wc
+	fn(&e.rxwc)
+	e.rxwc = rdma.Completion{}
+}
+
+var _ rdma.DirectReceiver = (*endpoint)(nil)

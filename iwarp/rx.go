@@ -166,7 +166,7 @@ func (e *endpoint) commit(st *rxState, c *rxCommit) {
 		st.curOK = false
 		st.curEnt = rqEntry{}
 		st.recvMSN++
-		e.cq.push(wc)
+		e.deliverRecv(wc)
 	case commitReadReq:
 		e.mu.Lock()
 		e.irq[e.irqTail%uint64(len(e.irq))] = c.irq
@@ -419,7 +419,7 @@ func (e *endpoint) placeSend(st *rxState, h *wire.Header, c *rxCommit) ([]byte, 
 	}
 	if st.curBytes+n > len(st.curEnt.dst) {
 		id := st.curEnt.wr.ID
-		e.cq.push(rdma.Completion{ID: id, Op: rdma.OpRecv, Err: &rdma.WorkError{Op: rdma.OpRecv, ID: id,
+		e.deliverRecv(rdma.Completion{ID: id, Op: rdma.OpRecv, Err: &rdma.WorkError{Op: rdma.OpRecv, ID: id,
 			Err: fmt.Errorf("%w: message of %d+ bytes, buffer of %d", rdma.ErrLocalLength, st.curBytes+n, len(st.curEnt.dst))}})
 		st.curOK = false
 		return nil, perr(wire.LayerDDP, wire.DDPTypeUntagged, wire.DDPCodeTooLong, "Send of %d+ bytes into a %d-byte receive buffer", st.curBytes+n, len(st.curEnt.dst))

@@ -155,9 +155,12 @@ const (
 	OpLocalInvalidate
 	// OpRecv is the completion of a posted receive.
 	OpRecv
+	// OpMarker is not work: DirectReceiver.OnRecv queues it to mark where
+	// receive completions stop coming through Poll.
+	OpMarker
 )
 
-var opNames = [...]string{"", "send", "send-invalidate", "rdma-write", "rdma-read", "local-invalidate", "recv"}
+var opNames = [...]string{"", "send", "send-invalidate", "rdma-write", "rdma-read", "local-invalidate", "recv", "marker"}
 
 func (o Opcode) String() string {
 	if int(o) < len(opNames) && o != 0 {
@@ -297,6 +300,22 @@ type Endpoint interface {
 	// Close ends the connection at once and releases the endpoint. After
 	// Close returns no data is placed into any memory region anymore.
 	Close() error
+}
+
+// DirectReceiver is an optional Endpoint interface for latency: receive
+// completions are handed to a function on the provider's receive path
+// instead of being queued for Poll, which spares a goroutine switch per
+// message.
+type DirectReceiver interface {
+	// OnRecv makes fn receive, in order, every later receive completion
+	// the receive path produces (messages, and receives it fails); the
+	// flushes at the end of the connection still go to Poll. Completions
+	// queued before stay queued, followed by one with Op OpMarker: all
+	// receives before the marker come from Poll, all after it through fn.
+	// fn runs on the provider's goroutine: it must not block for long,
+	// must not keep the pointer, and must not close the endpoint
+	// synchronously (Close waits for that goroutine).
+	OnRecv(fn func(*Completion))
 }
 
 // ConnInfo describes an established connection.

@@ -92,10 +92,25 @@ type Conn struct {
 	ops          map[uint64]*rdmaOp // RDMA transfers in flight
 	opSeq        uint64
 	rdmaInflight int
-	midMessage   bool
-	wHdr         [4]byte
-	wHdrN        int
-	wLeft        int
+
+	// direct: receive completions arrive through the provider's
+	// DirectReceiver on its goroutine; early holds those that came before
+	// the queued ones (up to the marker) were processed.
+	direct bool
+	early  []rdma.Completion
+
+	// Work requests are built here (under mu) and copied by the provider
+	// when posted: a WR on the stack would escape through the interface
+	// call and cost an allocation per message.
+	swr rdma.SendWR
+	rwr rdma.RecvWR
+	// qhead is the first unread fragment of queue; the backing array is
+	// kept when the queue empties, so queueing does not allocate.
+	qhead      int
+	midMessage bool
+	wHdr       [4]byte
+	wHdrN      int
+	wLeft      int
 
 	rDeadline, wDeadline time.Time
 	rTimer, wTimer       *time.Timer
@@ -168,7 +183,9 @@ func newConn(cfg Config, pd rdma.PD, ownPD bool) (*Conn, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if err := c.postRecvLocked(cfg.InitialReceives + 1); err != nil {
-		c.releaseLocked()
+		c.mu.Unlock()
+		c.release()
+		c.mu.Lock()
 		return nil, err
 	}
 	return c, nil
@@ -197,7 +214,8 @@ func (c *Conn) postRecvLocked(n int) error {
 		} else {
 			return nil
 		}
-		if err := c.ep.PostRecv(&rdma.RecvWR{ID: uint64(slot), Local: rdma.SGE{MR: c.recvMR[slot]}}); err != nil {
+		c.rwr = rdma.RecvWR{ID: uint64(slot), Local: rdma.SGE{MR: c.recvMR[slot]}}
+		if err := c.ep.PostRecv(&c.rwr); err != nil {
 			c.freeRecv = append(c.freeRecv, slot)
 			return err
 		}
@@ -244,6 +262,9 @@ func (c *Conn) fail(err error) {
 
 // start runs the completion and keepalive loops after negotiation.
 func (c *Conn) start() {
+	if dr, ok := c.ep.(rdma.DirectReceiver); ok {
+		dr.OnRecv(c.directRecv)
+	}
 	c.lastRecv = time.Now()
 	c.loops.Add(2)
 	go c.pollLoop()
@@ -278,9 +299,36 @@ func (c *Conn) pollLoop() {
 	}
 }
 
+// directRecv takes a receive completion on the provider's goroutine.
+func (c *Conn) directRecv(w *rdma.Completion) {
+	c.mu.Lock()
+	if !c.direct {
+		c.early = append(c.early, *w)
+		c.mu.Unlock()
+		return
+	}
+	c.completionLocked(w)
+	c.mu.Unlock()
+	c.maybeControl()
+}
+
 func (c *Conn) completion(w *rdma.Completion) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if w.Op == rdma.OpMarker {
+		// Every receive queued before the switch has been processed: take
+		// the ones that came directly meanwhile, in order.
+		c.direct = true
+		for i := range c.early {
+			c.completionLocked(&c.early[i])
+		}
+		c.early = nil
+		return
+	}
+	c.completionLocked(w)
+}
+
+func (c *Conn) completionLocked(w *rdma.Completion) {
 	if w.ID&opBit != 0 {
 		c.rdmaCompletionLocked(w.ID, w.Err)
 		return
@@ -353,6 +401,13 @@ func (c *Conn) receiveLocked(slot int, msg []byte) error {
 	if c.reasm == 0 {
 		c.reasm = -1
 	}
+	if len(c.queue) == cap(c.queue) && c.qhead > 0 {
+		// Reuse the read part of the array rather than growing it: the
+		// queue never holds more fragments than there are receive buffers.
+		n := copy(c.queue, c.queue[c.qhead:])
+		clear(c.queue[n:])
+		c.queue, c.qhead = c.queue[:n], 0
+	}
 	c.queue = append(c.queue, f)
 	c.queued += len(payload)
 	if c.granted <= max(c.window/4, 1) {
@@ -413,11 +468,11 @@ func (c *Conn) sendLocked(payload []byte, remaining int, flags uint16, more bool
 	buf := mr.Bytes()[off : off+c.maxSend]
 	b := wire.AppendDataTransfer(buf[:0], &h)
 	b = append(b, payload...)
-	wr := rdma.SendWR{ID: uint64(slot), Op: rdma.OpSend, Local: rdma.SGE{MR: mr, Offset: off, Length: len(b)}, More: more}
+	c.swr = rdma.SendWR{ID: uint64(slot), Op: rdma.OpSend, Local: rdma.SGE{MR: mr, Offset: off, Length: len(b)}, More: more}
 	if inv != 0 {
-		wr.Op, wr.InvalidateSTag = rdma.OpSendInvalidate, rdma.STag(inv)
+		c.swr.Op, c.swr.InvalidateSTag = rdma.OpSendInvalidate, rdma.STag(inv)
 	}
-	return c.ep.PostSend(&wr)
+	return c.ep.PostSend(&c.swr)
 }
 
 // sendFragment waits for a credit (keeping the last one for a message that
@@ -550,7 +605,7 @@ func (c *Conn) writeMessage(msg []byte, inv uint32) error {
 // waitLocked waits for queued data, or returns why there will be none.
 func (c *Conn) waitLocked() error {
 	tried := false
-	for len(c.queue) == 0 {
+	for c.qhead == len(c.queue) {
 		if c.closed {
 			return net.ErrClosed
 		}
@@ -578,11 +633,11 @@ func (c *Conn) waitLocked() error {
 
 // popLocked releases the head fragment's receive buffer for reposting.
 func (c *Conn) popLocked() {
-	f := c.queue[0]
-	c.queue[0] = frag{}
-	c.queue = c.queue[1:]
-	if len(c.queue) == 0 {
-		c.queue = c.queue[:0:0]
+	f := c.queue[c.qhead]
+	c.queue[c.qhead] = frag{}
+	c.qhead++
+	if c.qhead == len(c.queue) {
+		c.queue, c.qhead = c.queue[:0], 0
 	}
 	c.freeRecv = append(c.freeRecv, f.slot)
 	c.replenishLocked()
@@ -598,7 +653,7 @@ func (c *Conn) Read(p []byte) (int, error) {
 	c.mu.Lock()
 	n := 0
 	for n < len(p) {
-		if len(c.queue) == 0 {
+		if c.qhead == len(c.queue) {
 			if n > 0 {
 				break
 			}
@@ -607,7 +662,7 @@ func (c *Conn) Read(p []byte) (int, error) {
 				return 0, err
 			}
 		}
-		f := &c.queue[0]
+		f := &c.queue[c.qhead]
 		if f.first && f.hdr < 4 {
 			h := [4]byte{0, byte(f.total >> 16), byte(f.total >> 8), byte(f.total)}
 			k := copy(p[n:], h[f.hdr:])
@@ -636,7 +691,7 @@ func (c *Conn) ReadMessage(p []byte) (int, error) {
 		c.mu.Unlock()
 		return 0, err
 	}
-	f := &c.queue[0]
+	f := &c.queue[c.qhead]
 	if !f.first || f.hdr != 0 {
 		c.mu.Unlock()
 		return 0, fmt.Errorf("%w: ReadMessage in the middle of a message", ErrFraming)
@@ -652,7 +707,7 @@ func (c *Conn) ReadMessage(p []byte) (int, error) {
 			c.mu.Unlock()
 			return n, err
 		}
-		f := &c.queue[0]
+		f := &c.queue[c.qhead]
 		k := copy(p[n:], f.data)
 		n += k
 		c.queued -= k
@@ -734,14 +789,17 @@ func (c *Conn) Close() error {
 	cancel()
 	close(c.done)
 	c.loops.Wait()
-	c.mu.Lock()
-	c.releaseLocked()
-	c.mu.Unlock()
+	c.release()
 	return nil
 }
 
-func (c *Conn) releaseLocked() {
+// release closes the endpoint, then frees the buffers. The endpoint is
+// closed without c.mu held: Close waits for the provider's goroutine,
+// which may be waiting for c.mu to deliver a completion.
+func (c *Conn) release() {
 	c.ep.Close()
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	for _, m := range c.recvMR {
 		m.Close()
 	}
@@ -817,7 +875,7 @@ func (c *Conn) creditState() string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return fmt.Sprintf("credits %d, peer holds %d of %d posted (window %d), send slots free %d, queued %d in %d fragments, mid-message %v, ack due %v, err %v",
-		c.sendCredits, c.granted, c.posted, c.window, c.sendAvailLocked(), c.queued, len(c.queue), c.midMessage, c.ackDue, c.err)
+		c.sendCredits, c.granted, c.posted, c.window, c.sendAvailLocked(), c.queued, len(c.queue)-c.qhead, c.midMessage, c.ackDue, c.err)
 }
 
 // errDeadline is what deadline-expired calls return (net.Conn semantics).

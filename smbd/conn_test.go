@@ -20,7 +20,9 @@ func testConfig() *Config {
 	return &Config{Provider: iwarp.New(iwarp.Config{FirstSendDelay: -1})}
 }
 
-func pair(t *testing.T, cc, sc *Config) (*Conn, *Conn) {
+func pair(t *testing.T, cc, sc *Config) (*Conn, *Conn) { return pairTB(t, cc, sc) }
+
+func pairTB(t testing.TB, cc, sc *Config) (*Conn, *Conn) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

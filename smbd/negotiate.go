@@ -75,8 +75,8 @@ func Dial(ctx context.Context, addr string, cfg *Config) (*Conn, error) {
 func (c *Conn) abort() {
 	c.mu.Lock()
 	c.closed = true
-	c.releaseLocked()
 	c.mu.Unlock()
+	c.release()
 }
 
 // postRawLocked sends a negotiate message from a send slot (no credits).
