@@ -1,0 +1,271 @@
+// Package daemon is smbdirectd, the second entity of the design: it owns
+// SMB Direct connections and hands each client process an ordinary stream
+// fd (one end of a socketpair) carrying Direct-TCP-framed SMB2 PDUs, as a
+// TCP socket would. While the client blocks, the daemon keeps the
+// connection alive: keepalives, credits, receive posting. RDMA transfers
+// of file ranges are requested over the control socket, with the file's
+// fd passed along, so the data never passes through the client.
+//
+// The control protocol is in docs/smbdirectd.md and internal/ctl.
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/smbdirect/smbdirect/smbd"
+)
+
+// DefaultSocket is where the daemon listens unless configured otherwise.
+const DefaultSocket = "/run/smbdirect/smbdirectd.sock"
+
+// Config configures the daemon. Zero values take the documented defaults.
+type Config struct {
+	// Socket is the control socket's path (DefaultSocket).
+	Socket string
+	// SocketMode is the socket file's permission bits (0660): together
+	// with the directory's, the first gate.
+	SocketMode os.FileMode
+	// AllowUIDs and AllowGIDs are the users and groups (by SO_PEERCRED)
+	// allowed to use the daemon; root and the daemon's own user always
+	// are. Both empty: only those two.
+	AllowUIDs, AllowGIDs []int
+	// MaxConnsPerClient bounds the SMB Direct connections a client (a
+	// control connection) opens (64).
+	MaxConnsPerClient int
+	// MaxRegisteredPerClient bounds the bytes a client has registered at
+	// once (1 GiB).
+	MaxRegisteredPerClient int64
+	// DialTimeout bounds a Dial that does not give its own (30 s).
+	DialTimeout time.Duration
+	// SMBD configures the SMB Direct connections (MS-SMBD defaults).
+	SMBD *smbd.Config
+	// Logger receives the daemon's structured logs; nil discards them.
+	Logger *slog.Logger
+}
+
+func (c *Config) defaults() {
+	if c.Socket == "" {
+		c.Socket = DefaultSocket
+	}
+	if c.SocketMode == 0 {
+		c.SocketMode = 0o660
+	}
+	if c.MaxConnsPerClient <= 0 {
+		c.MaxConnsPerClient = 64
+	}
+	if c.MaxRegisteredPerClient <= 0 {
+		c.MaxRegisteredPerClient = 1 << 30
+	}
+	if c.DialTimeout <= 0 {
+		c.DialTimeout = 30 * time.Second
+	}
+	if c.SMBD == nil {
+		c.SMBD = &smbd.Config{}
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Stats are the daemon's counters (also served as Prometheus metrics).
+type Stats struct {
+	Clients       int64 `json:"clients"`
+	Conns         int64 `json:"connections"`
+	ConnsTotal    int64 `json:"connections_total"`
+	BytesSent     int64 `json:"bytes_sent"`
+	BytesReceived int64 `json:"bytes_received"`
+	RDMAWritten   int64 `json:"rdma_written_bytes"`
+	RDMARead      int64 `json:"rdma_read_bytes"`
+	Registered    int64 `json:"registered_bytes"`
+	Errors        int64 `json:"errors_total"`
+	Refused       int64 `json:"clients_refused_total"`
+}
+
+// Server is a running daemon.
+type Server struct {
+	cfg Config
+	log *slog.Logger
+	ln  *net.UnixListener
+
+	mu      sync.Mutex
+	clients map[*client]struct{}
+	live    map[*dconn]struct{} // every connection, whoever holds its fd
+	closed  bool
+	wg      sync.WaitGroup
+
+	handles atomic.Uint64
+
+	clientsN, conns, connsTotal, sent, received, rdmaW, rdmaR, registered, errs, refused atomic.Int64
+}
+
+// Listen creates the control socket (replacing a stale one) and returns
+// the server; Serve runs it.
+func Listen(cfg Config) (*Server, error) {
+	cfg.defaults()
+	if err := os.MkdirAll(filepath.Dir(cfg.Socket), 0o755); err != nil {
+		return nil, fmt.Errorf("smbdirectd: socket directory: %w", err)
+	}
+	if st, err := os.Lstat(cfg.Socket); err == nil {
+		if st.Mode()&os.ModeSocket == 0 {
+			return nil, fmt.Errorf("smbdirectd: %s exists and is not a socket", cfg.Socket)
+		}
+		// A live daemon answers; a stale socket does not.
+		if c, err := net.Dial("unixpacket", cfg.Socket); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("smbdirectd: another daemon is listening on %s", cfg.Socket)
+		}
+		os.Remove(cfg.Socket)
+	}
+	ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: cfg.Socket, Net: "unixpacket"})
+	if err != nil {
+		return nil, fmt.Errorf("smbdirectd: %w", err)
+	}
+	if err := os.Chmod(cfg.Socket, cfg.SocketMode); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("smbdirectd: %w", err)
+	}
+	ln.SetUnlinkOnClose(true)
+	s := &Server{cfg: cfg, log: cfg.Logger, ln: ln, clients: make(map[*client]struct{}), live: make(map[*dconn]struct{})}
+	s.handles.Store(uint64(time.Now().UnixNano()) &^ 0xffff) // handles do not repeat across restarts
+	return s, nil
+}
+
+// Addr is the control socket's path.
+func (s *Server) Addr() string { return s.cfg.Socket }
+
+// Stats returns the counters.
+func (s *Server) Stats() Stats {
+	return Stats{Clients: s.clientsN.Load(), Conns: s.conns.Load(), ConnsTotal: s.connsTotal.Load(),
+		BytesSent: s.sent.Load(), BytesReceived: s.received.Load(), RDMAWritten: s.rdmaW.Load(),
+		RDMARead: s.rdmaR.Load(), Registered: s.registered.Load(), Errors: s.errs.Load(), Refused: s.refused.Load()}
+}
+
+// Serve accepts clients until ctx ends or Close is called, then shuts
+// down gracefully: every SMB Direct connection is disconnected.
+func (s *Server) Serve(ctx context.Context) error {
+	stop := context.AfterFunc(ctx, func() { s.Close() })
+	defer stop()
+	s.log.Info("smbdirectd: listening", "socket", s.cfg.Socket)
+	for {
+		uc, err := s.ln.AcceptUnix()
+		if err != nil {
+			s.mu.Lock()
+			closed := s.closed
+			s.mu.Unlock()
+			if closed {
+				s.wg.Wait()
+				return nil
+			}
+			return err
+		}
+		s.accept(uc)
+	}
+}
+
+func (s *Server) accept(uc *net.UnixConn) {
+	cred, err := peerCred(uc)
+	if err != nil || !s.allowed(cred) {
+		s.refused.Add(1)
+		s.log.Warn("smbdirectd: client refused", "uid", cred.Uid, "gid", cred.Gid, "pid", cred.Pid, "err", err)
+		uc.Close()
+		return
+	}
+	c := newClient(s, uc, cred)
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		uc.Close()
+		return
+	}
+	s.clients[c] = struct{}{}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	s.clientsN.Add(1)
+	go func() {
+		defer s.wg.Done()
+		c.serve()
+		s.mu.Lock()
+		delete(s.clients, c)
+		s.mu.Unlock()
+		s.clientsN.Add(-1)
+	}()
+}
+
+func peerCred(uc *net.UnixConn) (*unix.Ucred, error) {
+	rc, err := uc.SyscallConn()
+	if err != nil {
+		return &unix.Ucred{}, err
+	}
+	var cred *unix.Ucred
+	var cerr error
+	if err := rc.Control(func(fd uintptr) {
+		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil {
+		return &unix.Ucred{}, err
+	}
+	if cerr != nil {
+		return &unix.Ucred{}, cerr
+	}
+	return cred, nil
+}
+
+func (s *Server) allowed(cred *unix.Ucred) bool {
+	uid, gid := int(cred.Uid), int(cred.Gid)
+	if uid == 0 || uid == os.Getuid() || slices.Contains(s.cfg.AllowUIDs, uid) || slices.Contains(s.cfg.AllowGIDs, gid) {
+		return true
+	}
+	if len(s.cfg.AllowGIDs) > 0 {
+		// Supplementary groups count too.
+		for _, g := range supplementaryGroups(int(cred.Pid)) {
+			if slices.Contains(s.cfg.AllowGIDs, g) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// Close stops accepting, ends every client session and disconnects every
+// SMB Direct connection. It waits for all of it.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		s.wg.Wait()
+		return nil
+	}
+	s.closed = true
+	clients := make([]*client, 0, len(s.clients))
+	for c := range s.clients {
+		clients = append(clients, c)
+	}
+	s.mu.Unlock()
+	s.ln.Close()
+	for _, c := range clients {
+		c.shutdown()
+	}
+	s.mu.Lock()
+	live := make([]*dconn, 0, len(s.live))
+	for d := range s.live {
+		live = append(live, d)
+	}
+	s.mu.Unlock()
+	for _, d := range live {
+		d.close()
+	}
+	s.wg.Wait()
+	s.log.Info("smbdirectd: stopped")
+	return nil
+}
+
