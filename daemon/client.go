@@ -46,9 +46,9 @@ type client struct {
 	// pendingConns are connections being dialed or handed over, counted
 	// against the limit.
 	pendingConns int
-	ctx       context.Context
-	cancel    context.CancelFunc
-	work      sync.WaitGroup
+	ctx          context.Context
+	cancel       context.CancelFunc
+	work         sync.WaitGroup
 }
 
 type registration struct {

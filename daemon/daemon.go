@@ -268,4 +268,3 @@ func (s *Server) Close() error {
 	s.log.Info("smbdirectd: stopped")
 	return nil
 }
-

@@ -74,7 +74,9 @@ func Dial(ctx context.Context, socket string) (*Client, error) {
 	}
 	c := &Client{uc: nc.(*net.UnixConn), nextID: 1, waiting: map[uint64]chan reply{}, events: map[uint64]chan reply{}, done: make(chan struct{})}
 	go c.readLoop()
-	r, err := c.call(ctx, func(id uint64) []byte { return ctl.AppendHello(nil, id, &ctl.Hello{Min: ctl.Version, Max: ctl.Version}) }, nil)
+	r, err := c.call(ctx, func(id uint64) []byte {
+		return ctl.AppendHello(nil, id, &ctl.Hello{Min: ctl.Version, Max: ctl.Version})
+	}, nil)
 	if err == nil {
 		_, err = ctl.ParseHelloOK(r.body)
 	}
