@@ -1,0 +1,90 @@
+/*
+ * smbdirect.h - C client of smbdirectd, the SMB Direct daemon.
+ *
+ * The daemon owns SMB Direct (SMB3 over RDMA) connections and hands each
+ * one to the client as an ordinary stream socket fd on which SMB2 PDUs
+ * travel with their 4-byte Direct TCP header, exactly as on TCP: use it
+ * with read/write/poll/epoll, pass it to children across fork and exec.
+ * RDMA transfers of file ranges are asked for here, with the file's fd;
+ * the daemon moves the data itself.
+ *
+ * Protocol: docs/smbdirectd.md. No dependencies beyond libc. Calls are
+ * synchronous; one sdd_client may be used by one thread at a time (open
+ * one per thread for concurrency). Errors return -1 and set errno; the
+ * daemon's message is in sdd_last_error().
+ */
+#ifndef SMBDIRECT_H
+#define SMBDIRECT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define SDD_DEFAULT_SOCKET "/run/smbdirect/smbdirectd.sock"
+
+#define SDD_PEER_READ 1  /* the peer may RDMA Read: an SMB2 WRITE's data */
+#define SDD_PEER_WRITE 2 /* the peer may RDMA Write: an SMB2 READ's destination */
+
+typedef struct sdd_client sdd_client;
+
+/* What a connection negotiated. */
+struct sdd_conn_info {
+	uint64_t handle;
+	uint32_t max_send_size;
+	uint32_t max_fragmented_send;
+	uint32_t max_fragmented_recv;
+	uint32_t max_read_write_size;
+	char remote[128];
+};
+
+/* An MS-SMBD Buffer Descriptor V1, as in an SMB2 channel info. */
+struct sdd_descriptor {
+	uint64_t offset;
+	uint32_t token;
+	uint32_t length;
+};
+
+/* sdd_open connects to the daemon (NULL path: SDD_DEFAULT_SOCKET). */
+sdd_client *sdd_open(const char *socket_path);
+void sdd_close(sdd_client *c);
+const char *sdd_last_error(const sdd_client *c);
+
+/* sdd_dial connects to an SMB Direct server ("host:port", 5445 for iWARP)
+ * and returns the stream fd (close-on-exec set; clear it to pass the fd
+ * across exec). timeout_ms 0 takes the daemon's default. */
+int sdd_dial(sdd_client *c, const char *addr, uint32_t timeout_ms, struct sdd_conn_info *info);
+
+/* sdd_close_handle ends a connection at once, whoever holds its fd. */
+int sdd_close_handle(sdd_client *c, uint64_t handle);
+
+/* sdd_register registers [off, off+len) of fd (a file or memfd; read-write
+ * for SDD_PEER_WRITE) on a connection; *desc goes into the SMB2 request. */
+int sdd_register(sdd_client *c, uint64_t conn, int fd, uint64_t off, uint32_t len, int access,
+		 uint64_t *reg, struct sdd_descriptor *desc);
+int sdd_deregister(sdd_client *c, uint64_t reg);
+
+/* sdd_rdma_write sends [off, off+total) of fd to the peer's descriptors;
+ * sdd_rdma_read fills fd from them. They return the bytes moved. */
+int64_t sdd_rdma_write(sdd_client *c, uint64_t conn, int fd, uint64_t off,
+		       const struct sdd_descriptor *d, int n);
+int64_t sdd_rdma_read(sdd_client *c, uint64_t conn, int fd, uint64_t off,
+		      const struct sdd_descriptor *d, int n);
+
+/* sdd_send sends one PDU (no 4-byte header), with Send with Invalidate of
+ * token invalidate unless it is 0. */
+int sdd_send(sdd_client *c, uint64_t conn, const void *pdu, size_t len, uint32_t invalidate);
+
+/* Helpers for the stream: whole PDUs with their Direct TCP header.
+ * sdd_read_pdu returns the PDU length, or -1 (errno EMSGSIZE if it does
+ * not fit cap; 0 with errno 0 at EOF). */
+int sdd_write_pdu(int fd, const void *pdu, size_t len);
+ssize_t sdd_read_pdu(int fd, void *buf, size_t cap);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

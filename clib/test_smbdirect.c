@@ -1,0 +1,77 @@
+/*
+ * test_smbdirect.c - exercises the C library against smbdirectd and a Go
+ * SMB Direct peer (daemon/clib_test.go drives the peer's side):
+ *
+ *   test_smbdirect SOCKET HOST:PORT
+ */
+#define _GNU_SOURCE
+#include "smbdirect.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#define CHECK(cond, ...) do { if (!(cond)) { fprintf(stderr, "FAIL line %d: ", __LINE__); fprintf(stderr, __VA_ARGS__); fprintf(stderr, " (errno %d %s; daemon: %s)\n", errno, strerror(errno), c ? sdd_last_error(c) : ""); return 1; } } while (0)
+
+static struct sdd_descriptor desc_from(const unsigned char *p)
+{
+	struct sdd_descriptor d = { 0, 0, 0 };
+	for (int i = 0; i < 8; i++) d.offset |= (uint64_t)p[i] << (8 * i);
+	for (int i = 0; i < 4; i++) d.token |= (uint32_t)p[8 + i] << (8 * i);
+	for (int i = 0; i < 4; i++) d.length |= (uint32_t)p[12 + i] << (8 * i);
+	return d;
+}
+
+int main(int argc, char **argv)
+{
+	sdd_client *c = NULL;
+	CHECK(argc == 3, "usage: test_smbdirect SOCKET HOST:PORT");
+	c = sdd_open(argv[1]);
+	CHECK(c, "sdd_open");
+	CHECK(sdd_dial(c, "127.0.0.1:1", 2000, NULL) < 0 && errno != 0, "dial to a closed port succeeded");
+	struct sdd_conn_info info;
+	int fd = sdd_dial(c, argv[2], 10000, &info);
+	CHECK(fd >= 0, "sdd_dial");
+	CHECK(info.max_send_size == 1364 && info.max_read_write_size == 1 << 20, "negotiated %u %u", info.max_send_size, info.max_read_write_size);
+	CHECK(sdd_write_pdu(fd, "hello from C", 12) == 0, "write_pdu");
+
+	/* The peer sends a descriptor of 1 MiB it registered for our write. */
+	unsigned char buf[4096];
+	ssize_t n = sdd_read_pdu(fd, buf, sizeof buf);
+	CHECK(n == 16, "descriptor PDU of %zd bytes", n);
+	struct sdd_descriptor d = desc_from(buf);
+	FILE *tf = tmpfile();
+	CHECK(tf, "tmpfile");
+	for (int i = 0; i < (1 << 20); i++) fputc((i * 7) & 0xff, tf);
+	fflush(tf);
+	int64_t moved = sdd_rdma_write(c, info.handle, fileno(tf), 0, &d, 1);
+	CHECK(moved == 1 << 20, "rdma_write moved %lld", (long long)moved);
+	CHECK(sdd_send(c, info.handle, "written, invalidating", 21, d.token) == 0, "send with invalidate");
+
+	/* We register a memfd for the peer's write and tell it where. */
+	int mfd = memfd_create("test", MFD_CLOEXEC);
+	CHECK(mfd >= 0 && ftruncate(mfd, 65536) == 0, "memfd");
+	uint64_t reg;
+	struct sdd_descriptor mine;
+	CHECK(sdd_register(c, info.handle, mfd, 0, 65536, SDD_PEER_WRITE, &reg, &mine) == 0, "register");
+	unsigned char db[16];
+	for (int i = 0; i < 8; i++) db[i] = mine.offset >> (8 * i);
+	for (int i = 0; i < 4; i++) db[8 + i] = mine.token >> (8 * i);
+	for (int i = 0; i < 4; i++) db[12 + i] = mine.length >> (8 * i);
+	CHECK(sdd_write_pdu(fd, db, 16) == 0, "write descriptor");
+	n = sdd_read_pdu(fd, buf, sizeof buf);
+	CHECK(n == 7 && memcmp(buf, "written", 7) == 0, "peer's answer (%zd bytes)", n);
+	unsigned char *m = mmap(NULL, 65536, PROT_READ, MAP_SHARED, mfd, 0);
+	CHECK(m != MAP_FAILED, "mmap");
+	for (int i = 0; i < 65536; i++) CHECK(m[i] == ((i * 3) & 0xff), "memfd byte %d is %d", i, m[i]);
+	CHECK(sdd_deregister(c, reg) == 0, "deregister");
+	CHECK(sdd_deregister(c, reg) < 0 && errno == ENOENT, "second deregister");
+	CHECK(sdd_close_handle(c, 999999) < 0 && errno == ENOENT, "close of an unknown handle");
+	close(fd);
+	sdd_close(c);
+	printf("C_TEST_OK\n");
+	return 0;
+}

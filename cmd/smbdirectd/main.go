@@ -1,0 +1,217 @@
+// Command smbdirectd is the SMB Direct daemon: it owns SMB Direct
+// connections and hands client processes ordinary stream fds carrying
+// SMB2 PDUs, keeping the connections alive while the clients block. See
+// docs/smbdirectd.md.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/smbdirect/smbdirect/daemon"
+	"github.com/smbdirect/smbdirect/iwarp"
+	"github.com/smbdirect/smbdirect/smbd"
+)
+
+const usage = `smbdirectd - the SMB Direct daemon
+
+Usage: smbdirectd [flags]
+
+smbdirectd listens on a Unix socket. A client (the Go package
+github.com/smbdirect/smbdirect/smbdirectd, or the C library in clib/) asks
+it to connect to an SMB Direct server or to accept SMB Direct connections;
+for each connection it receives an ordinary stream socket fd on which it
+reads and writes SMB2 PDUs with their 4-byte Direct TCP header, exactly as
+on TCP. The fd works with poll/epoll and survives fork and exec. While the
+client blocks, the daemon keeps the connection alive (keepalives, credits,
+receive buffers). RDMA transfers of file ranges are requested over the
+control socket with the file's fd, so the data never passes through the
+client. SIGTERM or SIGINT disconnects every peer cleanly and exits.
+
+Flags:
+`
+
+type options struct {
+	socket        string
+	mode          string
+	allowUIDs     string
+	allowGIDs     string
+	maxConns      int
+	maxRegistered string
+	dialTimeout   time.Duration
+	keepalive     time.Duration
+	crc           bool
+	metrics       string
+	logLevel      string
+	logJSON       bool
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stderr, nil)
+	stop()
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(0)
+		}
+		fmt.Fprintln(os.Stderr, "smbdirectd:", err)
+		os.Exit(1)
+	}
+}
+
+// run runs the daemon until ctx ends. ready, if not nil, receives the
+// server and the metrics address once listening (for tests).
+func run(ctx context.Context, args []string, stderr io.Writer, ready func(*daemon.Server, string)) error {
+	var o options
+	fs := flag.NewFlagSet("smbdirectd", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, usage)
+		fs.PrintDefaults()
+	}
+	fs.StringVar(&o.socket, "socket", daemon.DefaultSocket, "control socket `path`; its directory is created")
+	fs.StringVar(&o.mode, "socket-mode", "0660", "permission bits of the control socket (octal)")
+	fs.StringVar(&o.allowUIDs, "allow-uid", "", "comma-separated user IDs allowed besides root and the daemon's own user (checked by SO_PEERCRED)")
+	fs.StringVar(&o.allowGIDs, "allow-gid", "", "comma-separated group IDs whose members are allowed (primary or supplementary group)")
+	fs.IntVar(&o.maxConns, "max-conns", 64, "SMB Direct connections one client may hold")
+	fs.StringVar(&o.maxRegistered, "max-registered", "1GiB", "bytes one client may have registered for RDMA at once (units: KiB, MiB, GiB)")
+	fs.DurationVar(&o.dialTimeout, "dial-timeout", 30*time.Second, "bound on connecting and negotiating when the client gives none")
+	fs.DurationVar(&o.keepalive, "keepalive", 120*time.Second, "SMB Direct keepalive interval (MS-SMBD default 120s); a silent peer is dropped after twice this")
+	fs.BoolVar(&o.crc, "crc", false, "ask peers for MPA CRC32c on iWARP connections (costs throughput; TCP has its own checksum)")
+	fs.StringVar(&o.metrics, "metrics", "", "serve Prometheus metrics on `addr` (host:port, e.g. 127.0.0.1:9645); off by default")
+	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.BoolVar(&o.logJSON, "log-json", false, "log JSON lines instead of text")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 0 {
+		fs.Usage()
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
+		return fmt.Errorf("--log-level: %w", err)
+	}
+	hopts := &slog.HandlerOptions{Level: level}
+	var log *slog.Logger
+	if o.logJSON {
+		log = slog.New(slog.NewJSONHandler(stderr, hopts))
+	} else {
+		log = slog.New(slog.NewTextHandler(stderr, hopts))
+	}
+	mode, err := strconv.ParseUint(o.mode, 8, 32)
+	if err != nil || mode > 0o777 {
+		return fmt.Errorf("--socket-mode %q: want octal permission bits like 0660", o.mode)
+	}
+	uids, err := ints(o.allowUIDs)
+	if err != nil {
+		return fmt.Errorf("--allow-uid: %w", err)
+	}
+	gids, err := ints(o.allowGIDs)
+	if err != nil {
+		return fmt.Errorf("--allow-gid: %w", err)
+	}
+	maxReg, err := parseBytes(o.maxRegistered)
+	if err != nil {
+		return fmt.Errorf("--max-registered: %w", err)
+	}
+	cfg := daemon.Config{Socket: o.socket, SocketMode: os.FileMode(mode), AllowUIDs: uids, AllowGIDs: gids,
+		MaxConnsPerClient: o.maxConns, MaxRegisteredPerClient: maxReg, DialTimeout: o.dialTimeout, Logger: log,
+		SMBD: &smbd.Config{Provider: iwarp.New(iwarp.Config{CRC: o.crc, Logger: log}), Logger: log, KeepaliveInterval: o.keepalive}}
+	s, err := daemon.Listen(cfg)
+	if err != nil {
+		return err
+	}
+	metricsAddr := ""
+	if o.metrics != "" {
+		ln, err := net.Listen("tcp", o.metrics)
+		if err != nil {
+			s.Close()
+			return fmt.Errorf("--metrics: %w", err)
+		}
+		metricsAddr = ln.Addr().String()
+		srv := &http.Server{Handler: metricsHandler(s), ReadHeaderTimeout: 5 * time.Second}
+		go srv.Serve(ln)
+		defer srv.Close()
+		log.Info("smbdirectd: metrics", "addr", metricsAddr)
+	}
+	if ready != nil {
+		ready(s, metricsAddr)
+	}
+	return s.Serve(ctx)
+}
+
+func ints(s string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		n, err := strconv.Atoi(f)
+		if err != nil || n < 0 {
+			return nil, fmt.Errorf("%q is not an ID", f)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+func parseBytes(s string) (int64, error) {
+	mult := int64(1)
+	for _, u := range []struct {
+		suffix string
+		m      int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40}} {
+		if v, ok := strings.CutSuffix(s, u.suffix); ok {
+			s, mult = v, u.m
+			break
+		}
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
+	if err != nil || n <= 0 {
+		return 0, fmt.Errorf("%q: want a positive size like 512MiB", s)
+	}
+	return n * mult, nil
+}
+
+// metricsHandler serves the daemon's counters in the Prometheus text
+// format.
+func metricsHandler(s *daemon.Server) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/metrics" {
+			http.NotFound(w, r)
+			return
+		}
+		st := s.Stats()
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+		for _, m := range []struct {
+			name, kind, help string
+			v                int64
+		}{
+			{"smbdirectd_clients", "gauge", "Client processes connected to the control socket.", st.Clients},
+			{"smbdirectd_connections", "gauge", "SMB Direct connections held.", st.Conns},
+			{"smbdirectd_connections_total", "counter", "SMB Direct connections made or accepted.", st.ConnsTotal},
+			{"smbdirectd_sent_bytes_total", "counter", "SMB2 PDU bytes sent to peers.", st.BytesSent},
+			{"smbdirectd_received_bytes_total", "counter", "SMB2 stream bytes received from peers.", st.BytesReceived},
+			{"smbdirectd_rdma_written_bytes_total", "counter", "Bytes RDMA-written to peers.", st.RDMAWritten},
+			{"smbdirectd_rdma_read_bytes_total", "counter", "Bytes RDMA-read from peers.", st.RDMARead},
+			{"smbdirectd_registered_bytes", "gauge", "Bytes registered for peers' RDMA access.", st.Registered},
+			{"smbdirectd_errors_total", "counter", "Failed requests and connections.", st.Errors},
+			{"smbdirectd_clients_refused_total", "counter", "Clients refused by the credential check.", st.Refused},
+		} {
+			fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n%s %d\n", m.name, m.help, m.name, m.kind, m.name, m.v)
+		}
+	})
+}
