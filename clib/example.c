@@ -53,6 +53,7 @@ static int echo(int fd, unsigned long long msgid, const char *who)
 	}
 	unsigned status = get32(resp + 8);
 	printf("%s (pid %d): SMB2 ECHO message %llu answered, status 0x%08x\n", who, getpid(), msgid, status);
+	fflush(stdout); /* the child leaves with _exit */
 	return status == 0 ? 0 : -1;
 }
 
