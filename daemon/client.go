@@ -210,11 +210,13 @@ func (c *client) handle(msg []byte, fds []int) {
 		pdu := append([]byte(nil), m.PDU...)
 		c.async(func() {
 			var err error
+			d.pdu.Lock() // between the stream's PDUs
 			if m.Invalidate != 0 {
 				err = d.c.WriteMessageInvalidate(pdu, m.Invalidate)
 			} else {
 				err = d.c.WriteMessage(pdu)
 			}
+			d.pdu.Unlock()
 			if err != nil {
 				c.fail(h.ID, codeOf(err), "send: %v", err)
 				return

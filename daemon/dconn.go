@@ -13,12 +13,19 @@ import (
 	"github.com/smbdirect/smbdirect/smbd"
 )
 
+// streamBuffer is the socket buffer asked for on each end of a stream
+// (the kernel caps it at net.core.wmem_max/rmem_max).
+const streamBuffer = 4 << 20
+
 // dconn is an SMB Direct connection handed to a client as a stream fd.
 type dconn struct {
 	id    uint64
 	owner *client
 	c     *smbd.Conn
 	sock  *net.UnixConn // the daemon's end of the socketpair
+	// pdu is held while a PDU from the stream is being passed on, so a
+	// Send from the control socket goes between PDUs.
+	pdu   sync.Mutex
 	once  sync.Once
 	pumps sync.WaitGroup
 }
@@ -29,6 +36,17 @@ func newDconn(cl *client, sc *smbd.Conn) (*dconn, int, error) {
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, -1, err
+	}
+	// Room for a few large PDUs in each direction, so a writing client and
+	// the daemon's sending overlap instead of taking turns.
+	for _, fd := range fds {
+		// The FORCE variants pass the sysctl caps when we may (root).
+		if unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, streamBuffer) != nil {
+			unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, streamBuffer)
+		}
+		if unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, streamBuffer) != nil {
+			unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, streamBuffer)
+		}
 	}
 	f := os.NewFile(uintptr(fds[0]), "smbdirect-stream")
 	nc, err := net.FileConn(f)
@@ -64,36 +82,32 @@ func (d *dconn) start() {
 	}()
 }
 
-// up carries PDUs the client writes to the peer, one whole PDU at a time,
-// so Send requests on the control socket go between PDUs, never inside.
-// When the client stops writing, nothing is read: back-pressure is the
-// socket buffer.
+// up carries PDUs the client writes to the peer. Each PDU is passed on as
+// its bytes arrive (the SMB Direct send of a large PDU overlaps the
+// client's writing), under d.pdu so that Send requests from the control
+// socket go between PDUs, never inside one. When the client stops
+// writing, nothing is read: back-pressure is the socket buffer.
 func (d *dconn) up() {
 	defer d.pumps.Done()
 	defer d.close()
 	s := d.owner.s
 	max := d.c.Info().MaxFragmentedSend
-	var hdr [4]byte
-	buf := make([]byte, 0, 4096)
+	buf := make([]byte, 64<<10)
 	for {
-		if _, err := io.ReadFull(d.sock, hdr[:]); err != nil {
+		if _, err := io.ReadFull(d.sock, buf[:4]); err != nil {
 			return // every copy of the client's fd is closed: hang up
 		}
-		size := int(binary.BigEndian.Uint32(hdr[:]))
-		if hdr[0] != 0 || size == 0 || size > max {
-			d.owner.log.Warn("smbdirectd: bad PDU from client, closing", "conn", d.id, "header", hdr[:], "max", max)
+		size := int(binary.BigEndian.Uint32(buf[:4]))
+		if buf[0] != 0 || size == 0 || size > max {
+			d.owner.log.Warn("smbdirectd: bad PDU from client, closing", "conn", d.id, "header", buf[:4], "max", max)
 			s.errs.Add(1)
 			return
 		}
-		if cap(buf) < size {
-			buf = make([]byte, 0, size)
-		}
-		b := buf[:size]
-		if _, err := io.ReadFull(d.sock, b); err != nil {
-			return
-		}
-		if err := d.c.WriteMessage(b); err != nil {
-			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+		d.pdu.Lock()
+		err := d.passPDU(buf, size)
+		d.pdu.Unlock()
+		if err != nil {
+			if !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, net.ErrClosed) {
 				s.errs.Add(1)
 				d.owner.log.Info("smbdirectd: connection failed", "conn", d.id, "err", err)
 			}
@@ -101,6 +115,27 @@ func (d *dconn) up() {
 		}
 		s.sent.Add(int64(size))
 	}
+}
+
+// passPDU writes the framed PDU whose header is in buf[:4] and whose size
+// bytes follow on the socket.
+func (d *dconn) passPDU(buf []byte, size int) error {
+	have := 4
+	for left := size; left > 0; {
+		n, err := d.sock.Read(buf[have:min(len(buf), have+left)])
+		if n == 0 && err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return err
+		}
+		left -= n
+		if _, err := d.c.Write(buf[:have+n]); err != nil {
+			return err
+		}
+		have = 0
+	}
+	return nil
 }
 
 // down carries the peer's PDUs, Direct TCP framed, to the client. When

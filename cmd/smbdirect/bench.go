@@ -23,6 +23,10 @@ type benchResult struct {
 	TCP     float64 `json:"tcp"`
 	Ratio   float64 `json:"ratio"`
 	Unit    string  `json:"unit"`
+	// InProcess is, for bench daemon, the same traffic on an in-process
+	// smbd.Conn, and RatioInProcess = Ours / InProcess.
+	InProcess      float64 `json:"in_process,omitempty"`
+	RatioInProcess float64 `json:"ratio_in_process,omitempty"`
 }
 
 // benchOut prints results as a table or as JSON lines.
@@ -44,6 +48,9 @@ func (b *benchOut) add(r benchResult) {
 	if r.TCP > 0 {
 		r.Ratio = r.Ours / r.TCP
 	}
+	if r.InProcess > 0 {
+		r.RatioInProcess = r.Ours / r.InProcess
+	}
 	b.progress("")
 	if b.json {
 		json.NewEncoder(b.w).Encode(r)
@@ -57,11 +64,31 @@ func (b *benchOut) flush() {
 		return
 	}
 	tw := tabwriter.NewWriter(b.w, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(tw, "test\tsize\tours\ttcp\tratio\tunit\t\n")
+	inproc := false
 	for _, r := range b.rows {
+		inproc = inproc || r.InProcess > 0
+	}
+	if inproc {
+		fmt.Fprintf(tw, "test\tsize\tours\tin-process\tvs in-process\ttcp\tvs tcp\tunit\t\n")
+	} else {
+		fmt.Fprintf(tw, "test\tsize\tours\ttcp\tratio\tunit\t\n")
+	}
+	for _, r := range b.rows {
+		if inproc {
+			tcp, ratio := "-", "-"
+			if r.TCP > 0 {
+				tcp, ratio = fmt.Sprintf("%.1f", r.TCP), fmt.Sprintf("%.3f", r.Ratio)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%.1f\t%.1f\t%.3f\t%s\t%s\t%s\t\n", r.Test, humanBytes(float64(r.MsgSize)), r.Ours, r.InProcess, r.RatioInProcess, tcp, ratio, r.Unit)
+			continue
+		}
 		fmt.Fprintf(tw, "%s\t%s\t%.1f\t%.1f\t%.3f\t%s\t\n", r.Test, humanBytes(float64(r.MsgSize)), r.Ours, r.TCP, r.Ratio, r.Unit)
 	}
 	tw.Flush()
+	if inproc {
+		fmt.Fprintln(b.w, "ours = through smbdirectd; ratios: above 1 is better for throughput (MiB/s), below 1 is better for latency (us).")
+		return
+	}
 	fmt.Fprintln(b.w, "ratio = ours / tcp: above 1 is better for throughput (MiB/s), below 1 is better for latency (us).")
 }
 

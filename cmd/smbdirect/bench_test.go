@@ -50,3 +50,24 @@ func TestBenchSMBDJSON(t *testing.T) {
 		}
 	}
 }
+
+func TestBenchDaemonJSON(t *testing.T) {
+	var out, errb bytes.Buffer
+	if err := run(context.Background(), []string{"bench", "daemon", "--json", "--duration", "150ms", "--file-size", "4MiB"}, &out, &errb); err != nil {
+		t.Fatalf("%v\n%s", err, errb.String())
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	want := []string{"daemon_stream", "daemon_roundtrip", "daemon_rdma_write", "daemon_rdma_read"}
+	if len(lines) != len(want) {
+		t.Fatalf("%d lines:\n%s", len(lines), out.String())
+	}
+	for i, l := range lines {
+		var r benchResult
+		if err := json.Unmarshal([]byte(l), &r); err != nil || r.Test != want[i] || r.Ours <= 0 || r.InProcess <= 0 || r.RatioInProcess <= 0 {
+			t.Fatalf("line %q: %+v %v", l, r, err)
+		}
+	}
+	if err := run(context.Background(), []string{"bench", "daemon", "--file-size", "1KiB"}, &out, &errb); err == nil {
+		t.Fatal("a file size under 1 MiB was accepted")
+	}
+}

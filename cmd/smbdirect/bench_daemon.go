@@ -1,0 +1,302 @@
+package main
+
+import (
+	"context"
+	"encoding/binary"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/smbdirect/smbdirect/daemon"
+	"github.com/smbdirect/smbdirect/iwarp"
+	"github.com/smbdirect/smbdirect/smbd"
+	"github.com/smbdirect/smbdirect/smbdirectd"
+)
+
+func init() {
+	registerSub("bench", "benchmarks, each side by side with plain TCP over loopback in the same run", &command{
+		name:  "daemon",
+		usage: "[--duration 2s] [--file-size 1GiB] [--json]",
+		short: "smbdirectd's stream fd and offload vs an in-process smbd.Conn (and TCP)",
+		long: `Answers the design's open question: what does handing SMB Direct to a client
+process through smbdirectd cost? Runs a daemon in this process on a temporary
+socket and an SMB Direct peer on 127.0.0.1, and measures, each next to the same
+traffic on an in-process smbd.Conn and on plain TCP:
+
+  daemon_stream     1 MiB Direct-TCP-framed PDUs written to the daemon's stream fd
+  daemon_roundtrip  a 64-byte PDU through the stream fd and back
+  daemon_rdma_write a file range RDMA-written to the peer by the daemon (the
+                    client passes the file's fd; 1 MiB requests, one at a time)
+  daemon_rdma_read  the peer's memory RDMA-read into a file range
+
+The file is created in the temporary directory (--file-size, default 1 GiB).`,
+		setup: func(fs *flag.FlagSet) func(context.Context, []string) error {
+			dur := fs.Duration("duration", 2*time.Second, "time per stream and round-trip measurement")
+			fileSize := fs.String("file-size", "1GiB", "size of the file range moved by RDMA")
+			asJSON := fs.Bool("json", false, "JSON lines output")
+			return func(ctx context.Context, args []string) error {
+				fsize, err := parseSize(*fileSize)
+				if err != nil || fsize < 1<<20 {
+					return usageError(fmt.Sprintf("--file-size %q: at least 1MiB", *fileSize))
+				}
+				out := newBenchOut(stdoutOf(ctx), stderrOf(ctx), *asJSON)
+				defer out.flush()
+				return benchDaemon(ctx, out, *dur, int64(fsize))
+			}
+		},
+	})
+}
+
+type daemonBench struct {
+	dir  string
+	srv  *daemon.Server
+	peer *smbd.Listener
+	cl   *smbdirectd.Client
+}
+
+func benchProvider() *smbd.Config {
+	return &smbd.Config{Provider: iwarp.New(iwarp.Config{FirstSendDelay: -1})}
+}
+
+func benchDaemon(ctx context.Context, out *benchOut, d time.Duration, fsize int64) error {
+	dir, err := os.MkdirTemp("", "smbdirect-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	s, err := daemon.Listen(daemon.Config{Socket: filepath.Join(dir, "d.sock"), SMBD: benchProvider()})
+	if err != nil {
+		return err
+	}
+	go s.Serve(context.Background())
+	defer s.Close()
+	peer, err := smbd.Listen(ctx, "127.0.0.1:0", benchProvider())
+	if err != nil {
+		return err
+	}
+	defer peer.Close()
+	cl, err := smbdirectd.Dial(ctx, s.Addr())
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	b := &daemonBench{dir: dir, srv: s, peer: peer, cl: cl}
+
+	const size = 1 << 20
+	out.progress("daemon_stream: through the daemon")
+	v, err := b.stream(ctx, size, d)
+	if err != nil {
+		return fmt.Errorf("daemon_stream: %w", err)
+	}
+	out.progress("daemon_stream: in-process")
+	ip, err := smbdStream(ctx, &smbd.Config{}, size, d)
+	if err != nil {
+		return err
+	}
+	out.progress("daemon_stream: tcp")
+	tv, err := tcpStream(size+4, d)
+	if err != nil {
+		return err
+	}
+	out.add(benchResult{Test: "daemon_stream", MsgSize: size, Ours: v, InProcess: ip, TCP: tv, Unit: "MiB/s"})
+
+	out.progress("daemon_roundtrip: through the daemon")
+	v, err = b.roundTrip(ctx, 64, d)
+	if err != nil {
+		return fmt.Errorf("daemon_roundtrip: %w", err)
+	}
+	ip, err = smbdRoundTrip(ctx, 64, d)
+	if err != nil {
+		return err
+	}
+	tv, err = tcpPingPong(68, d)
+	if err != nil {
+		return err
+	}
+	out.add(benchResult{Test: "daemon_roundtrip", MsgSize: 64, Ours: v, InProcess: ip, TCP: tv, Unit: "us"})
+
+	for _, write := range []bool{true, false} {
+		name := map[bool]string{true: "daemon_rdma_write", false: "daemon_rdma_read"}[write]
+		out.progress("%s: through the daemon", name)
+		v, ip, err := b.offload(ctx, write, fsize)
+		if err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		out.add(benchResult{Test: name, MsgSize: int(fsize), Ours: v, InProcess: ip, Unit: "MiB/s"})
+	}
+	return nil
+}
+
+// connect opens a connection through the daemon and returns the client's
+// stream and the peer's side.
+func (b *daemonBench) connect(ctx context.Context) (*smbdirectd.Conn, *smbd.Conn, error) {
+	ch := make(chan *smbd.Conn, 1)
+	go func() {
+		c, _ := b.peer.AcceptSMBD(ctx)
+		ch <- c
+	}()
+	conn, err := b.cl.Connect(ctx, b.peer.Addr().String())
+	if err != nil {
+		return nil, nil, err
+	}
+	p := <-ch
+	if p == nil {
+		conn.Close()
+		return nil, nil, fmt.Errorf("accept failed")
+	}
+	return conn, p, nil
+}
+
+func (b *daemonBench) stream(ctx context.Context, size int, d time.Duration) (float64, error) {
+	conn, p, err := b.connect(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer p.Close()
+	var got int64
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, size+4)
+		for {
+			if _, err := io.ReadFull(p, buf); err != nil {
+				return
+			}
+			got += int64(size + 4)
+		}
+	}()
+	pdu := make([]byte, size+4)
+	binary.BigEndian.PutUint32(pdu, uint32(size))
+	t0 := time.Now()
+	for time.Since(t0) < d {
+		if _, err := conn.Stream.Write(pdu); err != nil {
+			conn.Close()
+			return 0, err
+		}
+	}
+	el := time.Since(t0)
+	conn.Close()
+	<-done
+	return float64(got) / el.Seconds() / (1 << 20), nil
+}
+
+func (b *daemonBench) roundTrip(ctx context.Context, size int, d time.Duration) (float64, error) {
+	conn, p, err := b.connect(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close()
+	defer p.Close()
+	go func() {
+		buf := make([]byte, size+4)
+		for {
+			if _, err := io.ReadFull(p, buf); err != nil {
+				return
+			}
+			if _, err := p.Write(buf); err != nil {
+				return
+			}
+		}
+	}()
+	pdu := make([]byte, size+4)
+	binary.BigEndian.PutUint32(pdu, uint32(size))
+	buf := make([]byte, size+4)
+	n := 0
+	t0 := time.Now()
+	for time.Since(t0) < d {
+		if _, err := conn.Stream.Write(pdu); err != nil {
+			return 0, err
+		}
+		if _, err := io.ReadFull(conn.Stream, buf); err != nil {
+			return 0, err
+		}
+		n++
+	}
+	return float64(time.Since(t0).Microseconds()) / float64(n), nil
+}
+
+// offload moves fsize bytes of a file by RDMA in MaxReadWriteSize
+// requests, through the daemon and in-process, and returns both rates.
+func (b *daemonBench) offload(ctx context.Context, write bool, fsize int64) (float64, float64, error) {
+	conn, p, err := b.connect(ctx)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer conn.Close()
+	defer p.Close()
+	path := filepath.Join(b.dir, "data")
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer f.Close()
+	if st, _ := f.Stat(); st.Size() != fsize {
+		chunk := make([]byte, 1<<20)
+		for i := range chunk {
+			chunk[i] = byte(i * 13)
+		}
+		for off := int64(0); off < fsize; off += int64(len(chunk)) {
+			if _, err := f.WriteAt(chunk[:min(int64(len(chunk)), fsize-off)], off); err != nil {
+				return 0, 0, err
+			}
+		}
+	}
+	rw := int(conn.Info.MaxReadWriteSize)
+	// The peer's memory: one region it registers, reused for each request.
+	mem := make([]byte, rw)
+	access := smbd.PeerWrite
+	if !write {
+		access = smbd.PeerRead
+	}
+	reg, err := p.Register(mem, access)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer reg.Close()
+	pd := reg.Descriptor()
+	desc := []smbdirectd.Descriptor{{Offset: pd.Offset, Token: pd.Token, Length: pd.Length}}
+	t0 := time.Now()
+	for off := int64(0); off+int64(rw) <= fsize; off += int64(rw) {
+		var err error
+		if write {
+			_, err = b.cl.RDMAWrite(ctx, conn.Handle, f, off, desc)
+		} else {
+			_, err = b.cl.RDMARead(ctx, conn.Handle, f, off, desc)
+		}
+		if err != nil {
+			return 0, 0, err
+		}
+	}
+	viaDaemon := float64(fsize) / time.Since(t0).Seconds() / (1 << 20)
+
+	// In-process: the same with an smbd.Conn pair of our own.
+	a, q, err := smbdPair(ctx, &smbd.Config{})
+	if err != nil {
+		return 0, 0, err
+	}
+	defer a.Close()
+	defer q.Close()
+	reg2, err := q.Register(mem, access)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer reg2.Close()
+	descs := []smbd.BufferDescriptor{reg2.Descriptor()}
+	t0 = time.Now()
+	for off := int64(0); off+int64(rw) <= fsize; off += int64(rw) {
+		var err error
+		if write {
+			err = a.RDMAWriteFile(ctx, f, off, descs)
+		} else {
+			err = a.RDMAReadFile(ctx, f, off, descs)
+		}
+		if err != nil {
+			return 0, 0, err
+		}
+	}
+	inProcess := float64(fsize) / time.Since(t0).Seconds() / (1 << 20)
+	return viaDaemon, inProcess, nil
+}
