@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -23,7 +24,7 @@ func TestRunMetricsAndShutdown(t *testing.T) {
 	}
 	ready := make(chan up, 1)
 	done := make(chan error, 1)
-	var logs bytes.Buffer
+	var logs lockedBuffer
 	go func() {
 		done <- run(ctx, []string{"--socket", sock, "--metrics", "127.0.0.1:0", "--max-registered", "64MiB", "--log-json"}, &logs,
 			func(s *daemon.Server, m string) { ready <- up{s, m} })
@@ -72,4 +73,23 @@ func TestFlags(t *testing.T) {
 			t.Errorf("%v accepted", args)
 		}
 	}
+}
+
+// lockedBuffer is a bytes.Buffer safe for the daemon's goroutines to log
+// into while the test reads it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
