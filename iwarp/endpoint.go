@@ -338,6 +338,14 @@ func (e *endpoint) end(err error) {
 func (e *endpoint) flush() {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	// A PostSend caller may be writing inline (tryInlineLocked) with the
+	// lock released: what it wrote must complete as written, not be
+	// flushed. Its write is non-blocking, so this wait is short.
+	for e.txBusy {
+		e.mu.Unlock()
+		time.Sleep(20 * time.Microsecond)
+		e.mu.Lock()
+	}
 	for ; e.sqHead < e.sqTail; e.sqHead++ {
 		s := &e.sq[e.sqHead%uint64(len(e.sq))]
 		err := s.err
