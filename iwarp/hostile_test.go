@@ -13,11 +13,11 @@ import (
 	"errors"
 	"io"
 	"net"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/smbdirect/smbdirect/internal/leakcheck"
 	"github.com/smbdirect/smbdirect/iwarp/internal/wire"
 	"github.com/smbdirect/smbdirect/rdma"
 )
@@ -472,16 +472,4 @@ func TestTruncatedFPDU(t *testing.T) {
 
 // checkLeaks fails the test if goroutines it started are still running
 // when it ends (after a settle period).
-func checkLeaks(t *testing.T) {
-	base := runtime.NumGoroutine()
-	t.Cleanup(func() {
-		deadline := time.Now().Add(3 * time.Second)
-		for runtime.NumGoroutine() > base && time.Now().Before(deadline) {
-			time.Sleep(10 * time.Millisecond)
-		}
-		if n := runtime.NumGoroutine(); n > base {
-			buf := make([]byte, 1<<16)
-			t.Errorf("%d goroutines left, %d before:\n%s", n, base, buf[:runtime.Stack(buf, true)])
-		}
-	})
-}
+func checkLeaks(t *testing.T) { leakcheck.Check(t) }

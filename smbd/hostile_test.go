@@ -10,28 +10,16 @@ import (
 	"encoding/binary"
 	"errors"
 	"os"
-	"runtime"
 	"testing"
 	"time"
 
+	"github.com/smbdirect/smbdirect/internal/leakcheck"
 	"github.com/smbdirect/smbdirect/iwarp"
 	"github.com/smbdirect/smbdirect/rdma"
 	"github.com/smbdirect/smbdirect/smbd/internal/wire"
 )
 
-func checkLeaks(t *testing.T) {
-	base := runtime.NumGoroutine()
-	t.Cleanup(func() {
-		deadline := time.Now().Add(3 * time.Second)
-		for runtime.NumGoroutine() > base && time.Now().Before(deadline) {
-			time.Sleep(10 * time.Millisecond)
-		}
-		if n := runtime.NumGoroutine(); n > base {
-			buf := make([]byte, 1<<16)
-			t.Errorf("%d goroutines left, %d before:\n%s", n, base, buf[:runtime.Stack(buf, true)])
-		}
-	})
-}
+func checkLeaks(t *testing.T) { leakcheck.Check(t) }
 
 // rawPeer is an iWARP endpoint driven byte by byte.
 type rawPeer struct {

@@ -2,10 +2,8 @@ package main
 
 import (
 	"context"
-	"encoding/binary"
 	"flag"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"time"
@@ -156,31 +154,8 @@ func (b *daemonBench) stream(ctx context.Context, size int, d time.Duration) (fl
 		return 0, err
 	}
 	defer p.Close()
-	var got int64
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		buf := make([]byte, size+4)
-		for {
-			if _, err := io.ReadFull(p, buf); err != nil {
-				return
-			}
-			got += int64(size + 4)
-		}
-	}()
-	pdu := make([]byte, size+4)
-	binary.BigEndian.PutUint32(pdu, uint32(size))
-	t0 := time.Now()
-	for time.Since(t0) < d {
-		if _, err := conn.Stream.Write(pdu); err != nil {
-			conn.Close()
-			return 0, err
-		}
-	}
-	el := time.Since(t0)
-	conn.Close()
-	<-done
-	return float64(got) / el.Seconds() / (1 << 20), nil
+	defer conn.Close()
+	return pduStream(conn.Stream, p, func() { conn.Close() }, size, d)
 }
 
 func (b *daemonBench) roundTrip(ctx context.Context, size int, d time.Duration) (float64, error) {
@@ -190,32 +165,7 @@ func (b *daemonBench) roundTrip(ctx context.Context, size int, d time.Duration) 
 	}
 	defer conn.Close()
 	defer p.Close()
-	go func() {
-		buf := make([]byte, size+4)
-		for {
-			if _, err := io.ReadFull(p, buf); err != nil {
-				return
-			}
-			if _, err := p.Write(buf); err != nil {
-				return
-			}
-		}
-	}()
-	pdu := make([]byte, size+4)
-	binary.BigEndian.PutUint32(pdu, uint32(size))
-	buf := make([]byte, size+4)
-	n := 0
-	t0 := time.Now()
-	for time.Since(t0) < d {
-		if _, err := conn.Stream.Write(pdu); err != nil {
-			return 0, err
-		}
-		if _, err := io.ReadFull(conn.Stream, buf); err != nil {
-			return 0, err
-		}
-		n++
-	}
-	return float64(time.Since(t0).Microseconds()) / float64(n), nil
+	return pduRoundTrip(conn.Stream, p, size, d)
 }
 
 // offload moves fsize bytes of a file by RDMA in MaxReadWriteSize

@@ -96,13 +96,19 @@ func smbdStream(ctx context.Context, cfg *smbd.Config, size int, d time.Duration
 	}
 	defer a.Close()
 	defer b.Close()
+	return pduStream(a, b, func() { a.Close() }, size, d)
+}
+
+// pduStream writes size-byte framed PDUs to w for d while r reads them,
+// and returns MiB/s; closeW ends the reader.
+func pduStream(w io.Writer, r io.Reader, closeW func(), size int, d time.Duration) (float64, error) {
 	var got int64
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		buf := make([]byte, size+4)
 		for {
-			if _, err := io.ReadFull(b, buf); err != nil {
+			if _, err := io.ReadFull(r, buf); err != nil {
 				return
 			}
 			got += int64(size + 4)
@@ -112,12 +118,13 @@ func smbdStream(ctx context.Context, cfg *smbd.Config, size int, d time.Duration
 	binary.BigEndian.PutUint32(pdu, uint32(size))
 	t0 := time.Now()
 	for time.Since(t0) < d {
-		if _, err := a.Write(pdu); err != nil {
+		if _, err := w.Write(pdu); err != nil {
+			closeW()
 			return 0, err
 		}
 	}
 	el := time.Since(t0)
-	a.Close()
+	closeW()
 	<-done
 	return float64(got) / el.Seconds() / (1 << 20), nil
 }
@@ -130,6 +137,12 @@ func smbdRoundTrip(ctx context.Context, size int, d time.Duration) (float64, err
 	}
 	defer a.Close()
 	defer b.Close()
+	return pduRoundTrip(a, b, size, d)
+}
+
+// pduRoundTrip sends a size-byte framed PDU on a, echoed back by b, for
+// d, and returns microseconds per round trip.
+func pduRoundTrip(a, b io.ReadWriter, size int, d time.Duration) (float64, error) {
 	go func() {
 		buf := make([]byte, size+4)
 		for {
