@@ -249,9 +249,15 @@ func (c *client) handle(msg []byte, fds []int) {
 			c.fail(h.ID, ctl.CodeNotFound, "no registration %d", m.Reg)
 			return
 		}
+		// The reply says whether the peer had invalidated it (Send with
+		// Invalidate) before it was revoked here.
+		var byPeer uint64
+		if !r.buf.Valid() {
+			byPeer = 1
+		}
 		r.buf.Close()
 		c.s.registered.Add(-r.size)
-		c.ok(h.ID, 0)
+		c.ok(h.ID, byPeer)
 	case ctl.TypeRDMAWrite, ctl.TypeRDMARead:
 		m, err := ctl.ParseTransfer(body, nil)
 		if err != nil {

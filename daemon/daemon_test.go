@@ -289,8 +289,8 @@ func TestOffloadThroughDaemon(t *testing.T) {
 	if _, err := mf.ReadAt(got, 0); err != nil || sha256.Sum256(got) != sha256.Sum256(data) {
 		t.Fatalf("memfd content differs (%v)", err)
 	}
-	if err := reg.Deregister(c); err != nil {
-		t.Fatal(err)
+	if byPeer, err := reg.Deregister(c); err != nil || byPeer {
+		t.Fatal(byPeer, err)
 	}
 	if st := s.Stats(); st.Registered != 0 {
 		t.Fatalf("registered bytes %d after Deregister", st.Registered)

@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -23,6 +24,7 @@ import (
 
 	"github.com/smbdirect/smbdirect/daemon"
 	"github.com/smbdirect/smbdirect/internal/testbed"
+	"github.com/smbdirect/smbdirect/smb2rdma"
 	"github.com/smbdirect/smbdirect/smbd"
 	"github.com/smbdirect/smbdirect/smbdirectd"
 )
@@ -100,6 +102,74 @@ func TestLinuxDaemonKsmbd(t *testing.T) {
 		t.Logf("go-smb2 through smbdirectd against ksmbd: files written and read back, checksums equal; daemon %+v", st)
 		if st.BytesSent < 250_000 || st.BytesReceived < 250_000 {
 			t.Fatalf("daemon counters %+v", st)
+		}
+	})
+
+	t.Run("rdma-channel", func(t *testing.T) {
+		// go-smb2 through smb2rdma on the daemon's connection: its READs
+		// and WRITEs go by RDMA; each registration is a file in dir that
+		// the daemon maps, so ksmbd RDMA-writes READ data into a file
+		// range and RDMA-reads WRITE data from one.
+		cl, err := smbdirectd.Dial(ctx, s.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cl.Close()
+		conn, err := cl.Connect(ctx, addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		ch, err := cl.Channel(conn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dir := t.TempDir()
+		var backing atomic.Int64
+		ch.Backing = func(n int) (*os.File, error) {
+			backing.Add(1)
+			f, err := os.CreateTemp(dir, "registration-*")
+			if err == nil {
+				err = f.Truncate(int64(n))
+			}
+			return f, err
+		}
+		oc := smb2rdma.WrapChannel(ch, nil)
+		defer oc.Close()
+		d := &gosmb2.Dialer{Initiator: &gosmb2.NTLMInitiator{User: "tester", Password: "secret"}}
+		sess, err := d.DialConn(ctx, oc, addr)
+		if err != nil {
+			t.Fatalf("go-smb2 session through smbdirectd and smb2rdma: %v", err)
+		}
+		defer sess.Logoff()
+		share, err := sess.Mount(`\\10.0.2.15\share`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer share.Umount()
+		before := s.Stats()
+		sizes := []int{65536, 1 << 20, 3<<20 + 4096}
+		var total uint64
+		for i, n := range sizes {
+			total += uint64(n)
+			b := make([]byte, n)
+			rand.NewChaCha8([32]byte{byte(i), 77}).Read(b)
+			name := "daemon-rdma-" + strconv.Itoa(n)
+			if err := share.WriteFile(name, b, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			got, err := share.ReadFile(name)
+			if err != nil || sha256.Sum256(got) != sha256.Sum256(b) {
+				t.Fatalf("%s: read back %d bytes, %v", name, len(got), err)
+			}
+		}
+		st := oc.Stats()
+		t.Logf("go-smb2 -> smb2rdma -> smbdirectd -> ksmbd: %+v; %d registrations backed by files; daemon %+v", st, backing.Load(), s.Stats())
+		if st.BytesFetched != total || st.BytesPlaced < total || st.PeerInvalidated != st.Reads+st.Writes || backing.Load() < int64(st.Reads+st.Writes) {
+			t.Fatalf("offload through the daemon: %+v, want %d bytes each way, all invalidated by ksmbd", st, total)
+		}
+		if after := s.Stats(); after.Registered != 0 || after.Errors != before.Errors {
+			t.Fatalf("daemon after: %+v", after)
 		}
 	})
 }

@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"sync"
 	"sync/atomic"
 
@@ -59,11 +60,41 @@ type Stats struct {
 	PeerInvalidated uint64 `json:"peer_invalidated"`
 }
 
-// Conn is an smbd.Conn seen by an SMB2 client as a TCP connection, with
-// READ and WRITE offloaded to RDMA. Read and Write carry Direct TCP
-// framed PDUs; the other methods are the smbd.Conn's.
+// Channel is what the offload needs under the SMB2 client: whole PDUs and
+// registrations. An smbd.Conn is one (Wrap); a connection held by
+// smbdirectd is another (package smbdirectd).
+type Channel interface {
+	net.Conn // deadlines, addresses and Close; Read and Write are not used
+	// WriteMessage sends one PDU; ReadMessage receives one into buf.
+	WriteMessage(pdu []byte) error
+	ReadMessage(buf []byte) (int, error)
+	// MaxReadWriteSize bounds one registration; MaxMessageSize is the
+	// largest PDU that can arrive.
+	MaxReadWriteSize() int
+	MaxMessageSize() int
+	// Register makes n bytes available to the peer: for its RDMA Write
+	// when peerWrite, else for its RDMA Read, holding a copy of data.
+	Register(n int, peerWrite bool, data []byte) (Region, error)
+}
+
+// Region is a registration of a Channel.
+type Region interface {
+	// AppendDescriptor appends its Buffer Descriptor V1.
+	AppendDescriptor(b []byte) []byte
+	// Invalidate revokes the peer's access (if the peer has not already,
+	// with Send with Invalidate; byPeer says so).
+	Invalidate() (byPeer bool, err error)
+	// Bytes is the memory, valid until Close.
+	Bytes() []byte
+	Close() error
+}
+
+// Conn is a Channel seen by an SMB2 client as a TCP connection, with READ
+// and WRITE offloaded to RDMA. Read and Write carry Direct TCP framed
+// PDUs; the other methods are the Channel's.
 type Conn struct {
-	*smbd.Conn
+	net.Conn
+	ch  Channel
 	cfg Config
 	log *slog.Logger
 
@@ -91,16 +122,18 @@ type Conn struct {
 
 // pending is a request whose registration lives until its response.
 type pending struct {
-	buf  *smbd.Buffer
-	mem  []byte
+	reg  Region
 	read bool
 	n    int
 }
 
 // Wrap returns c as a net.Conn that offloads READ and WRITE. Use only the
 // returned Conn from then on.
-func Wrap(c *smbd.Conn, cfg *Config) *Conn {
-	w := &Conn{Conn: c, pending: make(map[uint64]*pending)}
+func Wrap(c *smbd.Conn, cfg *Config) *Conn { return WrapChannel(smbdChannel{c}, cfg) }
+
+// WrapChannel is Wrap for any Channel.
+func WrapChannel(ch Channel, cfg *Config) *Conn {
+	w := &Conn{Conn: ch, ch: ch, pending: make(map[uint64]*pending)}
 	if cfg != nil {
 		w.cfg = *cfg
 	}
@@ -112,6 +145,35 @@ func Wrap(c *smbd.Conn, cfg *Config) *Conn {
 		w.log = slog.New(slog.DiscardHandler)
 	}
 	return w
+}
+
+// smbdChannel is an smbd.Conn as a Channel.
+type smbdChannel struct{ *smbd.Conn }
+
+func (c smbdChannel) MaxReadWriteSize() int { return c.Info().MaxReadWriteSize }
+func (c smbdChannel) MaxMessageSize() int   { return c.Info().MaxFragmentedRecv }
+
+func (c smbdChannel) Register(n int, peerWrite bool, data []byte) (Region, error) {
+	mem, access := make([]byte, n), smbd.PeerRead
+	if peerWrite {
+		access = smbd.PeerWrite
+	} else {
+		copy(mem, data)
+	}
+	b, err := c.Conn.Register(mem, access)
+	if err != nil {
+		return nil, err
+	}
+	return smbdRegion{b}, nil
+}
+
+type smbdRegion struct{ *smbd.Buffer }
+
+func (r smbdRegion) Invalidate() (bool, error) {
+	if !r.Valid() {
+		return true, nil
+	}
+	return false, r.Buffer.Invalidate()
 }
 
 // Stats returns the counters.
@@ -173,12 +235,12 @@ func (c *Conn) Write(p []byte) (int, error) {
 func (c *Conn) send(pdu []byte) error {
 	h, err := smb2.ParseHeader(pdu)
 	if err != nil || h.Flags&smb2.FlagResponse != 0 || (h.Command != smb2.CommandRead && h.Command != smb2.CommandWrite) {
-		return c.Conn.WriteMessage(pdu)
+		return c.ch.WriteMessage(pdu)
 	}
 	if h.Flags&(smb2.FlagSigned|smb2.FlagRelated) != 0 || h.NextCommand != 0 {
 		// Rewriting would break the signature or the compound chain.
 		c.inline.Add(1)
-		return c.Conn.WriteMessage(pdu)
+		return c.ch.WriteMessage(pdu)
 	}
 	switch h.Command {
 	case smb2.CommandRead:
@@ -196,11 +258,11 @@ func (c *Conn) send(pdu []byte) error {
 			c.inline.Add(1)
 		}
 	}
-	return c.Conn.WriteMessage(pdu)
+	return c.ch.WriteMessage(pdu)
 }
 
 func (c *Conn) offloadable(n int) bool {
-	return c.dialect.Load() >= smb2.Dialect300 && n >= c.cfg.Threshold && n <= c.Conn.Info().MaxReadWriteSize
+	return c.dialect.Load() >= smb2.Dialect300 && n >= c.cfg.Threshold && n <= c.ch.MaxReadWriteSize()
 }
 
 func (c *Conn) channel() uint32 {
@@ -213,21 +275,20 @@ func (c *Conn) channel() uint32 {
 // sendRead registers a buffer for the READ's data and sends the request
 // with it as the RDMA channel.
 func (c *Conn) sendRead(pdu []byte, h smb2.Header, r *smb2.ReadRequest) error {
-	mem := make([]byte, r.Length)
-	buf, err := c.Conn.Register(mem, smbd.PeerWrite)
+	reg, err := c.ch.Register(int(r.Length), true, nil)
 	if err != nil {
 		return err
 	}
 	r.Channel = c.channel()
 	var ci [smbd.BufferDescriptorLen]byte
-	r.ChannelInfo = buf.AppendDescriptor(ci[:0])
+	r.ChannelInfo = reg.AppendDescriptor(ci[:0])
 	out := append(make([]byte, 0, smb2.HeaderLen+64), pdu[:smb2.HeaderLen]...)
 	out = smb2.AppendReadRequest(out, r)
-	if err := c.track(h.MessageID, &pending{buf: buf, mem: mem, read: true, n: int(r.Length)}); err != nil {
-		buf.Close()
+	if err := c.track(h.MessageID, &pending{reg: reg, read: true, n: int(r.Length)}); err != nil {
+		reg.Close()
 		return err
 	}
-	if err := c.Conn.WriteMessage(out); err != nil {
+	if err := c.ch.WriteMessage(out); err != nil {
 		c.untrack(h.MessageID)
 		return err
 	}
@@ -240,25 +301,24 @@ func (c *Conn) sendRead(pdu []byte, h smb2.Header, r *smb2.ReadRequest) error {
 // needed because the client may reuse its buffer as soon as Write
 // returns.
 func (c *Conn) sendWrite(pdu []byte, h smb2.Header, r *smb2.WriteRequest) error {
-	mem := append([]byte(nil), r.Data...)
-	buf, err := c.Conn.Register(mem, smbd.PeerRead)
+	reg, err := c.ch.Register(len(r.Data), false, r.Data)
 	if err != nil {
 		return err
 	}
-	n := len(mem)
+	n := len(r.Data)
 	r.Channel = c.channel()
 	r.RemainingBytes = uint32(n)
 	r.Length = 0
 	r.Data = nil
 	var ci [smbd.BufferDescriptorLen]byte
-	r.ChannelInfo = buf.AppendDescriptor(ci[:0])
+	r.ChannelInfo = reg.AppendDescriptor(ci[:0])
 	out := append(make([]byte, 0, smb2.HeaderLen+64), pdu[:smb2.HeaderLen]...)
 	out = smb2.AppendWriteRequest(out, r)
-	if err := c.track(h.MessageID, &pending{buf: buf, n: n}); err != nil {
-		buf.Close()
+	if err := c.track(h.MessageID, &pending{reg: reg, n: n}); err != nil {
+		reg.Close()
 		return err
 	}
-	if err := c.Conn.WriteMessage(out); err != nil {
+	if err := c.ch.WriteMessage(out); err != nil {
 		c.untrack(h.MessageID)
 		return err
 	}
@@ -285,7 +345,7 @@ func (c *Conn) untrack(id uint64) *pending {
 	p := c.pending[id]
 	delete(c.pending, id)
 	if p != nil {
-		p.buf.Close()
+		p.reg.Close()
 	}
 	return p
 }
@@ -309,12 +369,12 @@ func (c *Conn) Read(p []byte) (int, error) {
 // next receives the next PDU into rbuf (after a 4-byte gap for its
 // Direct TCP header) and makes it the one being read.
 func (c *Conn) next() error {
-	max := c.Conn.Info().MaxFragmentedRecv
+	max := c.ch.MaxMessageSize()
 	if cap(c.rbuf) < 4+max {
 		c.rbuf = make([]byte, 4+max)
 	}
 	c.rbuf = c.rbuf[:cap(c.rbuf)]
-	n, err := c.Conn.ReadMessage(c.rbuf[4:])
+	n, err := c.ch.ReadMessage(c.rbuf[4:])
 	if err != nil {
 		return err
 	}
@@ -353,11 +413,15 @@ func (c *Conn) fixResponse(msg []byte) []byte {
 		return nil
 	}
 	// Revoke the server's access before the data is looked at.
-	invalidatedByPeer := !p.buf.Valid()
+	defer p.reg.Close()
+	invalidatedByPeer, err := p.reg.Invalidate()
+	if err != nil {
+		c.log.Warn("smb2rdma: invalidating a registration", "err", err)
+		return nil
+	}
 	if invalidatedByPeer {
 		c.peerInv.Add(1)
 	}
-	p.buf.Close()
 	if !p.read {
 		if h.Status == 0 {
 			c.fetched.Add(uint64(p.n))
@@ -379,16 +443,16 @@ func (c *Conn) fixResponse(msg []byte) []byte {
 	out := make([]byte, 4, 4+smb2.ReadResponseDataOffset+n)
 	out = append(out, msg[:smb2.ReadResponseDataOffset]...)
 	smb2.PutReadResponseData(out[4+smb2.HeaderLen:], uint32(n))
-	out = append(out, p.mem[:n]...)
+	out = append(out, p.reg.Bytes()[:n]...)
 	return out
 }
 
 // Close closes the connection and releases every registration.
 func (c *Conn) Close() error {
-	err := c.Conn.Close()
+	err := c.ch.Close()
 	c.mu.Lock()
 	for _, p := range c.pending {
-		p.buf.Close()
+		p.reg.Close()
 	}
 	c.pending = nil
 	c.mu.Unlock()

@@ -48,9 +48,16 @@ func (c *Client) Register(ctx context.Context, conn uint64, f *os.File, off int6
 }
 
 // Deregister revokes the peer's access and releases the registration.
-func (r *Registration) Deregister(ctx context.Context) error {
-	_, err := r.c.call(ctx, func(id uint64) []byte { return ctl.AppendDeregister(nil, id, &ctl.Deregister{Reg: r.Handle}) }, nil)
-	return err
+// invalidatedByPeer reports that the peer had already invalidated it with
+// Send with Invalidate (as a server does for an RDMA_V1_INVALIDATE
+// channel).
+func (r *Registration) Deregister(ctx context.Context) (invalidatedByPeer bool, err error) {
+	rep, err := r.c.call(ctx, func(id uint64) []byte { return ctl.AppendDeregister(nil, id, &ctl.Deregister{Reg: r.Handle}) }, nil)
+	if err != nil {
+		return false, err
+	}
+	m, err := ctl.ParseOK(rep.body)
+	return m.Value == 1, err
 }
 
 // Call is a request in flight; Wait returns its result.
