@@ -1,0 +1,156 @@
+package daemon_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/smbdirect/smbdirect/daemon"
+	"github.com/smbdirect/smbdirect/iwarp"
+	"github.com/smbdirect/smbdirect/smbd"
+	"github.com/smbdirect/smbdirect/smbdirectd"
+)
+
+// While the client blocks (reads nothing, writes nothing) for many
+// keepalive intervals, the daemon answers the peer's keepalives and the
+// connection stays up.
+func TestKeepaliveWhileClientBlocks(t *testing.T) {
+	fast := func() *smbd.Config {
+		return &smbd.Config{Provider: iwarp.New(iwarp.Config{FirstSendDelay: -1}), KeepaliveInterval: 100 * time.Millisecond}
+	}
+	s := startDaemon(t, func(c *daemon.Config) { c.SMBD = fast() })
+	l, err := smbd.Listen(t.Context(), "127.0.0.1:0", fast())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	cl, err := smbdirectd.Dial(ctx(t), s.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	acc := make(chan *smbd.Conn, 1)
+	go func() { c, _ := l.AcceptSMBD(t.Context()); acc <- c }()
+	conn, err := cl.Connect(ctx(t), l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	srv := <-acc
+	defer srv.Close()
+	time.Sleep(1500 * time.Millisecond) // 15 keepalive intervals of silence from the client
+	if err := srv.WriteMessage([]byte("still there?")); err != nil {
+		t.Fatalf("the peer dropped the connection while the client blocked: %v", err)
+	}
+	if got, err := readPDU(conn.Stream); err != nil || string(got) != "still there?" {
+		t.Fatalf("%q, %v", got, err)
+	}
+}
+
+// Shutting the daemon down (SIGTERM) disconnects peers cleanly: the peer
+// reads EOF, the client's stream reads EOF, the socket file is gone.
+func TestShutdownDisconnectsPeers(t *testing.T) {
+	cfg := daemon.Config{Socket: t.TempDir() + "/d.sock", SMBD: smbdConfig()}
+	s, err := daemon.Listen(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	c, cancel := context.WithCancel(context.Background())
+	go func() { served <- s.Serve(c) }()
+	p := startPeer(t, false)
+	cl, err := smbdirectd.Dial(ctx(t), s.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	conn, err := cl.Connect(ctx(t), p.l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	srv := <-p.conns
+	defer srv.Close()
+	cancel()
+	select {
+	case err := <-served:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no shutdown")
+	}
+	srv.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := srv.ReadMessage(make([]byte, 64)); !errors.Is(err, io.EOF) {
+		t.Fatalf("the peer read %v, want EOF (an orderly disconnect)", err)
+	}
+	conn.Stream.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := conn.Stream.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
+		t.Fatalf("the client's stream read %v, want EOF", err)
+	}
+	if _, err := os.Stat(cfg.Socket); !os.IsNotExist(err) {
+		t.Fatalf("socket file after shutdown: %v", err)
+	}
+}
+
+// A user the daemon does not allow is disconnected at once; one listed in
+// AllowUIDs gets in. The child runs as nobody, which needs root (CI runs
+// as root); without it the test fails rather than pretend.
+func TestPeerCredentials(t *testing.T) {
+	if os.Getenv("SMBDIRECTD_CRED_CHILD") != "" {
+		_, err := smbdirectd.Dial(context.Background(), os.Getenv("SMBDIRECTD_CRED_CHILD"))
+		if err != nil {
+			os.Exit(3)
+		}
+		os.Exit(0)
+	}
+	if os.Getuid() != 0 {
+		t.Fatal("this test runs a child as another user and needs root (CI runs as root)")
+	}
+	const nobody = 65534
+	// The test binary and the sockets must be reachable by nobody.
+	open := func(dir string) {
+		os.Chmod(dir, 0o755)
+		os.Chmod(filepath.Dir(dir), 0o755)
+	}
+	bindir := t.TempDir()
+	open(bindir)
+	bin := filepath.Join(bindir, "daemon.test")
+	b, err := os.ReadFile(os.Args[0])
+	if err != nil || os.WriteFile(bin, b, 0o755) != nil {
+		t.Fatal("copying the test binary:", err)
+	}
+	run := func(s *daemon.Server) int {
+		os.Chmod(s.Addr(), 0o666)
+		cmd := exec.Command(bin, "-test.run=^TestPeerCredentials$")
+		cmd.Env = append(os.Environ(), "SMBDIRECTD_CRED_CHILD="+s.Addr())
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody}}
+		err := cmd.Run()
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return ee.ExitCode()
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return 0
+	}
+	dirs := func(c *daemon.Config) { open(filepath.Dir(c.Socket)) }
+	refused := startDaemon(t, func(c *daemon.Config) { dirs(c) })
+	if code := run(refused); code != 3 {
+		t.Fatalf("a user not allowed: child exit %d, want 3 (refused)", code)
+	}
+	if st := refused.Stats(); st.Refused != 1 {
+		t.Fatalf("refused count %d", st.Refused)
+	}
+	allowed := startDaemon(t, func(c *daemon.Config) { dirs(c); c.AllowUIDs = []int{nobody} })
+	if code := run(allowed); code != 0 {
+		t.Fatalf("an allowed user: child exit %d", code)
+	}
+}
