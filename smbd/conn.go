@@ -490,6 +490,15 @@ func (c *Conn) sendFragment(payload []byte, remaining int, next bool, inv uint32
 			return net.ErrClosed
 		}
 		if !c.wDeadline.IsZero() && !time.Now().Before(c.wDeadline) {
+			if c.midMessage {
+				// Part of the message is out and the rest will not follow:
+				// the peer's reassembly cannot recover, so the connection
+				// ends here rather than carry a corrupt stream.
+				err := fmt.Errorf("smbd: write deadline passed in the middle of a message: %w", os.ErrDeadlineExceeded)
+				c.failLocked(err)
+				go c.ep.Close()
+				return err
+			}
 			return os.ErrDeadlineExceeded
 		}
 		grantable := c.posted - c.granted

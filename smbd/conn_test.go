@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -243,5 +244,45 @@ func TestKeepaliveDetectsSilentPeer(t *testing.T) {
 	}
 	if d := time.Since(start); d > time.Second {
 		t.Fatalf("dead peer detected after %v", d)
+	}
+}
+
+// A write deadline that passes in the middle of a fragmented message ends
+// the connection (the rest of the message cannot follow); one that passes
+// before a message starts leaves it usable.
+func TestWriteDeadlineMidMessage(t *testing.T) {
+	cc, sc := testConfig(), testConfig()
+	sc.InitialReceives, sc.ReceiveCreditMax = 2, 2 // few credits: the writer waits mid-message
+	c, s := pair(t, cc, sc)
+	c.SetWriteDeadline(time.Now().Add(300 * time.Millisecond))
+	err := c.WriteMessage(pdu(100_000, 1)) // s does not read: credits run out
+	if !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("write: %v", err)
+	}
+	c.SetWriteDeadline(time.Time{})
+	if err := c.WriteMessage([]byte("x")); err == nil {
+		t.Fatal("the connection went on after a message was cut short")
+	}
+	s.SetReadDeadline(time.Now().Add(5 * time.Second))
+	var rerr error
+	for rerr == nil {
+		_, rerr = s.ReadMessage(make([]byte, 200_000))
+	}
+	if errors.Is(rerr, os.ErrDeadlineExceeded) {
+		t.Fatal("the peer was not told")
+	}
+
+	c2, s2 := pair(t, testConfig(), testConfig())
+	c2.SetWriteDeadline(time.Now().Add(-time.Second))
+	if err := c2.WriteMessage([]byte("late")); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("expired deadline: %v", err)
+	}
+	c2.SetWriteDeadline(time.Time{})
+	if err := c2.WriteMessage([]byte("on time")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 64)
+	if n, err := s2.ReadMessage(buf); err != nil || string(buf[:n]) != "on time" {
+		t.Fatal(string(buf[:n]), err)
 	}
 }
