@@ -14,18 +14,13 @@
 enum {
 	HDR = 16,
 	VERSION = 1,
-	T_HELLO = 0x01, T_DIAL = 0x02, T_CLOSE = 0x04, T_REGISTER = 0x05, T_DEREGISTER = 0x06,
+	T_HELLO = 0x01, T_DIAL = 0x02, T_LISTEN = 0x03, T_CLOSE = 0x04, T_REGISTER = 0x05, T_DEREGISTER = 0x06,
 	T_RDMA_WRITE = 0x07, T_RDMA_READ = 0x08, T_SEND = 0x09,
-	T_OK = 0x80, T_HELLO_OK = 0x81, T_CONN = 0x82, T_REGISTERED = 0x85, T_ERROR = 0xff,
+	T_OK = 0x80, T_HELLO_OK = 0x81, T_CONN = 0x82, T_LISTENING = 0x83, T_REGISTERED = 0x85, T_ERROR = 0xff,
 	MAX_MSG = HDR + 12 + 65536,
 	MAX_DESC = 256,
-};
-
-struct sdd_client {
-	int fd;
-	uint64_t next_id;
-	char err[256];
-	unsigned char buf[MAX_MSG];
+	MAX_EVENTS = 64,
+	MAX_LISTENERS = 16,
 };
 
 /* Little-endian encoding. */
@@ -35,6 +30,58 @@ static unsigned char *put64(unsigned char *p, uint64_t v) { for (int i = 0; i < 
 static uint16_t get16(const unsigned char *p) { return p[0] | p[1] << 8; }
 static uint32_t get32(const unsigned char *p) { return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24; }
 static uint64_t get64(const unsigned char *p) { return (uint64_t)get32(p) | (uint64_t)get32(p + 4) << 32; }
+
+/* An accepted connection that arrived before sdd_accept asked for it. */
+struct event {
+	uint64_t listen_id;
+	int fd;
+	struct sdd_conn_info info;
+};
+
+struct sdd_client {
+	int fd;
+	uint64_t next_id;
+	char err[256];
+	struct event events[MAX_EVENTS];
+	int nevents;
+	/* Listener handles and the Listen request ids their events carry. */
+	uint64_t lhandle[MAX_LISTENERS], lid[MAX_LISTENERS];
+	int nlisteners;
+	unsigned char buf[MAX_MSG];
+};
+
+static void parse_conn(const unsigned char *b, size_t blen, struct sdd_conn_info *info)
+{
+	memset(info, 0, sizeof *info);
+	info->handle = get64(b);
+	info->max_send_size = get32(b + 16);
+	info->max_fragmented_send = get32(b + 20);
+	info->max_fragmented_recv = get32(b + 24);
+	info->max_read_write_size = get32(b + 28);
+	size_t rl = get16(b + 32);
+	if (rl > blen - 34) rl = blen - 34;
+	if (rl >= sizeof info->remote) rl = sizeof info->remote - 1;
+	memcpy(info->remote, b + 34, rl);
+}
+
+/* keep_event queues an accepted connection (a Conn message for another
+ * id) for sdd_accept. */
+static void keep_event(sdd_client *c, uint64_t id, size_t blen, int fd)
+{
+	if (fd < 0 || blen < 34) {
+		if (fd >= 0) close(fd);
+		return;
+	}
+	if (c->nevents == MAX_EVENTS) { /* drop the oldest */
+		close(c->events[0].fd);
+		memmove(c->events, c->events + 1, (MAX_EVENTS - 1) * sizeof c->events[0]);
+		c->nevents--;
+	}
+	struct event *e = &c->events[c->nevents++];
+	e->listen_id = id;
+	e->fd = fd;
+	parse_conn(c->buf + HDR, blen, &e->info);
+}
 
 static unsigned char *header(sdd_client *c, int type, uint64_t *id)
 {
@@ -111,8 +158,9 @@ static int roundtrip(sdd_client *c, unsigned char *end, uint64_t id, int fd, siz
 			seterr(c, EPROTO, "malformed reply from the daemon");
 			return -1;
 		}
-		if (get64(c->buf + 8) != id) { /* an event or a stale reply: not ours */
-			if (got >= 0) close(got);
+		if (get64(c->buf + 8) != id) { /* an event, or a stale reply: not ours */
+			if (c->buf[3] == T_CONN) keep_event(c, get64(c->buf + 8), n - HDR, got);
+			else if (got >= 0) close(got);
 			continue;
 		}
 		int type = c->buf[3];
@@ -171,6 +219,7 @@ sdd_client *sdd_open(const char *path)
 void sdd_close(sdd_client *c)
 {
 	if (!c) return;
+	for (int i = 0; i < c->nevents; i++) close(c->events[i].fd);
 	close(c->fd);
 	free(c);
 }
@@ -200,19 +249,105 @@ int sdd_dial(sdd_client *c, const char *addr, uint32_t timeout_ms, struct sdd_co
 		seterr(c, EPROTO, "unexpected reply to dial");
 		return -1;
 	}
-	if (info) {
-		memset(info, 0, sizeof *info);
-		info->handle = get64(b);
-		info->max_send_size = get32(b + 16);
-		info->max_fragmented_send = get32(b + 20);
-		info->max_fragmented_recv = get32(b + 24);
-		info->max_read_write_size = get32(b + 28);
-		size_t rl = get16(b + 32);
-		if (rl > blen - 34) rl = blen - 34;
-		if (rl >= sizeof info->remote) rl = sizeof info->remote - 1;
-		memcpy(info->remote, b + 34, rl);
-	}
+	if (info) parse_conn(b, blen, info);
 	return fd;
+}
+
+int sdd_listen(sdd_client *c, const char *addr, uint64_t *listener, char *bound, size_t bound_len)
+{
+	size_t al = strlen(addr);
+	if (al > 1024) {
+		seterr(c, EINVAL, "address too long");
+		return -1;
+	}
+	uint64_t id;
+	unsigned char *p = header(c, T_LISTEN, &id);
+	p = put16(p, (uint16_t)al);
+	memcpy(p, addr, al);
+	p += al;
+	size_t blen;
+	int t = roundtrip(c, p, id, -1, &blen, NULL);
+	if (t < 0) return -1;
+	const unsigned char *b = c->buf + HDR;
+	if (t != T_LISTENING || blen < 10) {
+		seterr(c, EPROTO, "unexpected reply to listen");
+		return -1;
+	}
+	/* Accepted connections come as Conn events with the Listen's id. */
+	uint64_t h = get64(b);
+	if (c->nlisteners == MAX_LISTENERS) {
+		sdd_close_handle(c, h);
+		seterr(c, EMFILE, "at most 16 listeners per client");
+		return -1;
+	}
+	c->lhandle[c->nlisteners] = h;
+	c->lid[c->nlisteners++] = id;
+	if (listener) *listener = h;
+	if (bound && bound_len) {
+		size_t bl = get16(b + 8);
+		if (bl > blen - 10) bl = blen - 10;
+		if (bl >= bound_len) bl = bound_len - 1;
+		memcpy(bound, b + 10, bl);
+		bound[bl] = 0;
+	}
+	return 0;
+}
+
+int sdd_accept(sdd_client *c, uint64_t handle, struct sdd_conn_info *info)
+{
+	uint64_t listener = 0;
+	int known = 0;
+	for (int i = 0; i < c->nlisteners; i++) {
+		if (c->lhandle[i] == handle) {
+			listener = c->lid[i];
+			known = 1;
+		}
+	}
+	if (!known) {
+		seterr(c, ENOENT, "no such listener");
+		return -1;
+	}
+	for (;;) {
+		for (int i = 0; i < c->nevents; i++) {
+			if (c->events[i].listen_id != listener) continue;
+			int fd = c->events[i].fd;
+			if (info) *info = c->events[i].info;
+			memmove(c->events + i, c->events + i + 1, (c->nevents - i - 1) * sizeof c->events[0]);
+			c->nevents--;
+			return fd;
+		}
+		/* Wait for the next datagram: roundtrip's receive half, for an id
+		 * no reply carries (0), keeps every Conn event it sees. */
+		struct iovec iov = { c->buf, sizeof c->buf };
+		union { struct cmsghdr h; char b[CMSG_SPACE(4 * sizeof(int))]; } ctl;
+		struct msghdr m = { 0 };
+		m.msg_iov = &iov;
+		m.msg_iovlen = 1;
+		m.msg_control = ctl.b;
+		m.msg_controllen = sizeof ctl.b;
+		ssize_t n;
+		do n = recvmsg(c->fd, &m, MSG_CMSG_CLOEXEC); while (n < 0 && errno == EINTR);
+		if (n <= 0) {
+			seterr(c, n == 0 ? ECONNRESET : errno, "the daemon closed the session");
+			return -1;
+		}
+		int got = -1;
+		for (struct cmsghdr *cm = CMSG_FIRSTHDR(&m); cm; cm = CMSG_NXTHDR(&m, cm)) {
+			if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS) continue;
+			int nfd = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+			for (int i = 0; i < nfd; i++) {
+				int f;
+				memcpy(&f, CMSG_DATA(cm) + i * sizeof(int), sizeof f);
+				if (got < 0) got = f; else close(f);
+			}
+		}
+		if (n < HDR || get16(c->buf) != 0x4453 || get32(c->buf + 4) != (uint32_t)n) {
+			if (got >= 0) close(got);
+			continue;
+		}
+		if (c->buf[3] == T_CONN) keep_event(c, get64(c->buf + 8), n - HDR, got);
+		else if (got >= 0) close(got);
+	}
 }
 
 static int expect_ok(sdd_client *c, unsigned char *end, uint64_t id, int fd, uint64_t *value)

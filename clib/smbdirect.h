@@ -58,7 +58,18 @@ const char *sdd_last_error(const sdd_client *c);
  * across exec). timeout_ms 0 takes the daemon's default. */
 int sdd_dial(sdd_client *c, const char *addr, uint32_t timeout_ms, struct sdd_conn_info *info);
 
-/* sdd_close_handle ends a connection at once, whoever holds its fd. */
+/* sdd_listen asks the daemon to accept SMB Direct connections on addr
+ * ("host:port"; port 0 picks one). It returns the listener handle and
+ * writes the bound address to bound (if not NULL). */
+int sdd_listen(sdd_client *c, const char *addr, uint64_t *listener, char *bound, size_t bound_len);
+
+/* sdd_accept waits for the next connection accepted by listener and
+ * returns its stream fd. Connections that arrive while other calls are in
+ * progress are kept (up to 64; beyond that the oldest is dropped). */
+int sdd_accept(sdd_client *c, uint64_t listener, struct sdd_conn_info *info);
+
+/* sdd_close_handle ends a connection or listener at once, whoever holds
+ * its fd. */
 int sdd_close_handle(sdd_client *c, uint64_t handle);
 
 /* sdd_register registers [off, off+len) of fd (a file or memfd; read-write

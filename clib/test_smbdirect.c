@@ -71,6 +71,24 @@ int main(int argc, char **argv)
 	CHECK(sdd_deregister(c, reg) < 0 && errno == ENOENT, "second deregister");
 	CHECK(sdd_close_handle(c, 999999) < 0 && errno == ENOENT, "close of an unknown handle");
 	close(fd);
+
+	/* Listen and accept: the Go side connects to the printed address. */
+	uint64_t lh;
+	char bound[128];
+	CHECK(sdd_listen(c, "127.0.0.1:0", &lh, bound, sizeof bound) == 0, "listen");
+	CHECK(sdd_accept(c, lh + 12345, NULL) < 0 && errno == ENOENT, "accept on an unknown listener");
+	printf("LISTENING %s\n", bound);
+	fflush(stdout);
+	struct sdd_conn_info ai;
+	int afd = sdd_accept(c, lh, &ai);
+	CHECK(afd >= 0, "accept");
+	n = sdd_read_pdu(afd, buf, sizeof buf);
+	CHECK(n == 12 && memcmp(buf, "hello server", 12) == 0, "accepted connection's PDU (%zd bytes)", n);
+	CHECK(sdd_write_pdu(afd, "hello client", 12) == 0, "reply");
+	n = sdd_read_pdu(afd, buf, sizeof buf);
+	CHECK(n == 0 && errno == 0, "EOF after the peer closed (%zd)", n);
+	close(afd);
+	CHECK(sdd_close_handle(c, lh) == 0, "close listener");
 	sdd_close(c);
 	printf("C_TEST_OK\n");
 	return 0;

@@ -1,7 +1,10 @@
 package daemon_test
 
 import (
+	"bufio"
 	"bytes"
+	"io"
+	"sync"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -35,11 +38,23 @@ func TestCLibrary(t *testing.T) {
 	s := startDaemon(t, nil)
 	p := startPeer(t, false)
 	cmd := exec.Command(bin, s.Addr(), p.l.Addr().String())
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
+	var out lockedBuffer
+	listening := make(chan string, 1)
+	pr, pw := io.Pipe()
+	cmd.Stdout, cmd.Stderr = pw, &out
+	go func() {
+		sc := bufio.NewScanner(pr)
+		for sc.Scan() {
+			out.Write([]byte(sc.Text() + "\n"))
+			if a, ok := strings.CutPrefix(sc.Text(), "LISTENING "); ok {
+				listening <- a
+			}
+		}
+	}()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	defer pw.Close()
 	waited := make(chan error, 1)
 	go func() { waited <- cmd.Wait() }()
 	fail := func(f string, args ...any) {
@@ -100,6 +115,27 @@ func TestCLibrary(t *testing.T) {
 	if err := srv.WriteMessage([]byte("written")); err != nil {
 		t.Fatal(err)
 	}
+	// The C program listens through the daemon; we connect to it.
+	var laddr string
+	select {
+	case laddr = <-listening:
+	case err := <-waited:
+		t.Fatalf("C program ended: %v\n%s", err, out.String())
+	case <-time.After(20 * time.Second):
+		fail("no LISTENING line")
+	}
+	lc, err := smbd.Dial(t.Context(), laddr, smbdConfig())
+	if err != nil {
+		fail("dialing the C program's listener: %v", err)
+	}
+	lc.SetDeadline(time.Now().Add(20 * time.Second))
+	if err := lc.WriteMessage([]byte("hello server")); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := lc.ReadMessage(buf); err != nil || string(buf[:n]) != "hello client" {
+		fail("reply from the C program: %q, %v", buf[:n], err)
+	}
+	lc.Close()
 	select {
 	case err := <-waited:
 		if err != nil || !strings.Contains(out.String(), "C_TEST_OK") {
@@ -108,4 +144,22 @@ func TestCLibrary(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		fail("C program did not finish")
 	}
+}
+
+// lockedBuffer collects a child's output from several goroutines.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
