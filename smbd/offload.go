@@ -300,26 +300,42 @@ func (c *Conn) RDMARead(ctx context.Context, dst []byte, remote []BufferDescript
 	return c.transfer(ctx, rdma.OpRead, mr, nil, remote)
 }
 
-// RDMAReadFile reads the peer's buffers into f starting at off, placing
-// the data straight into the file's mapping (f must be open for reading
-// and writing; it is extended if needed).
+// RDMAReadFile reads the peer's buffers into f starting at off (f open
+// for writing; it grows as needed). The data lands in a registered bounce
+// buffer and goes to the file with one pwrite: placing it straight into a
+// mapping of the file costs a page fault per 4 KiB, which measured slower
+// (about 170 MiB/s against more than 1 GiB/s on a 2-vCPU VM).
 func (c *Conn) RDMAReadFile(ctx context.Context, f *os.File, off int64, remote []BufferDescriptor) error {
 	total, err := c.checkTotal(remote)
 	if err != nil {
 		return err
 	}
-	mapped, b, err := mapFile(f, off, total, true)
-	if err != nil {
-		return err
+	if off < 0 {
+		return fmt.Errorf("smbd: rdma read: negative file offset %d", off)
 	}
-	defer syscall.Munmap(mapped)
+	bp := bouncePool.Get().(*[]byte)
+	defer bouncePool.Put(bp)
+	if cap(*bp) < total {
+		*bp = make([]byte, total)
+	}
+	b := (*bp)[:total]
 	mr, err := c.pd.RegisterMemory(b, rdma.AccessLocalWrite)
 	if err != nil {
 		return fmt.Errorf("smbd: rdma read: %w", err)
 	}
-	defer mr.Close()
-	return c.transfer(ctx, rdma.OpRead, mr, nil, remote)
+	err = c.transfer(ctx, rdma.OpRead, mr, nil, remote)
+	mr.Close()
+	if err != nil {
+		return err
+	}
+	if _, err := f.WriteAt(b, off); err != nil {
+		return fmt.Errorf("smbd: rdma read: writing %s: %w", f.Name(), err)
+	}
+	return nil
 }
+
+// bouncePool holds RDMAReadFile's buffers (up to MaxReadWriteSize each).
+var bouncePool = sync.Pool{New: func() any { return new([]byte) }}
 
 func (c *Conn) checkTotal(remote []BufferDescriptor) (int, error) {
 	if len(remote) == 0 || len(remote) > MaxDescriptors {

@@ -27,7 +27,7 @@ traffic on an in-process smbd.Conn and on plain TCP:
   daemon_stream     1 MiB Direct-TCP-framed PDUs written to the daemon's stream fd
   daemon_roundtrip  a 64-byte PDU through the stream fd and back
   daemon_rdma_write a file range RDMA-written to the peer by the daemon (the
-                    client passes the file's fd; 1 MiB requests, one at a time)
+                    client passes the file's fd; 1 MiB requests, 4 in flight)
   daemon_rdma_read  the peer's memory RDMA-read into a file range
 
 The file is created in the temporary directory (--file-size, default 1 GiB).`,
@@ -168,6 +168,9 @@ func (b *daemonBench) roundTrip(ctx context.Context, size int, d time.Duration) 
 	return pduRoundTrip(conn.Stream, p, size, d)
 }
 
+// offloadDepth is the RDMA requests kept in flight by the offload runs.
+const offloadDepth = 4
+
 // offload moves fsize bytes of a file by RDMA in MaxReadWriteSize
 // requests, through the daemon and in-process, and returns both rates.
 func (b *daemonBench) offload(ctx context.Context, write bool, fsize int64) (float64, float64, error) {
@@ -209,14 +212,24 @@ func (b *daemonBench) offload(ctx context.Context, write bool, fsize int64) (flo
 	pd := reg.Descriptor()
 	desc := []smbdirectd.Descriptor{{Offset: pd.Offset, Token: pd.Token, Length: pd.Length}}
 	t0 := time.Now()
+	// Asynchronous requests, offloadDepth in flight, as a server would
+	// issue them.
+	var calls []*smbdirectd.Call
 	for off := int64(0); off+int64(rw) <= fsize; off += int64(rw) {
-		var err error
-		if write {
-			_, err = b.cl.RDMAWrite(ctx, conn.Handle, f, off, desc)
-		} else {
-			_, err = b.cl.RDMARead(ctx, conn.Handle, f, off, desc)
+		if len(calls) == offloadDepth {
+			if _, err := calls[0].Wait(ctx); err != nil {
+				return 0, 0, err
+			}
+			calls = calls[1:]
 		}
-		if err != nil {
+		if write {
+			calls = append(calls, b.cl.StartRDMAWrite(conn.Handle, f, off, desc))
+		} else {
+			calls = append(calls, b.cl.StartRDMARead(conn.Handle, f, off, desc))
+		}
+	}
+	for _, k := range calls {
+		if _, err := k.Wait(ctx); err != nil {
 			return 0, 0, err
 		}
 	}
@@ -238,14 +251,31 @@ func (b *daemonBench) offload(ctx context.Context, write bool, fsize int64) (flo
 	defer reg2.Close()
 	descs := []smbd.BufferDescriptor{reg2.Descriptor()}
 	t0 = time.Now()
+	// The same depth: offloadDepth goroutines take the requests in turn.
+	next := make(chan int64)
+	errs := make(chan error, offloadDepth)
+	for range offloadDepth {
+		go func() {
+			var err error
+			for off := range next {
+				if err != nil {
+					continue
+				}
+				if write {
+					err = a.RDMAWriteFile(ctx, f, off, descs)
+				} else {
+					err = a.RDMAReadFile(ctx, f, off, descs)
+				}
+			}
+			errs <- err
+		}()
+	}
 	for off := int64(0); off+int64(rw) <= fsize; off += int64(rw) {
-		var err error
-		if write {
-			err = a.RDMAWriteFile(ctx, f, off, descs)
-		} else {
-			err = a.RDMAReadFile(ctx, f, off, descs)
-		}
-		if err != nil {
+		next <- off
+	}
+	close(next)
+	for range offloadDepth {
+		if err := <-errs; err != nil {
 			return 0, 0, err
 		}
 	}
