@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/smbdirect/smbdirect/iwarp"
 	"github.com/smbdirect/smbdirect/rdma"
+	"github.com/smbdirect/smbdirect/smbd"
 )
 
 func init() {
@@ -24,8 +26,12 @@ func init() {
 		long: `Runs two soft-iWARP endpoints in this process over 127.0.0.1 and walks through
 an RDMA session: memory registration, connection setup with private data, Send
 with Solicited Event, RDMA Write, RDMA Read, Send with Invalidate, and an access
-to the invalidated region that the peer refuses with an iWARP Terminate. Every
-transfer is checked with SHA-256. Then it measures RDMA Write and Read
+to the invalidated region that the peer refuses with an iWARP Terminate. Then an
+SMB Direct (MS-SMBD) session on top: negotiation, a Direct-TCP-framed SMB2-sized
+PDU through the net.Conn (fragmented and reassembled), and the RDMA channel of
+an SMB2 READ (a registered buffer described by a Buffer Descriptor V1, written
+by the peer, invalidated by its Send with Invalidate). Every transfer is
+checked with SHA-256. Then it measures RDMA Write and Read
 throughput. Exits non-zero if anything differs.`,
 		setup: func(fs *flag.FlagSet) func(context.Context, []string) error {
 			crc := fs.Bool("crc", false, "use MPA CRC32c")
@@ -204,6 +210,10 @@ func demo(ctx context.Context, w io.Writer, crc bool, size int) (sum demoSummary
 	detail("connection ended by the peer's %v", te)
 	sum.Steps++
 
+	if err := demoSMBD(ctx, crc, say, detail, &sum); err != nil {
+		return sum, err
+	}
+
 	say("Throughput: %s by RDMA Write, then by RDMA Read, in 1 MiB operations, 8 outstanding.", humanBytes(float64(size)))
 	wr, rd, err := demoThroughput(ctx, crc, size)
 	if err != nil {
@@ -285,4 +295,90 @@ func demoThroughput(ctx context.Context, crc bool, size int) (float64, float64, 
 	}
 	rd, err := run(true)
 	return wr, rd, err
+}
+
+// demoSMBD shows an SMB Direct session over soft-iWARP: negotiation, a
+// framed PDU through the net.Conn, and the RDMA channel of an SMB2 READ.
+func demoSMBD(ctx context.Context, crc bool, say, detail func(string, ...any), sum *demoSummary) error {
+	cfg := &smbd.Config{Provider: iwarp.New(iwarp.Config{CRC: crc, FirstSendDelay: -1})}
+	say("SMB Direct (MS-SMBD 1.0) on top: listen, connect and negotiate.")
+	l, err := smbd.Listen(ctx, "127.0.0.1:0", cfg)
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	acc := make(chan *smbd.Conn, 1)
+	go func() { c, _ := l.AcceptSMBD(ctx); acc <- c }()
+	cli, err := smbd.Dial(ctx, l.Addr().String(), cfg)
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+	srv := <-acc
+	if srv == nil {
+		return fmt.Errorf("smbd: accept failed")
+	}
+	defer srv.Close()
+	in := cli.Info()
+	detail("negotiated: %d send credits for now (more are granted as traffic needs them), max send %d, max receive %d, max fragmented %s, max read/write %s, keepalive %s",
+		in.SendCredits, in.MaxSendSize, in.MaxReceiveSize, humanBytes(float64(in.MaxFragmentedSend)), humanBytes(float64(in.MaxReadWriteSize)), in.KeepaliveInterval)
+
+	const pduLen = 100_000
+	say("An SMB2-sized PDU through the net.Conn, with the 4-byte Direct TCP header, as on TCP.")
+	pdu := make([]byte, 4+pduLen)
+	binary.BigEndian.PutUint32(pdu, pduLen)
+	copy(pdu[4:], "\xfeSMB")
+	for i := 8; i < len(pdu); i++ {
+		pdu[i] = byte(i * 11)
+	}
+	werr := make(chan error, 1)
+	go func() { _, err := cli.Write(pdu); werr <- err }()
+	got := make([]byte, len(pdu))
+	if _, err := io.ReadFull(srv, got); err != nil {
+		return err
+	}
+	if err := <-werr; err != nil {
+		return err
+	}
+	if !bytes.Equal(got, pdu) {
+		return fmt.Errorf("the PDU arrived different")
+	}
+	frags := (pduLen + in.MaxSendSize - 25) / (in.MaxSendSize - 24)
+	detail("%d bytes sent as %d SMB Direct fragments, read back with io.ReadFull: sha256 %s equal", pduLen, frags, short(got))
+	sum.Steps++
+
+	say("The RDMA channel of an SMB2 READ: the client registers a buffer, the server RDMA-writes it and answers with Send with Invalidate.")
+	dst := make([]byte, 1<<20)
+	buf, err := cli.Register(dst, smbd.PeerWrite)
+	if err != nil {
+		return err
+	}
+	defer buf.Close()
+	d := buf.Descriptor()
+	detail("Buffer Descriptor V1: offset %#x, token %#08x, length %d", d.Offset, d.Token, d.Length)
+	data := make([]byte, 1<<20)
+	for i := range data {
+		data[i] = byte(i*7 + i>>10)
+	}
+	remote, err := smbd.ParseBufferDescriptors(buf.AppendDescriptor(nil))
+	if err != nil {
+		return err
+	}
+	if err := srv.RDMAWrite(ctx, data, remote); err != nil {
+		return err
+	}
+	if err := srv.WriteMessageInvalidate([]byte("READ response"), d.Token); err != nil {
+		return err
+	}
+	msg := make([]byte, 64)
+	n, err := cli.ReadMessage(msg)
+	if err != nil {
+		return err
+	}
+	if buf.Valid() || !bytes.Equal(dst, data) {
+		return fmt.Errorf("RDMA channel: registration valid %v, data equal %v", buf.Valid(), bytes.Equal(dst, data))
+	}
+	detail("%q arrived after the RDMA Write; the registration is now invalid; sha256 %s equal", msg[:n], short(dst))
+	sum.Steps++
+	return nil
 }

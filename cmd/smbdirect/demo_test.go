@@ -21,7 +21,7 @@ func TestDemo(t *testing.T) {
 		if err := run(context.Background(), args, &out, &errb); err != nil {
 			t.Fatalf("demo %s: %v\n%s%s", crc, err, out.String(), errb.String())
 		}
-		for _, want := range []string{"Send with Solicited Event", "RDMA Write", "RDMA Read", "invalidated", "invalid STag", "All 5 transfers verified"} {
+		for _, want := range []string{"Send with Solicited Event", "RDMA Write", "RDMA Read", "invalidated", "invalid STag", "SMB Direct", "fragments", "Send with Invalidate", "All 7 transfers verified"} {
 			if !strings.Contains(out.String(), want) {
 				t.Fatalf("demo output lacks %q:\n%s", want, out.String())
 			}
@@ -32,7 +32,7 @@ func TestDemo(t *testing.T) {
 		t.Fatal(err)
 	}
 	var sum demoSummary
-	if err := json.Unmarshal(out.Bytes(), &sum); err != nil || !sum.OK || sum.Steps != 5 || sum.WriteMiBs <= 0 {
+	if err := json.Unmarshal(out.Bytes(), &sum); err != nil || !sum.OK || sum.Steps != 7 || sum.WriteMiBs <= 0 {
 		t.Fatalf("json %q: %+v %v", out.String(), sum, err)
 	}
 	deadline := time.Now().Add(3 * time.Second)
