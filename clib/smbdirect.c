@@ -64,11 +64,12 @@ static void parse_conn(const unsigned char *b, size_t blen, struct sdd_conn_info
 	memcpy(info->remote, b + 34, rl);
 }
 
-/* keep_event queues an accepted connection (a Conn message for another
- * id) for sdd_accept. */
-static void keep_event(sdd_client *c, uint64_t id, size_t blen, int fd)
+/* keep_event queues the message in c->buf for sdd_accept if it is an
+ * accepted connection (a Conn event), and drops it otherwise. */
+static void keep_event(sdd_client *c, size_t blen, int fd)
 {
-	if (fd < 0 || blen < 34) {
+	uint64_t id = get64(c->buf + 8);
+	if (c->buf[3] != T_CONN || fd < 0 || blen < 34) {
 		if (fd >= 0) close(fd);
 		return;
 	}
@@ -98,6 +99,43 @@ static void seterr(sdd_client *c, int e, const char *msg)
 {
 	snprintf(c->err, sizeof c->err, "%s", msg);
 	errno = e;
+}
+
+/* recv_msg receives one datagram into c->buf, keeping the first passed
+ * descriptor in *fd (-1 if none; others are closed). It returns its length,
+ * 0 for a malformed message (its descriptor closed), or -1 with errno set
+ * when the session is gone. */
+static ssize_t recv_msg(sdd_client *c, int *fd)
+{
+	struct iovec iov = { c->buf, sizeof c->buf };
+	union { struct cmsghdr h; char b[CMSG_SPACE(4 * sizeof(int))]; } ctl;
+	struct msghdr m = { 0 };
+	m.msg_iov = &iov;
+	m.msg_iovlen = 1;
+	m.msg_control = ctl.b;
+	m.msg_controllen = sizeof ctl.b;
+	ssize_t n;
+	*fd = -1;
+	do n = recvmsg(c->fd, &m, MSG_CMSG_CLOEXEC); while (n < 0 && errno == EINTR);
+	if (n <= 0) {
+		seterr(c, n == 0 ? ECONNRESET : errno, "the daemon closed the session");
+		return -1;
+	}
+	for (struct cmsghdr *cm = CMSG_FIRSTHDR(&m); cm; cm = CMSG_NXTHDR(&m, cm)) {
+		if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS) continue;
+		int nfd = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+		for (int i = 0; i < nfd; i++) {
+			int f;
+			memcpy(&f, CMSG_DATA(cm) + i * sizeof(int), sizeof f);
+			if (*fd < 0) *fd = f; else close(f);
+		}
+	}
+	if (n < HDR || get16(c->buf) != 0x4453 || c->buf[2] != VERSION || get32(c->buf + 4) != (uint32_t)n) {
+		if (*fd >= 0) close(*fd);
+		*fd = -1;
+		return 0;
+	}
+	return n;
 }
 
 /* roundtrip sends the message c->buf[0:end) with fd (-1: none) and waits
@@ -131,36 +169,15 @@ static int roundtrip(sdd_client *c, unsigned char *end, uint64_t id, int fd, siz
 	}
 	if (rfd) *rfd = -1;
 	for (;;) {
-		iov.iov_base = c->buf;
-		iov.iov_len = sizeof c->buf;
-		memset(&m, 0, sizeof m);
-		m.msg_iov = &iov;
-		m.msg_iovlen = 1;
-		m.msg_control = ctl.b;
-		m.msg_controllen = sizeof ctl.b;
-		do n = recvmsg(c->fd, &m, MSG_CMSG_CLOEXEC); while (n < 0 && errno == EINTR);
-		if (n <= 0) {
-			seterr(c, n == 0 ? ECONNRESET : errno, "the daemon closed the session");
-			return -1;
-		}
-		int got = -1;
-		for (struct cmsghdr *cm = CMSG_FIRSTHDR(&m); cm; cm = CMSG_NXTHDR(&m, cm)) {
-			if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS) continue;
-			int nfd = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-			for (int i = 0; i < nfd; i++) {
-				int f;
-				memcpy(&f, CMSG_DATA(cm) + i * sizeof(int), sizeof f);
-				if (got < 0) got = f; else close(f);
-			}
-		}
-		if (n < HDR || get16(c->buf) != 0x4453 || c->buf[2] != VERSION || get32(c->buf + 4) != (uint32_t)n) {
-			if (got >= 0) close(got);
+		int got;
+		ssize_t n = recv_msg(c, &got);
+		if (n < 0) return -1;
+		if (n == 0) {
 			seterr(c, EPROTO, "malformed reply from the daemon");
 			return -1;
 		}
 		if (get64(c->buf + 8) != id) { /* an event, or a stale reply: not ours */
-			if (c->buf[3] == T_CONN) keep_event(c, get64(c->buf + 8), n - HDR, got);
-			else if (got >= 0) close(got);
+			keep_event(c, n - HDR, got);
 			continue;
 		}
 		int type = c->buf[3];
@@ -316,37 +333,12 @@ int sdd_accept(sdd_client *c, uint64_t handle, struct sdd_conn_info *info)
 			c->nevents--;
 			return fd;
 		}
-		/* Wait for the next datagram: roundtrip's receive half, for an id
-		 * no reply carries (0), keeps every Conn event it sees. */
-		struct iovec iov = { c->buf, sizeof c->buf };
-		union { struct cmsghdr h; char b[CMSG_SPACE(4 * sizeof(int))]; } ctl;
-		struct msghdr m = { 0 };
-		m.msg_iov = &iov;
-		m.msg_iovlen = 1;
-		m.msg_control = ctl.b;
-		m.msg_controllen = sizeof ctl.b;
-		ssize_t n;
-		do n = recvmsg(c->fd, &m, MSG_CMSG_CLOEXEC); while (n < 0 && errno == EINTR);
-		if (n <= 0) {
-			seterr(c, n == 0 ? ECONNRESET : errno, "the daemon closed the session");
-			return -1;
-		}
-		int got = -1;
-		for (struct cmsghdr *cm = CMSG_FIRSTHDR(&m); cm; cm = CMSG_NXTHDR(&m, cm)) {
-			if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS) continue;
-			int nfd = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-			for (int i = 0; i < nfd; i++) {
-				int f;
-				memcpy(&f, CMSG_DATA(cm) + i * sizeof(int), sizeof f);
-				if (got < 0) got = f; else close(f);
-			}
-		}
-		if (n < HDR || get16(c->buf) != 0x4453 || get32(c->buf + 4) != (uint32_t)n) {
-			if (got >= 0) close(got);
-			continue;
-		}
-		if (c->buf[3] == T_CONN) keep_event(c, get64(c->buf + 8), n - HDR, got);
-		else if (got >= 0) close(got);
+		/* Wait for the next datagram; every Conn event is kept. */
+		int got;
+		ssize_t n = recv_msg(c, &got);
+		if (n < 0) return -1;
+		if (n == 0) continue; /* malformed: skipped */
+		keep_event(c, n - HDR, got);
 	}
 }
 
