@@ -6,8 +6,6 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/smbdirect/smbdirect/smbdirectd"
 )
 
 // A client that stops reading: the daemon stops reading from the SMB
@@ -17,16 +15,7 @@ import (
 func TestClientStopsReading(t *testing.T) {
 	s := startDaemon(t, nil)
 	p := startPeer(t, false)
-	cl, err := smbdirectd.Dial(ctx(t), s.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	conn, err := cl.Connect(ctx(t), p.l.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	_, conn := through(t, s, p.l.Addr().String())
 	srv := <-p.conns
 	defer srv.Close()
 	runtime.GC()

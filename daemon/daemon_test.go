@@ -93,6 +93,23 @@ func startPeer(t *testing.T, echo bool) *peer {
 	return p
 }
 
+// through opens a session with the daemon and, through it, a connection
+// to addr; both are closed when t ends.
+func through(t *testing.T, s *daemon.Server, addr string) (*smbdirectd.Client, *smbdirectd.Conn) {
+	t.Helper()
+	cl, err := smbdirectd.Dial(ctx(t), s.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cl.Close() })
+	conn, err := cl.Connect(ctx(t), addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return cl, conn
+}
+
 func writePDU(w io.Writer, pdu []byte) error {
 	var h [4]byte
 	binary.BigEndian.PutUint32(h[:], uint32(len(pdu)))
@@ -121,16 +138,7 @@ func ctx(t *testing.T) context.Context {
 func TestDialStream(t *testing.T) {
 	s := startDaemon(t, nil)
 	p := startPeer(t, true)
-	cl, err := smbdirectd.Dial(ctx(t), s.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	conn, err := cl.Connect(ctx(t), p.l.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	_, conn := through(t, s, p.l.Addr().String())
 	if conn.Info.MaxSendSize != 1364 || conn.Info.MaxFragmentedSend != 1<<20 {
 		t.Fatalf("negotiated %+v", conn.Info)
 	}
@@ -161,15 +169,7 @@ func TestDialStream(t *testing.T) {
 func TestForkChildContinues(t *testing.T) {
 	s := startDaemon(t, nil)
 	p := startPeer(t, false)
-	cl, err := smbdirectd.Dial(ctx(t), s.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	conn, err := cl.Connect(ctx(t), p.l.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, conn := through(t, s, p.l.Addr().String())
 	srv := <-p.conns
 	defer srv.Close()
 	buf := make([]byte, 4096)
@@ -251,16 +251,7 @@ func memfd(t *testing.T, n int) *os.File {
 func TestOffloadThroughDaemon(t *testing.T) {
 	s := startDaemon(t, nil)
 	p := startPeer(t, false)
-	cl, err := smbdirectd.Dial(ctx(t), s.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	conn, err := cl.Connect(ctx(t), p.l.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	cl, conn := through(t, s, p.l.Addr().String())
 	srv := <-p.conns
 	defer srv.Close()
 	c := ctx(t)

@@ -20,13 +20,10 @@ import (
 	"testing"
 	"time"
 
-	gosmb2 "github.com/cloudsoda/go-smb2"
-
 	"github.com/smbdirect/smbdirect/daemon"
 	"github.com/smbdirect/smbdirect/internal/testbed"
 	"github.com/smbdirect/smbdirect/smb2rdma"
 	"github.com/smbdirect/smbdirect/smbd"
-	"github.com/smbdirect/smbdirect/smbdirectd"
 )
 
 func TestLinuxDaemonKsmbd(t *testing.T) {
@@ -61,31 +58,12 @@ func TestLinuxDaemonKsmbd(t *testing.T) {
 	})
 
 	t.Run("go-smb2", func(t *testing.T) {
-		cl, err := smbdirectd.Dial(ctx, s.Addr())
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer cl.Close()
-		conn, err := cl.Connect(ctx, addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer conn.Close()
+		_, conn := through(t, s, addr)
 		nc, err := conn.NetConn()
 		if err != nil {
 			t.Fatal(err)
 		}
-		d := &gosmb2.Dialer{Initiator: &gosmb2.NTLMInitiator{User: "tester", Password: "secret"}}
-		sess, err := d.DialConn(ctx, nc, addr)
-		if err != nil {
-			t.Fatalf("go-smb2 session through smbdirectd: %v", err)
-		}
-		defer sess.Logoff()
-		share, err := sess.Mount(`\\10.0.2.15\share`)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer share.Umount()
+		share := testbed.MountShare(ctx, t, nc, addr)
 		for i, n := range []int{1, 4096, 100_000, 150_001} {
 			b := make([]byte, n)
 			rand.NewChaCha8([32]byte{byte(i), 9}).Read(b)
@@ -110,16 +88,7 @@ func TestLinuxDaemonKsmbd(t *testing.T) {
 		// and WRITEs go by RDMA; each registration is a file in dir that
 		// the daemon maps, so ksmbd RDMA-writes READ data into a file
 		// range and RDMA-reads WRITE data from one.
-		cl, err := smbdirectd.Dial(ctx, s.Addr())
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer cl.Close()
-		conn, err := cl.Connect(ctx, addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer conn.Close()
+		cl, conn := through(t, s, addr)
 		ch, err := cl.Channel(conn)
 		if err != nil {
 			t.Fatal(err)
@@ -136,17 +105,7 @@ func TestLinuxDaemonKsmbd(t *testing.T) {
 		}
 		oc := smb2rdma.WrapChannel(ch, nil)
 		defer oc.Close()
-		d := &gosmb2.Dialer{Initiator: &gosmb2.NTLMInitiator{User: "tester", Password: "secret"}}
-		sess, err := d.DialConn(ctx, oc, addr)
-		if err != nil {
-			t.Fatalf("go-smb2 session through smbdirectd and smb2rdma: %v", err)
-		}
-		defer sess.Logoff()
-		share, err := sess.Mount(`\\10.0.2.15\share`)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer share.Umount()
+		share := testbed.MountShare(ctx, t, oc, addr)
 		before := s.Stats()
 		sizes := []int{65536, 1 << 20, 3<<20 + 4096}
 		var total uint64

@@ -30,18 +30,9 @@ func TestKeepaliveWhileClientBlocks(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	cl, err := smbdirectd.Dial(ctx(t), s.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
 	acc := make(chan *smbd.Conn, 1)
 	go func() { c, _ := l.AcceptSMBD(t.Context()); acc <- c }()
-	conn, err := cl.Connect(ctx(t), l.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	_, conn := through(t, s, l.Addr().String())
 	srv := <-acc
 	defer srv.Close()
 	time.Sleep(1500 * time.Millisecond) // 15 keepalive intervals of silence from the client
@@ -65,16 +56,7 @@ func TestShutdownDisconnectsPeers(t *testing.T) {
 	c, cancel := context.WithCancel(context.Background())
 	go func() { served <- s.Serve(c) }()
 	p := startPeer(t, false)
-	cl, err := smbdirectd.Dial(ctx(t), s.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	conn, err := cl.Connect(ctx(t), p.l.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	_, conn := through(t, s, p.l.Addr().String())
 	srv := <-p.conns
 	defer srv.Close()
 	cancel()

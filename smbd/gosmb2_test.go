@@ -49,7 +49,7 @@ func TestLinuxGoSMB2(t *testing.T) {
 		defer conn.Close()
 		info := conn.Info()
 		t.Logf("SMB Direct negotiated: %+v", info)
-		share := mount(ctx, t, conn, addr)
+		share := testbed.MountShare(ctx, t, conn, addr)
 		// Inline READ/WRITE: every PDU must fit ksmbd's MaxFragmentedSize
 		// (173910 bytes; go-smb2 knows nothing of it).
 		files := exercise(t, share, "plain-", []int{0, 1, 1000, 1364, 65536, 150_001})
@@ -69,7 +69,7 @@ func TestLinuxGoSMB2(t *testing.T) {
 		}
 		oc := smb2rdma.Wrap(conn, nil)
 		defer oc.Close()
-		share := mount(ctx, t, oc, addr)
+		share := testbed.MountShare(ctx, t, oc, addr)
 		sizes := []int{0, 1000, 4096, 300_001, 1 << 20, 4<<20 + 5000}
 		files := exercise(t, share, "rdma-", sizes)
 		st := oc.Stats()
@@ -89,22 +89,6 @@ func TestLinuxGoSMB2(t *testing.T) {
 		t.Logf("go-smb2 through smb2rdma: %d files; ksmbd RDMA-read %d bytes from us (SMB2 WRITE) and RDMA-wrote %d bytes into us (SMB2 READ) in %d+%d requests, each registration invalidated by ksmbd's Send with Invalidate; checksums equal",
 			len(files), st.BytesFetched, st.BytesPlaced, st.Writes, st.Reads)
 	})
-}
-
-func mount(ctx context.Context, t *testing.T, conn net.Conn, addr string) *gosmb2.Share {
-	t.Helper()
-	d := &gosmb2.Dialer{Initiator: &gosmb2.NTLMInitiator{User: "tester", Password: "secret"}}
-	s, err := d.DialConn(ctx, conn, addr)
-	if err != nil {
-		t.Fatalf("go-smb2 session over SMB Direct: %v", err)
-	}
-	t.Cleanup(func() { s.Logoff() })
-	share, err := s.Mount(`\\10.0.2.15\share`)
-	if err != nil {
-		t.Fatalf("mount: %v", err)
-	}
-	t.Cleanup(func() { share.Umount() })
-	return share
 }
 
 // exercise writes a file of each size, reads each back (whole and at an

@@ -1,5 +1,13 @@
 package testbed
 
+import (
+	"context"
+	"net"
+	"testing"
+
+	gosmb2 "github.com/cloudsoda/go-smb2"
+)
+
 // KsmbdGuest is a guest script that brings up siw on eth0 and Linux ksmbd
 // (SMB Direct on port 5445) with one share, //GuestIP/share, user tester,
 // password secret; prints KSMBD_READY; and keeps the VM up until the host
@@ -13,3 +21,22 @@ sleep 1
 echo KSMBD_READY
 i=0; while [ ! -e /mnt/work/done ] && [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1)); done
 `
+
+// MountShare logs in to KsmbdGuest's share as tester with the unmodified
+// go-smb2 client over conn (SMB2 framed as on TCP: an smbd.Conn, a stream
+// from smbdirectd, ...). The session ends when t does.
+func MountShare(ctx context.Context, t testing.TB, conn net.Conn, addr string) *gosmb2.Share {
+	t.Helper()
+	d := &gosmb2.Dialer{Initiator: &gosmb2.NTLMInitiator{User: "tester", Password: "secret"}}
+	s, err := d.DialConn(ctx, conn, addr)
+	if err != nil {
+		t.Fatalf("go-smb2 session: %v", err)
+	}
+	t.Cleanup(func() { s.Logoff() })
+	share, err := s.Mount(`\\` + GuestIP + `\share`)
+	if err != nil {
+		t.Fatalf("mount: %v", err)
+	}
+	t.Cleanup(func() { share.Umount() })
+	return share
+}
