@@ -14,6 +14,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -269,7 +270,7 @@ func connFrom(r reply) (*Conn, error) {
 func (c *Client) Connect(ctx context.Context, addr string) (*Conn, error) {
 	var ms uint32
 	if dl, ok := ctx.Deadline(); ok {
-		ms = uint32(max(1, int64(timeUntil(dl)/1e6)))
+		ms = uint32(max(1, time.Until(dl).Milliseconds()))
 	}
 	r, err := c.call(ctx, func(id uint64) []byte { return ctl.AppendDial(nil, id, &ctl.Dial{Addr: addr, TimeoutMS: ms}) }, nil)
 	if err != nil {

@@ -3,12 +3,9 @@ package smbdirectd
 import (
 	"context"
 	"os"
-	"time"
 
 	"github.com/smbdirect/smbdirect/internal/ctl"
 )
-
-func timeUntil(t time.Time) time.Duration { return time.Until(t) }
 
 // Descriptor is an MS-SMBD Buffer Descriptor V1, as it goes into an SMB2
 // request's channel information (16 bytes: offset, token, length).
