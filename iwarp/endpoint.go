@@ -98,6 +98,7 @@ type endpoint struct {
 	// Pending outgoing Terminate.
 	term    *termOut
 	txWake  chan struct{}
+	drv     *rxDrive // who runs the receive path (drive.go); set by start
 	loops   sync.WaitGroup
 	reaped  chan struct{}
 	started bool
@@ -293,6 +294,8 @@ func (e *endpoint) start(conn net.Conn, crc bool, ird, ord int, info rdma.ConnIn
 	}
 	e.state = stConnected
 	e.started = true
+	e.drv = newRxDrive(conn)
+	e.rxCoroutine(e.drv)
 	e.mu.Unlock()
 	e.loops.Add(2)
 	go e.rxLoop()
@@ -433,6 +436,11 @@ func (e *endpoint) OnRecv(fn func(*rdma.Completion)) {
 // deliverRecv hands a receive completion produced by the receive path to
 // the direct handler, or queues it. Called only on the rx goroutine.
 func (e *endpoint) deliverRecv(wc rdma.Completion) {
+	if d := e.drv; !d.app && d.wanted.Load() {
+		// An application goroutine waits to run the receive path: this
+		// delivery wakes it, so the endpoint's goroutine may now give it up.
+		d.handed = true
+	}
 	e.recvMu.Lock()
 	fn := e.onRecv
 	if fn == nil {
@@ -446,4 +454,7 @@ func (e *endpoint) deliverRecv(wc rdma.Completion) {
 	e.rxwc = rdma.Completion{}
 }
 
-var _ rdma.DirectReceiver = (*endpoint)(nil)
+var (
+	_ rdma.DirectReceiver = (*endpoint)(nil)
+	_ rdma.Driver         = (*endpoint)(nil)
+)

@@ -24,6 +24,15 @@ type rxReader struct {
 	// payload is read straight into its region instead of being copied
 	// out of the buffer.
 	bulk bool
+	// d and yield run the reads as a coroutine (see drive.go).
+	d      *rxDrive
+	yield  func(struct{}) bool
+	readFn func(fd uintptr) bool
+	rp     []byte // doRead's buffer and results
+	rn     int
+	rerr   error
+	ryield bool
+	short  bool // the last read returned less than asked
 }
 
 // bulkPayload is the payload size from which the next read is kept short,
@@ -62,7 +71,7 @@ func (x *rxReader) need(n int) error {
 		end = min(end, n+bulkRead)
 	}
 	for x.w < n {
-		k, err := x.conn.Read(x.buf[x.w:end])
+		k, err := x.read(x.buf[x.w:end])
 		x.w += k
 		if err != nil {
 			if err == io.EOF && x.w >= n {
@@ -85,11 +94,17 @@ func (x *rxReader) readInto(dst []byte) error {
 	if k == len(dst) {
 		return nil
 	}
-	_, err := io.ReadFull(x.conn, dst[k:])
-	if err == io.EOF {
-		err = io.ErrUnexpectedEOF
+	for dst = dst[k:]; len(dst) > 0; {
+		n, err := x.read(dst)
+		dst = dst[n:]
+		if err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return err
+		}
 	}
-	return err
+	return nil
 }
 
 // skip discards n bytes.
@@ -191,9 +206,9 @@ func perr(layer, typ, code uint8, format string, args ...any) *protoErr {
 	return &protoErr{layer: layer, typ: typ, code: code, msg: fmt.Sprintf(format, args...)}
 }
 
-func (e *endpoint) rxLoop() {
-	defer e.loops.Done()
-	x := &rxReader{conn: e.conn, buf: make([]byte, rxBufMin)}
+// rxMain is the receive path: it reads the stream until it ends, then
+// records why.
+func (e *endpoint) rxMain(x *rxReader) {
 	st := rxState{recvMSN: 1, rreqMSN: 1}
 	err := e.rxRun(x, &st)
 	if st.curOK {
@@ -253,7 +268,7 @@ func (e *endpoint) terminate(x *rxReader, pe *protoErr) {
 	}
 	e.mu.Unlock()
 	e.kickTx()
-	e.conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+	x.setDeadline(time.Now().Add(2 * time.Second))
 	for x.skip(rxBufSize) == nil {
 	}
 	e.end(te)

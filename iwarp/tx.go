@@ -281,7 +281,12 @@ func (e *endpoint) tryInlineLocked() bool {
 		b.runStart, b.bytes = 0, 0
 		e.txDoneLocked(b)
 	}
-	e.kickTx() // the rest, or work posted meanwhile
+	if len(b.iov) > 0 || e.sqTx != e.sqTail || e.irqHead != e.irqTail || e.term != nil || e.closing || e.state >= stEnding {
+		// The rest, or work posted or arrived meanwhile, is the
+		// transmit loop's. Waking it for nothing would cost a goroutine
+		// wake-up per message.
+		e.kickTx()
+	}
 	return true
 }
 

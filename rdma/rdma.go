@@ -318,6 +318,29 @@ type DirectReceiver interface {
 	OnRecv(fn func(*Completion))
 }
 
+// Driver is an optional Endpoint interface for latency: the receive path
+// runs on whichever goroutine waits for it, as a socket read does on TCP,
+// so a received message reaches its reader without a goroutine hand-off.
+// The provider's own goroutine runs the receive path when no caller does.
+type Driver interface {
+	// Drive runs the receive path on the calling goroutine until ready
+	// reports true when no more data is ready (ready nil: until data came
+	// in), or until Interrupt. It returns false at once when another
+	// goroutine runs the receive path; that goroutine hands it over after
+	// its next delivery, so the caller waits for that delivery by its usual
+	// means and then drives. ready runs on the receive path: it must be
+	// quick and must not block or call the endpoint.
+	Drive(ready func() bool) bool
+	// Interrupt makes a Drive in progress return soon, for a caller whose
+	// wait ended for a reason other than incoming data (a deadline, a
+	// close). A Drive that starts afterwards may return at once.
+	Interrupt()
+	// Background makes the provider's goroutine run the receive path now:
+	// for a caller about to wait for a completion that needs incoming data
+	// (an RDMA Read) without driving.
+	Background()
+}
+
 // ConnInfo describes an established connection.
 type ConnInfo struct {
 	LocalAddr, RemoteAddr net.Addr
