@@ -67,7 +67,7 @@ func BenchmarkStream1MiB(b *testing.B) {
 	}
 }
 
-func benchPair(b *testing.B, mod func(*Config)) (*Conn, *Conn) {
+func benchPair(b testing.TB, mod func(*Config)) (*Conn, *Conn) {
 	cc, sc := testConfig(), testConfig()
 	if mod != nil {
 		mod(cc)

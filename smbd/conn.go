@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/smbdirect/smbdirect/rdma"
@@ -85,8 +86,14 @@ type Conn struct {
 	ackDue     bool
 
 	// Send side.
-	sendMRs      []rdma.MR // chunks of sendChunk slots, added as needed
-	freeSend     []int
+	sendMRs  []rdma.MR // chunks of sendChunk slots, added as needed
+	freeSend []int
+	// Send slots in flight, in posting order. Most sends are unsignaled:
+	// a completion frees its slot and every slot posted before it.
+	inflight     [sendSlots]int
+	inHead       int
+	inN          int
+	unsignaled   int // sends since the last signaled one
 	sendCredits  int
 	writeMu      sync.Mutex         // held by whoever sends data: fragments stay together
 	ops          map[uint64]*rdmaOp // RDMA transfers in flight
@@ -98,6 +105,18 @@ type Conn struct {
 	// the queued ones (up to the marker) were processed.
 	direct bool
 	early  []rdma.Completion
+
+	// drv runs the provider's receive path on a waiting goroutine (see
+	// awaitLocked); drivers counts the goroutines in drv.Drive, writerDrives
+	// says one of them is a writer waiting for credits, inRx that the
+	// receive path is delivering on this goroutine now.
+	drv          rdma.Driver
+	drivers      int
+	writerDrives bool
+	inRx         bool
+	changed      func() bool   // c.changedSince, bound once
+	seq          atomic.Uint64 // state changes (broadcastLocked)
+	driveSeq     atomic.Uint64 // seq when the driver started
 
 	// Work requests are built here (under mu) and copied by the provider
 	// when posted: a WR on the stack would escape through the interface
@@ -146,6 +165,20 @@ func (c *Conn) sendAvailLocked() int {
 	return len(c.freeSend) + sendSlots - len(c.sendMRs)*sendChunk
 }
 
+// sendDoneLocked frees the send slot of a completion, and those posted
+// before it: completions come in order, so their unsignaled sends are done.
+func (c *Conn) sendDoneLocked(slot int) {
+	for c.inN > 0 {
+		s := c.inflight[c.inHead]
+		c.inHead = (c.inHead + 1) % sendSlots
+		c.inN--
+		c.freeSend = append(c.freeSend, s)
+		if s == slot {
+			return
+		}
+	}
+}
+
 // takeSendLocked takes a free send slot (the caller checked
 // sendAvailLocked) and returns its region and offset.
 func (c *Conn) takeSendLocked() (int, rdma.MR, int, error) {
@@ -156,12 +189,15 @@ func (c *Conn) takeSendLocked() (int, rdma.MR, int, error) {
 	}
 	slot := c.freeSend[len(c.freeSend)-1]
 	c.freeSend = c.freeSend[:len(c.freeSend)-1]
+	c.inflight[(c.inHead+c.inN)%sendSlots] = slot
+	c.inN++
 	return slot, c.sendMRs[slot/sendChunk], (slot % sendChunk) * c.cfg.MaxSendSize, nil
 }
 
 func newConn(cfg Config, pd rdma.PD, ownPD bool) (*Conn, error) {
 	c := &Conn{cfg: cfg, log: cfg.Logger, pd: pd, ownPD: ownPD, reasm: -1, window: cfg.InitialReceives, done: make(chan struct{})}
 	c.cond = sync.NewCond(&c.mu)
+	c.changed = c.changedSince
 	c.ops = make(map[uint64]*rdmaOp)
 	ep, err := pd.NewEndpoint(rdma.EndpointConfig{SendQueueDepth: sendSlots + rdmaSlots + 8, RecvQueueDepth: cfg.ReceiveCreditMax + 1})
 	if err != nil {
@@ -197,7 +233,10 @@ func (c *Conn) postRecvLocked(n int) error {
 	if c.posted < n {
 		// New buffers mean credits to grant: a writer holding its last
 		// credit may now send.
-		defer c.cond.Broadcast()
+		defer c.broadcastLocked()
+		if c.writerDrives && !c.inRx {
+			c.drv.Interrupt()
+		}
 	}
 	for c.posted < n {
 		var slot int
@@ -248,8 +287,53 @@ func (c *Conn) failLocked(err error) {
 			c.log.Warn("smbd: connection failed", "err", err)
 		}
 	}
+	c.wakeLocked()
+}
+
+// broadcastLocked tells waiters that c's state changed: those on c.cond,
+// and the one running the receive path, which looks at c.seq before it
+// blocks for more data.
+func (c *Conn) broadcastLocked() {
+	c.seq.Add(1)
 	c.cond.Broadcast()
 }
+
+// wakeLocked wakes every waiter, including one running the receive path
+// that is blocked for incoming data.
+func (c *Conn) wakeLocked() {
+	c.broadcastLocked()
+	if c.drivers > 0 && !c.inRx {
+		c.drv.Interrupt()
+	}
+}
+
+// awaitLocked waits, with c.mu held, for c's state to change. When the
+// provider can run its receive path on this goroutine and no other
+// goroutine runs it, this one does: a message then reaches its reader as
+// on TCP, without a goroutine hand-off. Else it waits on c.cond. *lost is
+// the caller's, false at first: it is set when another goroutine ran the
+// receive path, so the caller checks its condition again (c.mu was
+// released) before waiting on c.cond.
+func (c *Conn) awaitLocked(lost *bool, writer bool) {
+	if *lost || c.drv == nil || !c.direct || c.drivers > 0 {
+		// One goroutine of c drives at a time; the others hear of its
+		// deliveries on c.cond.
+		*lost = false
+		c.cond.Wait()
+		return
+	}
+	c.drivers, c.writerDrives = 1, writer
+	c.driveSeq.Store(c.seq.Load())
+	c.mu.Unlock()
+	ok := c.drv.Drive(c.changed)
+	c.mu.Lock()
+	c.drivers, c.writerDrives = 0, false
+	*lost = !ok
+}
+
+// changedSince is the driver's condition (c.changed): c's state changed
+// since it started, so it returns to look.
+func (c *Conn) changedSince() bool { return c.seq.Load() != c.driveSeq.Load() }
 
 // fail ends the connection with err: the endpoint is closed (the peer
 // sees the disconnect) and waiters wake up.
@@ -264,6 +348,9 @@ func (c *Conn) fail(err error) {
 func (c *Conn) start() {
 	if dr, ok := c.ep.(rdma.DirectReceiver); ok {
 		dr.OnRecv(c.directRecv)
+		// Driving the receive path is only of use when it delivers here:
+		// completions through Poll are the poll loop's.
+		c.drv, _ = c.ep.(rdma.Driver)
 	}
 	c.lastRecv = time.Now()
 	c.loops.Add(2)
@@ -307,7 +394,9 @@ func (c *Conn) directRecv(w *rdma.Completion) {
 		c.mu.Unlock()
 		return
 	}
+	c.inRx = true
 	c.completionLocked(w)
+	c.inRx = false
 	c.mu.Unlock()
 	c.maybeControl()
 }
@@ -334,11 +423,11 @@ func (c *Conn) completionLocked(w *rdma.Completion) {
 		return
 	}
 	if w.Op != rdma.OpRecv {
-		c.freeSend = append(c.freeSend, int(w.ID))
+		c.sendDoneLocked(int(w.ID))
 		if w.Err != nil && !errors.Is(w.Err, rdma.ErrFlushed) {
 			c.failLocked(w.Err)
 		}
-		c.cond.Broadcast()
+		c.broadcastLocked()
 		return
 	}
 	slot := int(w.ID)
@@ -356,7 +445,7 @@ func (c *Conn) completionLocked(w *rdma.Completion) {
 		go c.ep.Close()
 		return
 	}
-	c.cond.Broadcast()
+	c.broadcastLocked()
 }
 
 // receiveLocked applies a received Data Transfer message.
@@ -468,7 +557,11 @@ func (c *Conn) sendLocked(payload []byte, remaining int, flags uint16, more bool
 	buf := mr.Bytes()[off : off+c.maxSend]
 	b := wire.AppendDataTransfer(buf[:0], &h)
 	b = append(b, payload...)
-	c.swr = rdma.SendWR{ID: uint64(slot), Op: rdma.OpSend, Local: rdma.SGE{MR: mr, Offset: off, Length: len(b)}, More: more}
+	// A completion wakes the poll loop, which costs more than the send on
+	// a fast path: ask for one only once free slots run short. It frees
+	// every slot posted before it.
+	signal := c.sendAvailLocked() < sendChunk
+	c.swr = rdma.SendWR{ID: uint64(slot), Op: rdma.OpSend, Local: rdma.SGE{MR: mr, Offset: off, Length: len(b)}, More: more, Unsignaled: !signal}
 	if inv != 0 {
 		c.swr.Op, c.swr.InvalidateSTag = rdma.OpSendInvalidate, rdma.STag(inv)
 	}
@@ -482,6 +575,7 @@ func (c *Conn) sendLocked(payload []byte, remaining int, flags uint16, more bool
 func (c *Conn) sendFragment(payload []byte, remaining int, next bool, inv uint32) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	lost := false
 	for {
 		if c.err != nil {
 			return c.connErrLocked()
@@ -502,10 +596,16 @@ func (c *Conn) sendFragment(payload []byte, remaining int, next bool, inv uint32
 			return os.ErrDeadlineExceeded
 		}
 		grantable := c.posted - c.granted
-		if c.sendAvailLocked() > 0 && (c.sendCredits > 1 || (c.sendCredits == 1 && grantable > 0)) {
+		if c.sendAvailLocked() == 0 {
+			// Send slots come back through the poll loop.
+			c.cond.Wait()
+			continue
+		}
+		if c.sendCredits > 1 || (c.sendCredits == 1 && grantable > 0) {
 			break
 		}
-		c.cond.Wait()
+		// Credits come with incoming messages.
+		c.awaitLocked(&lost, true)
 	}
 	c.midMessage = remaining > 0
 	// Holding back is safe only if the next fragment cannot block: we hold
@@ -613,7 +713,7 @@ func (c *Conn) writeMessage(msg []byte, inv uint32) error {
 
 // waitLocked waits for queued data, or returns why there will be none.
 func (c *Conn) waitLocked() error {
-	tried := false
+	tried, lost := false, false
 	for c.qhead == len(c.queue) {
 		if c.closed {
 			return net.ErrClosed
@@ -634,7 +734,7 @@ func (c *Conn) waitLocked() error {
 			c.mu.Lock()
 			continue
 		}
-		c.cond.Wait()
+		c.awaitLocked(&lost, false)
 		tried = false
 	}
 	return nil
@@ -791,7 +891,7 @@ func (c *Conn) Close() error {
 		return nil
 	}
 	c.closed = true
-	c.cond.Broadcast()
+	c.wakeLocked()
 	c.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	c.ep.Disconnect(ctx)
@@ -838,7 +938,7 @@ func (c *Conn) SetReadDeadline(t time.Time) error {
 	defer c.mu.Unlock()
 	c.rDeadline = t
 	c.rTimer = c.armLocked(c.rTimer, t)
-	c.cond.Broadcast()
+	c.wakeLocked()
 	return nil
 }
 
@@ -849,7 +949,7 @@ func (c *Conn) SetWriteDeadline(t time.Time) error {
 	defer c.mu.Unlock()
 	c.wDeadline = t
 	c.wTimer = c.armLocked(c.wTimer, t)
-	c.cond.Broadcast()
+	c.wakeLocked()
 	return nil
 }
 
@@ -862,7 +962,7 @@ func (c *Conn) armLocked(tm *time.Timer, t time.Time) *time.Timer {
 	}
 	return time.AfterFunc(time.Until(t), func() {
 		c.mu.Lock()
-		c.cond.Broadcast()
+		c.wakeLocked()
 		c.mu.Unlock()
 	})
 }
@@ -889,3 +989,7 @@ func (c *Conn) creditState() string {
 
 // errDeadline is what deadline-expired calls return (net.Conn semantics).
 var errDeadline = os.ErrDeadlineExceeded
+
+func (c *Conn) DebugState() string {
+	return c.creditState() + fmt.Sprintf(" drivers %d writerDrives %v direct %v", c.drivers, c.writerDrives, c.direct)
+}

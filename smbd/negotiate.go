@@ -107,7 +107,7 @@ func (c *Conn) negotiateRecv(ctx context.Context) ([]byte, int, error) {
 			}
 			c.mu.Lock()
 			if w.Op != rdma.OpRecv {
-				c.freeSend = append(c.freeSend, int(w.ID))
+				c.sendDoneLocked(int(w.ID))
 				c.mu.Unlock()
 				continue
 			}

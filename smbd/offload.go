@@ -373,10 +373,15 @@ func (c *Conn) transfer(ctx context.Context, op rdma.Opcode, mr rdma.MR, file *r
 	o := &rdmaOp{pending: 1, done: make(chan struct{})}
 	stop := context.AfterFunc(ctx, func() {
 		c.mu.Lock()
-		c.cond.Broadcast()
+		c.broadcastLocked()
 		c.mu.Unlock()
 	})
 	defer stop()
+	if op == rdma.OpRead && c.drv != nil {
+		// Read Responses come in on the receive path, which no waiting
+		// reader may be running now.
+		c.drv.Background()
+	}
 	c.mu.Lock()
 	c.opSeq++
 	id := opBit | c.opSeq
@@ -472,5 +477,5 @@ func (c *Conn) rdmaCompletionLocked(id uint64, err error) {
 		delete(c.ops, id)
 		close(o.done)
 	}
-	c.cond.Broadcast()
+	c.broadcastLocked()
 }
