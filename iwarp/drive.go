@@ -108,9 +108,13 @@ func (x *rxReader) read(p []byte) (int, error) {
 		n, err, yieldNow := x.rn, x.rerr, x.ryield
 		switch {
 		case rerr != nil:
-			if errors.Is(rerr, os.ErrDeadlineExceeded) && d.intr.Swap(false) {
+			if errors.Is(rerr, os.ErrDeadlineExceeded) && (d.deadline.IsZero() || time.Now().Before(d.deadline)) {
+				// An Interrupt's deadline, not one the receive path set:
+				// it may also be the late one of an interrupt already
+				// seen, so it is cleared whether or not intr is set.
+				interrupted := d.intr.Swap(false)
 				x.conn.SetReadDeadline(d.deadline)
-				if d.app && !x.yield(struct{}{}) {
+				if interrupted && d.app && !x.yield(struct{}{}) {
 					return 0, net.ErrClosed
 				}
 				continue
