@@ -45,7 +45,9 @@ type Config struct {
 	MaxReadWriteSize int
 	// KeepaliveInterval: with nothing received for this long, a keepalive
 	// asking for a response is sent; with nothing received for this long
-	// again, the connection is declared dead (default 120 s).
+	// again, the connection is declared dead (default 120 s). Silence is
+	// measured from the keepalive timer's last look, not per message, so
+	// a keepalive may go out up to one interval later than that.
 	KeepaliveInterval time.Duration
 	// NegotiateTimeout bounds the negotiation (default 120 s when dialing,
 	// 5 s when accepting, as in MS-SMBD 3.1.4.1 and 3.1.7.2).

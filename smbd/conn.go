@@ -83,6 +83,10 @@ type Conn struct {
 	queued     int
 	reasm      int // bytes still to come of the message being received, -1 none
 	lastRecv   time.Time
+	// heard: a message came since the keepalive loop last looked. The
+	// loop stamps lastRecv then: a clock read per message would cost more
+	// than the accuracy is worth.
+	heard bool
 	ackDue     bool
 
 	// Send side.
@@ -458,7 +462,7 @@ func (c *Conn) receiveLocked(slot int, msg []byte) error {
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrProtocol, err)
 	}
-	c.lastRecv = time.Now()
+	c.heard = true
 	c.kaSent = time.Time{}
 	c.sendCredits += int(h.CreditsGranted)
 	if c.sendCredits > 0xffff {
@@ -846,6 +850,12 @@ func (c *Conn) keepaliveLoop() {
 			return
 		}
 		now := time.Now()
+		if c.heard {
+			// Heard from the peer since the last look: count the silence
+			// from now (a keepalive goes out at most one interval late).
+			c.heard = false
+			c.lastRecv = now
+		}
 		next := c.lastRecv.Add(iv)
 		switch {
 		case !c.kaSent.IsZero() && now.Sub(c.kaSent) >= iv:
