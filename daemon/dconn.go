@@ -92,19 +92,34 @@ func (d *dconn) up() {
 	defer d.close()
 	s := d.owner.s
 	max := d.c.Info().MaxFragmentedSend
-	buf := make([]byte, 64<<10)
+	// Reads take what the socket has, so a small PDU costs one read, not
+	// one for its header and one for its body; buf[r:w] is unprocessed.
+	buf := make([]byte, pumpBufMin)
+	r, w := 0, 0
 	for {
-		if _, err := io.ReadFull(d.sock, buf[:4]); err != nil {
-			return // every copy of the client's fd is closed: hang up
+		for w-r < 4 {
+			if r > 0 {
+				w, r = copy(buf, buf[r:w]), 0
+			}
+			n, err := d.sock.Read(buf[w:])
+			if n == 0 && err != nil {
+				return // every copy of the client's fd is closed: hang up
+			}
+			w += n
+			if w == len(buf) {
+				buf = growPumpBuf(buf)
+			}
 		}
-		size := int(binary.BigEndian.Uint32(buf[:4]))
-		if buf[0] != 0 || size == 0 || size > max {
-			d.owner.log.Warn("smbdirectd: bad PDU from client, closing", "conn", d.id, "header", buf[:4], "max", max)
+		hdr := buf[r : r+4]
+		size := int(binary.BigEndian.Uint32(hdr))
+		if hdr[0] != 0 || size == 0 || size > max {
+			d.owner.log.Warn("smbdirectd: bad PDU from client, closing", "conn", d.id, "header", hdr, "max", max)
 			s.errs.Add(1)
 			return
 		}
 		d.pdu.Lock()
-		err := d.passPDU(buf, size)
+		var err error
+		buf, err = d.passPDU(buf, &r, &w, 4+size)
 		d.pdu.Unlock()
 		if err != nil {
 			if !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, net.ErrClosed) {
@@ -117,25 +132,55 @@ func (d *dconn) up() {
 	}
 }
 
-// passPDU writes the framed PDU whose header is in buf[:4] and whose size
-// bytes follow on the socket.
-func (d *dconn) passPDU(buf []byte, size int) error {
-	have := 4
-	for left := size; left > 0; {
-		n, err := d.sock.Read(buf[have:min(len(buf), have+left)])
+// passPDU writes the framed PDU of total bytes that starts at buf[*r]:
+// what is buffered at once, the rest as it arrives (the SMB Direct send of
+// a large PDU overlaps the client's writing). Bytes past the PDU stay in
+// buf[*r:*w].
+func (d *dconn) passPDU(buf []byte, r, w *int, total int) ([]byte, error) {
+	k := min(total, *w-*r)
+	if _, err := d.c.Write(buf[*r : *r+k]); err != nil {
+		return buf, err
+	}
+	*r += k
+	left := total - k
+	if left == 0 {
+		return buf, nil
+	}
+	*r, *w = 0, 0 // all consumed; the rest of the PDU is read to its end only
+	for left > 0 {
+		n, err := d.sock.Read(buf[:min(len(buf), left)])
 		if n == 0 && err != nil {
 			if err == io.EOF {
 				err = io.ErrUnexpectedEOF
 			}
-			return err
+			return buf, err
 		}
 		left -= n
-		if _, err := d.c.Write(buf[:have+n]); err != nil {
-			return err
+		if _, err := d.c.Write(buf[:n]); err != nil {
+			return buf, err
 		}
-		have = 0
+		if n == len(buf) {
+			buf = growPumpBuf(buf)
+		}
 	}
-	return nil
+	return buf, nil
+}
+
+// A pump's buffer starts at pumpBufMin and doubles, up to pumpBufMax,
+// whenever a read fills it: idle connections stay small, bulk transfers
+// take fewer, larger reads and writes.
+const (
+	pumpBufMin = 16 << 10
+	pumpBufMax = 256 << 10
+)
+
+func growPumpBuf(buf []byte) []byte {
+	if len(buf) >= pumpBufMax {
+		return buf
+	}
+	nb := make([]byte, 2*len(buf))
+	copy(nb, buf)
+	return nb
 }
 
 // down carries the peer's PDUs, Direct TCP framed, to the client. When
@@ -145,13 +190,16 @@ func (d *dconn) passPDU(buf []byte, size int) error {
 func (d *dconn) down() {
 	defer d.pumps.Done()
 	defer d.close()
-	buf := make([]byte, 64<<10)
+	buf := make([]byte, pumpBufMin)
 	for {
 		n, err := d.c.Read(buf)
 		if n > 0 {
 			d.owner.s.received.Add(int64(n))
 			if _, werr := d.sock.Write(buf[:n]); werr != nil {
 				return
+			}
+			if n == len(buf) {
+				buf = growPumpBuf(buf)
 			}
 		}
 		if err != nil {
