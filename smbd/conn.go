@@ -86,8 +86,8 @@ type Conn struct {
 	// heard: a message came since the keepalive loop last looked. The
 	// loop stamps lastRecv then: a clock read per message would cost more
 	// than the accuracy is worth.
-	heard bool
-	ackDue     bool
+	heard  bool
+	ackDue bool
 
 	// Send side.
 	sendMRs  []rdma.MR // chunks of sendChunk slots, added as needed

@@ -2,8 +2,8 @@ package smbd
 
 import (
 	"encoding/binary"
-	"flag"
 	"errors"
+	"flag"
 	"os"
 	"testing"
 	"time"
