@@ -46,8 +46,13 @@ type rxDrive struct {
 }
 
 // idleDrive is how long the receive path may go without a driver before
-// the endpoint's goroutine takes it up again.
-const idleDrive = 500 * time.Microsecond
+// the endpoint's goroutine takes it up again; handOver how long it waits
+// at first after handing the path to a goroutine that asked for it (which
+// may take a while to be scheduled on a busy machine).
+const (
+	idleDrive = 500 * time.Microsecond
+	handOver  = 5 * time.Millisecond
+)
 
 // aLongTimeAgo is a read deadline that has passed: it wakes a blocked read.
 var aLongTimeAgo = time.Unix(1, 0)
@@ -97,7 +102,7 @@ func (x *rxReader) read(p []byte) (int, error) {
 		// likely empty, so return to the driver without a read that would
 		// only say so.
 		x.short = false
-		if !x.yield(struct{}{}) {
+		if !x.giveBack() {
 			return 0, net.ErrClosed
 		}
 	}
@@ -121,16 +126,7 @@ func (x *rxReader) read(p []byte) (int, error) {
 			}
 			return 0, rerr
 		case yieldNow:
-			if d.intr.Swap(false) {
-				// Interrupted while reading data: the deadline may have
-				// been set to the past after the check; restore it.
-				x.conn.SetReadDeadline(d.deadline)
-			}
-			if !d.app {
-				d.handed = false
-				d.wanted.Store(false)
-			}
-			if !x.yield(struct{}{}) {
+			if !x.giveBack() {
 				return 0, net.ErrClosed
 			}
 			continue
@@ -143,6 +139,22 @@ func (x *rxReader) read(p []byte) (int, error) {
 		x.short = n < len(p)
 		return n, nil
 	}
+}
+
+// giveBack returns to the driver, whose reason to return (shouldYield) is
+// then used up. It reports false if the coroutine is being stopped.
+func (x *rxReader) giveBack() bool {
+	d := x.d
+	if d.intr.Swap(false) {
+		// The Interrupt's deadline may be set after its flag was seen:
+		// restore ours (a late one is cleared when it strikes).
+		x.conn.SetReadDeadline(d.deadline)
+	}
+	if !d.app {
+		d.handed = false
+		d.wanted.Store(false)
+	}
+	return x.yield(struct{}{})
 }
 
 // doRead is the raw read (x.readFn, bound once: a closure per read would
@@ -247,7 +259,7 @@ func (e *endpoint) rxLoop() {
 		// it: take it up again once no Drive came for idleDrive. (A timer
 		// reset per Drive would cost more than the Drive itself.)
 		seen := d.drives.Load()
-		idle.Reset(idleDrive)
+		idle.Reset(handOver)
 	wait:
 		select {
 		case <-d.wake:

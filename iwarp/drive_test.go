@@ -34,24 +34,33 @@ func TestDrive(t *testing.T) {
 	// delivers it: the endpoint's own goroutine runs the receive path at
 	// first and hands it over after a delivery.
 	take := func(what string) (drove bool) {
-		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); {
-			if n, _ := p.srv.Poll(now, wc[:1]); n == 1 {
-				id := wc[0].ID
-				p.srv.PostRecv(&rdma.RecvWR{ID: id, Local: rdma.SGE{MR: buf, Offset: 256 * int(id), Length: 256}})
-				return drove
-			}
-			if d.Drive(nil) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		for {
+			n, _ := p.srv.Poll(now, wc[:1])
+			if n == 0 && !d.Drive(nil) {
+				// Another goroutine runs the receive path: wait for its
+				// delivery, after which it hands the path over.
+				n, _ = p.srv.Poll(ctx, wc[:1])
+				if n == 0 {
+					t.Fatalf("%s: no receive completion (endpoint error %v)", what, p.srv.Err())
+				}
+			} else if n == 0 {
 				drove = true
-			} else {
-				time.Sleep(time.Millisecond)
+				continue
 			}
+			id := wc[0].ID
+			p.srv.PostRecv(&rdma.RecvWR{ID: id, Local: rdma.SGE{MR: buf, Offset: 256 * int(id), Length: 256}})
+			return drove
 		}
-		t.Fatalf("%s: no receive completion (endpoint error %v)", what, p.srv.Err())
-		return false
 	}
 	driven := false
 	for i := 0; i < 20 && !driven; i++ {
-		send("hello")
+		// The message comes while the receiver waits for it.
+		go func() {
+			time.Sleep(5 * time.Millisecond)
+			send("hello")
+		}()
 		driven = take("hand-over")
 		if wc[0].Err != nil || wc[0].Bytes != 5 {
 			t.Fatalf("completion %+v", wc[0])
