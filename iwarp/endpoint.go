@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/smbdirect/smbdirect/rdma"
@@ -57,6 +58,9 @@ type endpoint struct {
 	// the receive path's decision where a completion goes.
 	recvMu sync.Mutex
 	onRecv func(*rdma.Completion)
+	// direct is onRecv once set: read without recvMu, so a delivery
+	// takes no lock.
+	direct atomic.Pointer[func(*rdma.Completion)]
 	rxwc   rdma.Completion // the completion handed to onRecv (no allocation)
 
 	mu    sync.Mutex
@@ -430,6 +434,11 @@ func (e *endpoint) OnRecv(fn func(*rdma.Completion)) {
 	e.recvMu.Lock()
 	defer e.recvMu.Unlock()
 	e.onRecv = fn
+	if fn != nil {
+		e.direct.Store(&fn)
+	} else {
+		e.direct.Store(nil)
+	}
 	e.cq.push(rdma.Completion{Op: rdma.OpMarker})
 }
 
@@ -440,6 +449,12 @@ func (e *endpoint) deliverRecv(wc rdma.Completion) {
 		// An application goroutine waits to run the receive path: this
 		// delivery wakes it, so the endpoint's goroutine may now give it up.
 		d.handed = true
+	}
+	if fn := e.direct.Load(); fn != nil {
+		e.rxwc = wc
+		(*fn)(&e.rxwc)
+		e.rxwc = rdma.Completion{}
+		return
 	}
 	e.recvMu.Lock()
 	fn := e.onRecv

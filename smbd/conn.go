@@ -401,8 +401,13 @@ func (c *Conn) directRecv(w *rdma.Completion) {
 	c.inRx = true
 	c.completionLocked(w)
 	c.inRx = false
+	// Looked at here, under the lock already held: most messages need
+	// no control message, and maybeControl would lock again to find out.
+	due := c.controlDueLocked()
 	c.mu.Unlock()
-	c.maybeControl()
+	if due {
+		c.maybeControl()
+	}
 }
 
 func (c *Conn) completion(w *rdma.Completion) {
@@ -791,8 +796,11 @@ func (c *Conn) Read(p []byte) (int, error) {
 			c.popLocked()
 		}
 	}
+	due := c.controlDueLocked()
 	c.mu.Unlock()
-	c.maybeControl()
+	if due {
+		c.maybeControl()
+	}
 	return n, nil
 }
 
@@ -826,8 +834,11 @@ func (c *Conn) ReadMessage(p []byte) (int, error) {
 		c.queued -= k
 		c.popLocked()
 	}
+	due := c.controlDueLocked()
 	c.mu.Unlock()
-	c.maybeControl()
+	if due {
+		c.maybeControl()
+	}
 	return n, nil
 }
 
