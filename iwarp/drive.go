@@ -3,7 +3,6 @@ package iwarp
 import (
 	"errors"
 	"io"
-	"iter"
 	"net"
 	"os"
 	"sync"
@@ -12,12 +11,14 @@ import (
 	"time"
 )
 
-// The receive path runs as a coroutine (iter.Pull) that whichever goroutine
-// waits for it resumes. An application goroutine waiting for a message runs
-// the receive path itself and blocks in the socket read, as on TCP: the
-// message reaches it with no goroutine hand-off. (Measured on loopback: one
-// channel hand-off per direction makes a 64-byte round trip 38 µs instead
-// of 21 µs; resuming a coroutine costs nothing measurable.)
+// The receive path runs on whichever goroutine waits for it. An
+// application goroutine waiting for a message (Drive) runs it itself,
+// inside the socket's read callback, and blocks until the socket is
+// readable, as a reader of a TCP socket does: the message reaches it with
+// no goroutine hand-off. (Measured on loopback: one channel hand-off per
+// direction makes a 64-byte round trip 38 µs instead of 21 µs.) The
+// receive path is a resumable state machine (rxStep): a read that would
+// block leaves it where it is, for the next driver.
 //
 // The endpoint's own goroutine runs the receive path when nobody else does:
 // from the start, and idleDrive after the last application driver left, so
@@ -26,18 +27,22 @@ import (
 // application goroutine that asked for it once it has delivered something
 // (which wakes that goroutine).
 type rxDrive struct {
-	mu    sync.Mutex // held by the goroutine resuming the coroutine
-	next  func() (struct{}, bool)
-	ended bool // the coroutine returned: the connection is over
+	mu    sync.Mutex // held by the goroutine running the receive path
+	ended bool       // the receive path wound up: the connection is over
 
-	rc syscall.RawConn // nil: plain blocking reads, only the endpoint's goroutine drives
+	rc syscall.RawConn // nil: blocking reads, only the endpoint's goroutine drives
 
-	// Owned by the goroutine holding mu (and the coroutine it runs).
-	app      bool        // an application goroutine drives
-	ready    func() bool // its condition to return
-	progress bool        // data came in during this drive
-	handed   bool        // the endpoint's goroutine delivered something after wanted was set
-	deadline time.Time
+	// The receive path's state, used by the goroutine holding mu.
+	e   *endpoint
+	x   rxReader
+	st  rxState
+	f   rxFPDU
+	res error                 // rxStep's result in the read callback
+	fn  func(fd uintptr) bool // d.step, bound once (a closure per read would allocate)
+
+	app    bool        // an application goroutine drives
+	ready  func() bool // its condition to return
+	handed bool        // the endpoint's goroutine delivered something after wanted was set
 
 	wanted atomic.Bool   // an application goroutine found the receive path busy
 	intr   atomic.Bool   // Interrupt was called
@@ -57,13 +62,19 @@ const (
 // aLongTimeAgo is a read deadline that has passed: it wakes a blocked read.
 var aLongTimeAgo = time.Unix(1, 0)
 
-func newRxDrive(conn net.Conn) *rxDrive {
-	d := &rxDrive{wake: make(chan struct{}, 1)}
+// errWouldBlock: the socket has no more data for now.
+var errWouldBlock = errors.New("iwarp: receive would block")
+
+func newRxDrive(e *endpoint, conn net.Conn) *rxDrive {
+	d := &rxDrive{e: e, wake: make(chan struct{}, 1)}
+	d.x = rxReader{conn: conn, buf: make([]byte, rxBufMin), d: d}
+	d.st = rxState{recvMSN: 1, rreqMSN: 1}
 	if sc, ok := conn.(syscall.Conn); ok {
 		if rc, err := sc.SyscallConn(); err == nil {
 			d.rc = rc
 		}
 	}
+	d.fn = d.step
 	return d
 }
 
@@ -75,8 +86,20 @@ func (d *rxDrive) kick() {
 	}
 }
 
+// step runs the receive path inside the socket's read callback. It
+// returns true to leave the callback (the stream ended, or the driver is
+// done), false to wait until the socket is readable and run again.
+func (d *rxDrive) step(fd uintptr) bool {
+	d.x.fd, d.x.nonblock = int(fd), true
+	d.res = d.e.rxStep(&d.x, &d.st, &d.f)
+	if d.res != errWouldBlock {
+		return true
+	}
+	return d.shouldYield()
+}
+
 // shouldYield decides, when the socket has nothing more, whether the
-// coroutine returns to its driver.
+// driver returns.
 func (d *rxDrive) shouldYield() bool {
 	if d.app {
 		if d.intr.Load() {
@@ -85,105 +108,86 @@ func (d *rxDrive) shouldYield() bool {
 		if d.ready != nil {
 			return d.ready()
 		}
-		return d.progress
+		return d.x.progress
 	}
 	return d.handed
 }
 
-// read reads from the socket for the coroutine. It returns to the driver
-// (yield) when the socket is empty and the driver is done.
+// runLocked runs the receive path until the driver may return, or to the
+// end of the connection. Called with d.mu held.
+func (d *rxDrive) runLocked() {
+	d.x.progress = false
+	for !d.ended {
+		if d.rc == nil {
+			d.res = d.e.rxStep(&d.x, &d.st, &d.f) // blocking reads
+		} else {
+			// A read starts afresh: the socket's readiness is reset, so
+			// the first read must not be skipped (x.short).
+			d.x.short = false
+			if err := d.rc.Read(d.fn); err != nil {
+				if errors.Is(err, os.ErrDeadlineExceeded) {
+					// An Interrupt's deadline (the receive path sets none
+					// before it winds up), or the late one of an interrupt
+					// already seen: clear it.
+					interrupted := d.intr.Swap(false)
+					d.x.conn.SetReadDeadline(time.Time{})
+					if interrupted && d.app {
+						return
+					}
+					continue
+				}
+				d.res = err
+			}
+		}
+		if d.res == errWouldBlock {
+			if d.intr.Swap(false) {
+				// The Interrupt's deadline may be set after its flag was
+				// seen: clear it (a late one is cleared when it strikes).
+				d.x.conn.SetReadDeadline(time.Time{})
+			}
+			if !d.app {
+				d.handed = false
+				d.wanted.Store(false)
+			}
+			return
+		}
+		d.x.nonblock = false
+		d.e.rxFinish(&d.x, &d.st, &d.f, d.res)
+		d.ended = true
+	}
+}
+
+// read reads from the socket for the receive path: without blocking
+// inside the read callback (errWouldBlock when the socket is empty), with
+// a blocking conn.Read otherwise.
 func (x *rxReader) read(p []byte) (int, error) {
-	d := x.d
-	if d == nil || d.rc == nil {
+	if !x.nonblock {
 		return x.conn.Read(p)
 	}
-	if x.short && d.shouldYield() {
-		// The last read took less than it asked for: the socket is most
-		// likely empty, so return to the driver without a read that would
-		// only say so.
+	if x.short && x.d.shouldYield() {
+		// The last read took less than it asked for, so the socket was
+		// most likely empty, and the driver returns anyway: skip the read
+		// that would only say so. (Not when the driver goes on to wait:
+		// a FIN that came with the data makes no new readiness event.)
 		x.short = false
-		if !x.giveBack() {
-			return 0, net.ErrClosed
-		}
+		return 0, errWouldBlock
 	}
 	for {
-		x.rp = p
-		rerr := d.rc.Read(x.readFn)
-		x.rp = nil
-		n, err, yieldNow := x.rn, x.rerr, x.ryield
+		n, err := syscall.Read(x.fd, p)
 		switch {
-		case rerr != nil:
-			if errors.Is(rerr, os.ErrDeadlineExceeded) && (d.deadline.IsZero() || time.Now().Before(d.deadline)) {
-				// An Interrupt's deadline, not one the receive path set:
-				// it may also be the late one of an interrupt already
-				// seen, so it is cleared whether or not intr is set.
-				interrupted := d.intr.Swap(false)
-				x.conn.SetReadDeadline(d.deadline)
-				if interrupted && d.app && !x.yield(struct{}{}) {
-					return 0, net.ErrClosed
-				}
-				continue
-			}
-			return 0, rerr
-		case yieldNow:
-			if !x.giveBack() {
-				return 0, net.ErrClosed
-			}
+		case err == syscall.EINTR:
 			continue
+		case err == syscall.EAGAIN:
+			return 0, errWouldBlock
 		case err != nil:
 			return 0, &net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("read", err)}
 		case n == 0:
 			return 0, io.EOF
 		}
-		d.progress = true
+		x.progress = true
 		x.short = n < len(p)
 		return n, nil
 	}
-}
-
-// giveBack returns to the driver, whose reason to return (shouldYield) is
-// then used up. It reports false if the coroutine is being stopped.
-func (x *rxReader) giveBack() bool {
-	d := x.d
-	if d.intr.Swap(false) {
-		// The Interrupt's deadline may be set after its flag was seen:
-		// restore ours (a late one is cleared when it strikes).
-		x.conn.SetReadDeadline(d.deadline)
-	}
-	if !d.app {
-		d.handed = false
-		d.wanted.Store(false)
-	}
-	return x.yield(struct{}{})
-}
-
-// doRead is the raw read (x.readFn, bound once: a closure per read would
-// allocate).
-func (x *rxReader) doRead(fd uintptr) bool {
-	x.ryield = false
-	for {
-		x.rn, x.rerr = syscall.Read(int(fd), x.rp)
-		if x.rerr != syscall.EINTR {
-			break
-		}
-	}
-	if x.rerr == syscall.EAGAIN {
-		if x.d.shouldYield() {
-			x.ryield = true
-			return true
-		}
-		return false // wait until readable
-	}
-	return true
-}
-
-// setDeadline sets the read deadline the receive path itself wants (the
-// bounded wait after a Terminate), which an Interrupt must not undo.
-func (x *rxReader) setDeadline(t time.Time) {
-	if x.d != nil {
-		x.d.deadline = t
-	}
-	x.conn.SetReadDeadline(t)
 }
 
 // Drive implements rdma.Driver.
@@ -201,10 +205,8 @@ func (e *endpoint) Drive(ready func() bool) bool {
 		return false
 	}
 	d.drives.Add(1)
-	d.app, d.ready, d.progress = true, ready, false
-	if _, ok := d.next(); !ok {
-		d.ended = true
-	}
+	d.app, d.ready = true, ready
+	d.runLocked()
 	d.app, d.ready = false, nil
 	d.mu.Unlock()
 	return true
@@ -243,12 +245,8 @@ func (e *endpoint) rxLoop() {
 	defer idle.Stop()
 	for {
 		if d.mu.TryLock() {
-			if !d.ended {
-				d.handed = false
-				if _, ok := d.next(); !ok {
-					d.ended = true
-				}
-			}
+			d.handed = false
+			d.runLocked()
 			ended := d.ended
 			d.mu.Unlock()
 			if ended {
@@ -256,7 +254,7 @@ func (e *endpoint) rxLoop() {
 			}
 		}
 		// An application goroutine runs the receive path, or asked for
-		// it: take it up again once no Drive came for idleDrive. (A timer
+		// it: take it up again once no Drive came for a while. (A timer
 		// reset per Drive would cost more than the Drive itself.)
 		seen := d.drives.Load()
 		idle.Reset(handOver)
@@ -274,21 +272,10 @@ func (e *endpoint) rxLoop() {
 			// after any application goroutine running it now.
 			d.mu.Lock()
 			for !d.ended {
-				if _, ok := d.next(); !ok {
-					d.ended = true
-				}
+				d.runLocked()
 			}
 			d.mu.Unlock()
 			return
 		}
 	}
-}
-
-// rxCoroutine starts the receive path as a coroutine.
-func (e *endpoint) rxCoroutine(d *rxDrive) {
-	d.next, _ = iter.Pull(func(yield func(struct{}) bool) {
-		x := &rxReader{conn: e.conn, buf: make([]byte, rxBufMin), d: d, yield: yield}
-		x.readFn = x.doRead
-		e.rxMain(x)
-	})
 }

@@ -298,8 +298,7 @@ func (e *endpoint) start(conn net.Conn, crc bool, ird, ord int, info rdma.ConnIn
 	}
 	e.state = stConnected
 	e.started = true
-	e.drv = newRxDrive(conn)
-	e.rxCoroutine(e.drv)
+	e.drv = newRxDrive(e, conn)
 	e.mu.Unlock()
 	e.loops.Add(2)
 	go e.rxLoop()

@@ -24,15 +24,15 @@ type rxReader struct {
 	// payload is read straight into its region instead of being copied
 	// out of the buffer.
 	bulk bool
-	// d and yield run the reads as a coroutine (see drive.go).
-	d      *rxDrive
-	yield  func(struct{}) bool
-	readFn func(fd uintptr) bool
-	rp     []byte // doRead's buffer and results
-	rn     int
-	rerr   error
-	ryield bool
-	short  bool // the last read returned less than asked
+	// fd, when set, is read without blocking (see drive.go): a read that
+	// would block returns errWouldBlock, and the receive path resumes
+	// where it stopped once the socket is readable. Without it, reads
+	// block on conn.
+	fd       int
+	nonblock bool
+	short    bool // the last read returned less than asked
+	progress bool // bytes came in since the driver last looked
+	d        *rxDrive
 }
 
 // bulkPayload is the payload size from which the next read is kept short,
@@ -87,16 +87,15 @@ func (x *rxReader) need(n int) error {
 	return nil
 }
 
-// readInto fills dst from the buffer, then directly from the socket.
-func (x *rxReader) readInto(dst []byte) error {
-	k := copy(dst, x.buf[x.r:x.w])
+// readInto fills dst[*got:] from the buffer, then directly from the
+// socket, counting in *got (so that it resumes after errWouldBlock).
+func (x *rxReader) readInto(dst []byte, got *int) error {
+	k := copy(dst[*got:], x.buf[x.r:x.w])
 	x.r += k
-	if k == len(dst) {
-		return nil
-	}
-	for dst = dst[k:]; len(dst) > 0; {
-		n, err := x.read(dst)
-		dst = dst[n:]
+	*got += k
+	for *got < len(dst) {
+		n, err := x.read(dst[*got:])
+		*got += n
 		if err != nil {
 			if err == io.EOF {
 				err = io.ErrUnexpectedEOF
@@ -130,6 +129,7 @@ type rxState struct {
 	curEnt   rqEntry
 	curBytes int
 	curOK    bool // cur is in use
+	termLen  int  // a Terminate's ULPDU payload length, once its header came
 }
 
 // rxCommit is what a segment does once its payload is in place and its
@@ -206,11 +206,15 @@ func perr(layer, typ, code uint8, format string, args ...any) *protoErr {
 	return &protoErr{layer: layer, typ: typ, code: code, msg: fmt.Sprintf(format, args...)}
 }
 
-// rxMain is the receive path: it reads the stream until it ends, then
-// records why.
-func (e *endpoint) rxMain(x *rxReader) {
-	st := rxState{recvMSN: 1, rreqMSN: 1}
-	err := e.rxRun(x, &st)
+// rxFinish winds the receive path up once rxStep ended with err: it reads
+// the rest of a Terminate, answers a protocol error with one, and records
+// why the connection ended. It runs outside any read callback, and its
+// reads block.
+func (e *endpoint) rxFinish(x *rxReader, st *rxState, f *rxFPDU, err error) {
+	x.nonblock = false
+	if err == errTermReceived {
+		e.recvTerminate(x, st.termLen, f.hdr[:f.hdrLen])
+	}
 	if st.curOK {
 		// A Send was being received when the stream ended: its receive
 		// buffer was taken from the queue, so flush it here.
@@ -268,100 +272,135 @@ func (e *endpoint) terminate(x *rxReader, pe *protoErr) {
 	}
 	e.mu.Unlock()
 	e.kickTx()
-	x.setDeadline(time.Now().Add(2 * time.Second))
+	x.conn.SetReadDeadline(time.Now().Add(2 * time.Second))
 	for x.skip(rxBufSize) == nil {
 	}
 	e.end(te)
 }
 
-func (e *endpoint) rxRun(x *rxReader, st *rxState) error {
+// rxFPDU is the FPDU being received, kept between calls of rxStep so
+// that it resumes where a read would have blocked.
+type rxFPDU struct {
+	phase  uint8 // rxHeader, rxPayload, rxTrailer
+	ulpdu  int
+	hdr    [wire.MPALenSize + wire.ReadRequestLen]byte
+	hdrLen int
+	dst    []byte
+	got    int
+	crc    uint32
+	c      rxCommit
+}
+
+const (
+	rxHeader = iota
+	rxPayload
+	rxTrailer
+)
+
+// rxStep runs the receive path until a read would block (errWouldBlock,
+// with the FPDU in progress kept in f) or the stream ends (any other
+// error). It must not close the socket: it may run inside a read callback
+// of the socket (see drive.go).
+func (e *endpoint) rxStep(x *rxReader, st *rxState, f *rxFPDU) error {
 	crcOn := e.crc
 	for {
-		if err := x.need(wire.MPALenSize + 2); err != nil {
-			return err
-		}
-		ulpdu := int(x.buf[x.r])<<8 | int(x.buf[x.r+1])
-		ctrl := x.buf[x.r+2]
-		hl := wire.UntaggedLen
-		if ctrl&0x80 != 0 {
-			hl = wire.TaggedLen
-		} else if x.buf[x.r+3]&0x0f == byte(wire.OpReadRequest) {
-			hl = wire.ReadRequestLen
-		}
-		if ulpdu < hl {
-			return perr(wire.LayerDDP, wire.DDPTypeCatastrophic, 0, "ULPDU of %d bytes shorter than its %d-byte header", ulpdu, hl)
-		}
-		if err := x.need(wire.MPALenSize + hl); err != nil {
-			return err
-		}
-		raw := x.buf[x.r : x.r+wire.MPALenSize+hl]
-		h, _, err := wire.ParseHeader(raw[wire.MPALenSize:])
-		if err != nil {
-			var he *wire.HeaderError
-			if errors.As(err, &he) {
-				return &protoErr{layer: he.Layer, typ: he.Type, code: he.Code, msg: he.Msg}
+		switch f.phase {
+		case rxHeader:
+			if err := x.need(wire.MPALenSize + 2); err != nil {
+				return err
 			}
-			return perr(wire.LayerDDP, wire.DDPTypeCatastrophic, 0, "bad header: %v", err)
-		}
-		var crc uint32
-		if crcOn {
-			crc = wire.UpdateCRC(0, raw)
-		}
-		x.r += len(raw)
-		n := ulpdu - hl
-		e.mu.Lock()
-		if e.txHold {
-			e.txHold = false // the initiator spoke first: we may send now
-			e.kickTx()
-		}
-		e.mu.Unlock()
+			ulpdu := int(x.buf[x.r])<<8 | int(x.buf[x.r+1])
+			ctrl := x.buf[x.r+2]
+			hl := wire.UntaggedLen
+			if ctrl&0x80 != 0 {
+				hl = wire.TaggedLen
+			} else if x.buf[x.r+3]&0x0f == byte(wire.OpReadRequest) {
+				hl = wire.ReadRequestLen
+			}
+			if ulpdu < hl {
+				return perr(wire.LayerDDP, wire.DDPTypeCatastrophic, 0, "ULPDU of %d bytes shorter than its %d-byte header", ulpdu, hl)
+			}
+			if err := x.need(wire.MPALenSize + hl); err != nil {
+				return err
+			}
+			f.hdrLen = copy(f.hdr[:], x.buf[x.r:x.r+wire.MPALenSize+hl])
+			raw := f.hdr[:f.hdrLen]
+			h, _, err := wire.ParseHeader(raw[wire.MPALenSize:])
+			if err != nil {
+				var he *wire.HeaderError
+				if errors.As(err, &he) {
+					return &protoErr{layer: he.Layer, typ: he.Type, code: he.Code, msg: he.Msg}
+				}
+				return perr(wire.LayerDDP, wire.DDPTypeCatastrophic, 0, "bad header: %v", err)
+			}
+			f.crc = 0
+			if crcOn {
+				f.crc = wire.UpdateCRC(0, raw)
+			}
+			x.r += len(raw)
+			n := ulpdu - hl
+			e.mu.Lock()
+			if e.txHold {
+				e.txHold = false // the initiator spoke first: we may send now
+				e.kickTx()
+			}
+			e.mu.Unlock()
 
-		var dst []byte
-		c := rxCommit{n: n, last: h.Last}
-		switch h.Opcode {
-		case wire.OpWrite:
-			dst, err = e.placeWrite(&h, n)
-		case wire.OpReadResponse:
-			dst, err = e.placeReadResponse(&h, &c)
-		case wire.OpSend, wire.OpSendInv, wire.OpSendSE, wire.OpSendSEInv:
-			dst, err = e.placeSend(st, &h, &c)
-		case wire.OpReadRequest:
-			if n != 0 {
-				err = perr(wire.LayerDDP, wire.DDPTypeUntagged, wire.DDPCodeTooLong, "Read Request with %d bytes of payload", n)
-				break
+			var dst []byte
+			f.c = rxCommit{n: n, last: h.Last}
+			switch h.Opcode {
+			case wire.OpWrite:
+				dst, err = e.placeWrite(&h, n)
+			case wire.OpReadResponse:
+				dst, err = e.placeReadResponse(&h, &f.c)
+			case wire.OpSend, wire.OpSendInv, wire.OpSendSE, wire.OpSendSEInv:
+				dst, err = e.placeSend(st, &h, &f.c)
+			case wire.OpReadRequest:
+				if n != 0 {
+					err = perr(wire.LayerDDP, wire.DDPTypeUntagged, wire.DDPCodeTooLong, "Read Request with %d bytes of payload", n)
+					break
+				}
+				err = e.readRequest(st, &h, &f.c)
+			case wire.OpTerminate:
+				// The rest is read without yielding (recvTerminate), when
+				// the receive path winds up.
+				st.termLen = n
+				return errTermReceived
 			}
-			err = e.readRequest(st, &h, &c)
-		case wire.OpTerminate:
-			return e.recvTerminate(x, n, crcOn, crc, raw)
-		}
-		if err != nil {
-			var pe *protoErr
-			if errors.As(err, &pe) {
-				pe.hdr, pe.hasDDP = raw, true
+			if err != nil {
+				var pe *protoErr
+				if errors.As(err, &pe) {
+					pe.hdr, pe.hasDDP = raw, true
+				}
+				return err
 			}
-			return err
-		}
-		if err := x.readInto(dst); err != nil {
-			return err
-		}
-		x.bulk = len(dst) >= bulkPayload
-		if crcOn {
-			crc = wire.UpdateCRC(crc, dst)
-		}
-		pad := wire.PadLen(ulpdu)
-		// The CRC field is always there; without CRC it is not checked.
-		tail := pad + wire.CRCSize
-		if err := x.need(tail); err != nil {
-			return err
-		}
-		if crcOn {
-			crc = wire.UpdateCRC(crc, x.buf[x.r:x.r+pad])
-			if got := wire.CRCFromTrailer(x.buf[x.r+pad:]); got != crc {
-				return perr(wire.LayerLLP, 0, wire.LLPCodeCRC, "MPA CRC 0x%08x, computed 0x%08x", got, crc)
+			f.ulpdu, f.dst, f.got, f.phase = ulpdu, dst, 0, rxPayload
+		case rxPayload:
+			if err := x.readInto(f.dst, &f.got); err != nil {
+				return err
 			}
+			x.bulk = len(f.dst) >= bulkPayload
+			if crcOn {
+				f.crc = wire.UpdateCRC(f.crc, f.dst)
+			}
+			f.phase = rxTrailer
+		case rxTrailer:
+			pad := wire.PadLen(f.ulpdu)
+			// The CRC field is always there; without CRC it is not checked.
+			tail := pad + wire.CRCSize
+			if err := x.need(tail); err != nil {
+				return err
+			}
+			if crcOn {
+				crc := wire.UpdateCRC(f.crc, x.buf[x.r:x.r+pad])
+				if got := wire.CRCFromTrailer(x.buf[x.r+pad:]); got != crc {
+					return perr(wire.LayerLLP, 0, wire.LLPCodeCRC, "MPA CRC 0x%08x, computed 0x%08x", got, crc)
+				}
+			}
+			x.r += tail
+			f.dst, f.phase = nil, rxHeader
+			e.commit(st, &f.c)
 		}
-		x.r += tail
-		e.commit(st, &c)
 	}
 }
 
@@ -481,7 +520,7 @@ func (e *endpoint) readRequest(st *rxState, h *wire.Header, c *rxCommit) error {
 }
 
 // recvTerminate reads the peer's Terminate and ends the connection.
-func (e *endpoint) recvTerminate(x *rxReader, n int, crcOn bool, crc uint32, raw []byte) error {
+func (e *endpoint) recvTerminate(x *rxReader, n int, raw []byte) {
 	body := n
 	if body > 256 {
 		body = 256 // keep what we need; the rest is of no use
@@ -505,5 +544,4 @@ func (e *endpoint) recvTerminate(x *rxReader, n int, crcOn bool, crc uint32, raw
 	}
 	e.mu.Unlock()
 	e.end(te)
-	return errTermReceived
 }

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -224,4 +225,45 @@ func TestDriveStress(t *testing.T) {
 		go dir(fmt.Sprintf("pair %d s->c", p), s, c)
 	}
 	wg.Wait()
+}
+
+// TestDriveFromLockedThread: a reader locked to its OS thread (as a cgo
+// callback is) runs the receive path like any other goroutine. (An earlier
+// version ran it as an iter.Pull coroutine, which the runtime refuses to
+// switch to from a locked thread, with a fatal error.)
+func TestDriveFromLockedThread(t *testing.T) {
+	leakcheck.Check(t)
+	c, s := pair(t, testConfig(), testConfig())
+	defer s.Close()
+	defer c.Close()
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		buf := make([]byte, 64)
+		for i := 0; i < 50; i++ {
+			n, err := c.ReadMessage(buf)
+			if err != nil || string(buf[:n]) != fmt.Sprint(i) {
+				errc <- fmt.Errorf("message %d: %q, %v", i, buf[:n], err)
+				return
+			}
+			if err := c.WriteMessage(buf[:n]); err != nil {
+				errc <- err
+				return
+			}
+		}
+		errc <- nil
+	}()
+	buf := make([]byte, 64)
+	for i := 0; i < 50; i++ {
+		if err := s.WriteMessage([]byte(fmt.Sprint(i))); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.ReadMessage(buf); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
 }
