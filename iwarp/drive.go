@@ -53,10 +53,14 @@ type rxDrive struct {
 // idleDrive is how long the receive path may go without a driver before
 // the endpoint's goroutine takes it up again; handOver how long it waits
 // at first after handing the path to a goroutine that asked for it (which
-// may take a while to be scheduled on a busy machine).
+// may take a while to be scheduled on a busy machine). While drivers keep
+// coming, the endpoint's goroutine looks less and less often, up to
+// idleDriveMax apart: each look is a goroutine wake-up, which on a small
+// VM costs as much as a message.
 const (
-	idleDrive = 500 * time.Microsecond
-	handOver  = 5 * time.Millisecond
+	idleDrive    = 500 * time.Microsecond
+	idleDriveMax = 8 * time.Millisecond
+	handOver     = 5 * time.Millisecond
 )
 
 // aLongTimeAgo is a read deadline that has passed: it wakes a blocked read.
@@ -257,6 +261,7 @@ func (e *endpoint) rxLoop() {
 		// it: take it up again once no Drive came for a while. (A timer
 		// reset per Drive would cost more than the Drive itself.)
 		seen := d.drives.Load()
+		every := idleDrive
 		idle.Reset(handOver)
 	wait:
 		select {
@@ -264,7 +269,8 @@ func (e *endpoint) rxLoop() {
 		case <-idle.C:
 			if n := d.drives.Load(); n != seen {
 				seen = n
-				idle.Reset(idleDrive)
+				every = min(2*every, idleDriveMax)
+				idle.Reset(every)
 				goto wait
 			}
 		case <-e.done:

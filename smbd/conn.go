@@ -92,6 +92,7 @@ type Conn struct {
 	// Send side.
 	sendMRs  []rdma.MR // chunks of sendChunk slots, added as needed
 	freeSend []int
+	sendMax  int // send slots at most (maxSendSlots)
 	// Send slots in flight, in posting order. Most sends are unsignaled:
 	// a completion frees its slot and every slot posted before it.
 	inflight     [sendSlots]int
@@ -144,11 +145,20 @@ type Conn struct {
 }
 
 // sendSlots is the most send buffers, sendChunk how many are registered
-// at a time.
+// at a time, and sendBytes what they may hold in all: 64 slots of the
+// default 1364 bytes, fewer of larger sizes. More slots mean fewer
+// completions (one per batch of slots), and a completion wakes the poll
+// loop, which on a small VM costs as much as a message.
 const (
-	sendSlots = 32
+	sendSlots = 64
 	sendChunk = 8
+	sendBytes = 2 << 20
 )
+
+// maxSendSlots is the number of send slots for a MaxSendSize of size.
+func maxSendSlots(size int) int {
+	return min(sendSlots, max(4*sendChunk, sendBytes/size/sendChunk*sendChunk))
+}
 
 // growSendLocked registers another chunk of send slots.
 func (c *Conn) growSendLocked() error {
@@ -166,7 +176,7 @@ func (c *Conn) growSendLocked() error {
 
 // sendAvailLocked is the number of send slots free or yet to register.
 func (c *Conn) sendAvailLocked() int {
-	return len(c.freeSend) + sendSlots - len(c.sendMRs)*sendChunk
+	return len(c.freeSend) + c.sendMax - len(c.sendMRs)*sendChunk
 }
 
 // sendDoneLocked frees the send slot of a completion, and those posted
@@ -201,6 +211,7 @@ func (c *Conn) takeSendLocked() (int, rdma.MR, int, error) {
 func newConn(cfg Config, pd rdma.PD, ownPD bool) (*Conn, error) {
 	c := &Conn{cfg: cfg, log: cfg.Logger, pd: pd, ownPD: ownPD, reasm: -1, window: cfg.InitialReceives, done: make(chan struct{})}
 	c.cond = sync.NewCond(&c.mu)
+	c.sendMax = maxSendSlots(cfg.MaxSendSize)
 	c.changed = c.changedSince
 	c.ops = make(map[uint64]*rdmaOp)
 	ep, err := pd.NewEndpoint(rdma.EndpointConfig{SendQueueDepth: sendSlots + rdmaSlots + 8, RecvQueueDepth: cfg.ReceiveCreditMax + 1})
