@@ -93,6 +93,14 @@ type Conn struct {
 	sendMRs  []rdma.MR // chunks of sendChunk slots, added as needed
 	freeSend []int
 	sendMax  int // send slots at most (maxSendSlots)
+	// Completions: pollMu orders their processing between the poll loop
+	// and writers that reap them (reapLocked); slotWaiters are writers
+	// waiting for a send slot, pollKick wakes the poll loop.
+	pollMu      sync.Mutex
+	slotWaiters int
+	slotWanted  bool // a control message waits for a send slot
+	pollKick    chan struct{}
+	reap        [8]rdma.Completion
 	// Send slots in flight, in posting order. Most sends are unsignaled:
 	// a completion frees its slot and every slot posted before it.
 	inflight     [sendSlots]int
@@ -182,6 +190,13 @@ func (c *Conn) sendAvailLocked() int {
 // sendDoneLocked frees the send slot of a completion, and those posted
 // before it: completions come in order, so their unsignaled sends are done.
 func (c *Conn) sendDoneLocked(slot int) {
+	found := false
+	for i := 0; i < c.inN && !found; i++ {
+		found = c.inflight[(c.inHead+i)%sendSlots] == slot
+	}
+	if !found {
+		return // cannot happen with completions in order; never free a slot in use
+	}
 	for c.inN > 0 {
 		s := c.inflight[c.inHead]
 		c.inHead = (c.inHead + 1) % sendSlots
@@ -211,6 +226,7 @@ func (c *Conn) takeSendLocked() (int, rdma.MR, int, error) {
 func newConn(cfg Config, pd rdma.PD, ownPD bool) (*Conn, error) {
 	c := &Conn{cfg: cfg, log: cfg.Logger, pd: pd, ownPD: ownPD, reasm: -1, window: cfg.InitialReceives, done: make(chan struct{})}
 	c.cond = sync.NewCond(&c.mu)
+	c.pollKick = make(chan struct{}, 1)
 	c.sendMax = maxSendSlots(cfg.MaxSendSize)
 	c.changed = c.changedSince
 	c.ops = make(map[uint64]*rdmaOp)
@@ -377,10 +393,27 @@ func (c *Conn) start() {
 	c.maybeControl()
 }
 
+// pollLoop takes completions from the endpoint. When receives come
+// through the receive path (c.drv), it polls only while someone needs a
+// completion: before the switch to direct delivery, while RDMA transfers
+// are in flight, and for writers out of send slots (which reap what they
+// can themselves first). Otherwise it waits to be kicked: every wake-up
+// costs about as much as a message on a small VM, and most completions
+// are of sends nobody waits for.
 func (c *Conn) pollLoop() {
 	defer c.loops.Done()
 	var wc [16]rdma.Completion
 	for {
+		c.mu.Lock()
+		busy := c.drv == nil || !c.direct || c.rdmaInflight > 0 || c.slotWaiters > 0 || c.slotWanted
+		c.mu.Unlock()
+		if !busy {
+			select {
+			case <-c.pollKick:
+			case <-c.ep.Done():
+			}
+		}
+		c.pollMu.Lock()
 		n, err := c.ep.Poll(context.Background(), wc[:])
 		if err != nil {
 			// Closed and drained: every completion has been seen, so no
@@ -394,10 +427,48 @@ func (c *Conn) pollLoop() {
 			c.mu.Unlock()
 			return
 		}
+		c.mu.Lock()
 		for i := range wc[:n] {
-			c.completion(&wc[i])
+			c.completionOrMarkerLocked(&wc[i])
 		}
+		c.slotWanted = false // maybeControl asks again if it still lacks one
+		c.mu.Unlock()
+		c.pollMu.Unlock()
 		c.maybeControl()
+	}
+}
+
+// kickPoll makes the poll loop look at the completion queue.
+func (c *Conn) kickPoll() {
+	select {
+	case c.pollKick <- struct{}{}:
+	default:
+	}
+}
+
+// pollNow is a context that has ended: Poll with it does not wait.
+var pollNow = func() context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return ctx
+}()
+
+// reapLocked takes the completions already there, unless the poll loop is
+// taking them (it holds pollMu for a Poll and the processing of its
+// batch, so batches are processed in order).
+func (c *Conn) reapLocked() {
+	if !c.pollMu.TryLock() {
+		return
+	}
+	defer c.pollMu.Unlock()
+	for {
+		n, _ := c.ep.Poll(pollNow, c.reap[:])
+		for i := range c.reap[:n] {
+			c.completionOrMarkerLocked(&c.reap[i])
+		}
+		if n < len(c.reap) {
+			return
+		}
 	}
 }
 
@@ -421,9 +492,7 @@ func (c *Conn) directRecv(w *rdma.Completion) {
 	}
 }
 
-func (c *Conn) completion(w *rdma.Completion) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+func (c *Conn) completionOrMarkerLocked(w *rdma.Completion) {
 	if w.Op == rdma.OpMarker {
 		// Every receive queued before the switch has been processed: take
 		// the ones that came directly meanwhile, in order.
@@ -553,12 +622,28 @@ func (c *Conn) maybeControl() {
 // peer asked for a response, or it is down to a quarter of our posted
 // buffers (or its last credit) and we have more to grant.
 func (c *Conn) controlDueLocked() bool {
-	if c.err != nil || c.sendAvailLocked() == 0 || c.sendCredits == 0 {
+	if c.err != nil || c.sendCredits == 0 {
 		return false
 	}
 	grantable := c.posted - c.granted
 	need := c.ackDue || (grantable > 0 && c.granted <= max(c.posted/4, 1))
-	return need && (c.sendCredits > 1 || grantable > 0 || c.ackDue)
+	return need && (c.sendCredits > 1 || grantable > 0 || c.ackDue) && c.slotLocked()
+}
+
+// slotLocked reports whether a send slot is free. If none is, it takes the
+// completions already there; if that frees none, the poll loop waits for
+// one and then looks at the control message again (maybeControl).
+func (c *Conn) slotLocked() bool {
+	if c.sendAvailLocked() > 0 {
+		return true
+	}
+	c.reapLocked()
+	if c.sendAvailLocked() > 0 {
+		return true
+	}
+	c.slotWanted = true
+	c.kickPoll()
+	return false
 }
 
 // sendLocked posts one Data Transfer message. The caller checked that a
@@ -617,8 +702,15 @@ func (c *Conn) sendFragment(payload []byte, remaining int, next bool, inv uint32
 		}
 		grantable := c.posted - c.granted
 		if c.sendAvailLocked() == 0 {
-			// Send slots come back through the poll loop.
-			c.cond.Wait()
+			// Send slots come back with completions: take those there
+			// are, or have the poll loop wait for them.
+			c.reapLocked()
+			if c.sendAvailLocked() == 0 {
+				c.slotWaiters++
+				c.kickPoll()
+				c.cond.Wait()
+				c.slotWaiters--
+			}
 			continue
 		}
 		if c.sendCredits > 1 || (c.sendCredits == 1 && grantable > 0) {
@@ -906,7 +998,7 @@ func (c *Conn) sendKeepalive() {
 	defer c.writeMu.Unlock()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.err != nil || c.midMessage || c.sendAvailLocked() == 0 || c.sendCredits == 0 {
+	if c.err != nil || c.midMessage || c.sendCredits == 0 || !c.slotLocked() {
 		return // a data message in flight will do; else the timeout decides
 	}
 	if err := c.sendLocked(nil, 0, wire.FlagResponseRequested, false, 0); err != nil {

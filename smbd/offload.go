@@ -458,6 +458,7 @@ func (c *Conn) postRDMA(ctx context.Context, o *rdmaOp, wr *rdma.SendWR, more bo
 	}
 	c.rdmaInflight++
 	o.pending++
+	c.kickPoll() // its completion is the poll loop's to take
 	return nil
 }
 
