@@ -130,6 +130,7 @@ type rxState struct {
 	curBytes int
 	curOK    bool // cur is in use
 	termLen  int  // a Terminate's ULPDU payload length, once its header came
+	heard    bool // an FPDU came: txHold is over
 }
 
 // rxCommit is what a segment does once its payload is in place and its
@@ -339,12 +340,17 @@ func (e *endpoint) rxStep(x *rxReader, st *rxState, f *rxFPDU) error {
 			}
 			x.r += len(raw)
 			n := ulpdu - hl
-			e.mu.Lock()
-			if e.txHold {
-				e.txHold = false // the initiator spoke first: we may send now
-				e.kickTx()
+			if !st.heard {
+				// The first FPDU: the initiator spoke first, so we may send
+				// now (txHold is set only before the receive path starts).
+				st.heard = true
+				e.mu.Lock()
+				if e.txHold {
+					e.txHold = false
+					e.kickTx()
+				}
+				e.mu.Unlock()
 			}
-			e.mu.Unlock()
 
 			var dst []byte
 			f.c = rxCommit{n: n, last: h.Last}
