@@ -24,6 +24,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/smbdirect/smbdirect/internal/framing"
 	"github.com/smbdirect/smbdirect/internal/smb2"
 	"github.com/smbdirect/smbdirect/smbd"
 )
@@ -100,8 +101,7 @@ type Conn struct {
 
 	// Write side: a PDU being assembled from Write calls.
 	wmu  sync.Mutex
-	whdr [4]byte
-	whn  int
+	whdr framing.Header
 	wbuf []byte
 	want int // bytes of the current PDU still to come; 0 between PDUs
 
@@ -193,16 +193,13 @@ func (c *Conn) Write(p []byte) (int, error) {
 	n := 0
 	for len(p) > 0 {
 		if c.want == 0 {
-			k := copy(c.whdr[c.whn:], p)
-			c.whn += k
+			k, size, done := c.whdr.Take(p)
 			p, n = p[k:], n+k
-			if c.whn < 4 {
+			if !done {
 				break
 			}
-			c.whn = 0
-			size := int(c.whdr[1])<<16 | int(c.whdr[2])<<8 | int(c.whdr[3])
-			if c.whdr[0] != 0 || size == 0 {
-				return n, fmt.Errorf("%w: header % x", smbd.ErrFraming, c.whdr)
+			if size < 0 {
+				return n, fmt.Errorf("%w: header % x", smbd.ErrFraming, c.whdr.Last())
 			}
 			c.want = size
 			c.wbuf = c.wbuf[:0]

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/smbdirect/smbdirect/internal/framing"
 	"github.com/smbdirect/smbdirect/rdma"
 	"github.com/smbdirect/smbdirect/smbd/internal/wire"
 )
@@ -140,8 +141,7 @@ type Conn struct {
 	// kept when the queue empties, so queueing does not allocate.
 	qhead      int
 	midMessage bool
-	wHdr       [4]byte
-	wHdrN      int
+	wHdr       framing.Header
 	wLeft      int
 
 	rDeadline, wDeadline time.Time
@@ -753,16 +753,13 @@ func (c *Conn) Write(p []byte) (int, error) {
 	n := 0
 	for len(p) > 0 {
 		if c.wLeft == 0 {
-			k := copy(c.wHdr[c.wHdrN:], p)
-			c.wHdrN += k
+			k, size, done := c.wHdr.Take(p)
 			p, n = p[k:], n+k
-			if c.wHdrN < 4 {
+			if !done {
 				break
 			}
-			c.wHdrN = 0
-			size := int(c.wHdr[1])<<16 | int(c.wHdr[2])<<8 | int(c.wHdr[3])
-			if c.wHdr[0] != 0 || size == 0 {
-				return n, fmt.Errorf("%w: header % x", ErrFraming, c.wHdr)
+			if size < 0 {
+				return n, fmt.Errorf("%w: header % x", ErrFraming, c.wHdr.Last())
 			}
 			if size > c.maxFragSend {
 				return n, fmt.Errorf("%w: %d-byte PDU, the peer takes at most %d", ErrMessageTooLarge, size, c.maxFragSend)
@@ -803,7 +800,7 @@ func (c *Conn) writeMessage(msg []byte, inv uint32) error {
 	// ability to send: so check again once writeMu is free.
 	defer c.maybeControl()
 	defer c.writeMu.Unlock()
-	if c.wLeft != 0 || c.wHdrN != 0 {
+	if c.wLeft != 0 || c.wHdr.Pending() {
 		return fmt.Errorf("%w: a PDU written with Write is incomplete", ErrFraming)
 	}
 	if len(msg) == 0 || len(msg) > c.maxFragSend {
