@@ -21,6 +21,7 @@ enum {
 	MAX_DESC = 256,
 	MAX_EVENTS = 64,
 	MAX_LISTENERS = 16,
+	MAX_PENDING = 64,
 };
 
 /* Little-endian encoding. */
@@ -38,8 +39,19 @@ struct event {
 	struct sdd_conn_info info;
 };
 
+/* An asynchronous request (sdd_rdma_*_start) and, once done, its reply. */
+struct pending {
+	uint64_t id;
+	int done;
+	int err; /* errno of an Error reply, 0 for OK */
+	uint64_t value;
+	char msg[128];
+};
+
 struct sdd_client {
 	int fd;
+	struct pending pend[MAX_PENDING];
+	int npend;
 	uint64_t next_id;
 	char err[256];
 	struct event events[MAX_EVENTS];
@@ -138,11 +150,8 @@ static ssize_t recv_msg(sdd_client *c, int *fd)
 	return n;
 }
 
-/* roundtrip sends the message c->buf[0:end) with fd (-1: none) and waits
- * for the reply to id. On return the reply is in c->buf; *blen is its body
- * length and *rfd a received descriptor (-1 if none). Returns the reply
- * type, or -1 with errno set (an Error reply sets errno to its code). */
-static int roundtrip(sdd_client *c, unsigned char *end, uint64_t id, int fd, size_t *blen, int *rfd)
+/* send_msg sends the message c->buf[0:end) with fd (-1: none). */
+static int send_msg(sdd_client *c, unsigned char *end, int fd)
 {
 	size_t len = end - c->buf;
 	put32(c->buf + 4, (uint32_t)len);
@@ -167,6 +176,56 @@ static int roundtrip(sdd_client *c, unsigned char *end, uint64_t id, int fd, siz
 		seterr(c, errno, "sending to the daemon failed");
 		return -1;
 	}
+	return 0;
+}
+
+static struct pending *find_pending(sdd_client *c, uint64_t id)
+{
+	for (int i = 0; i < c->npend; i++)
+		if (c->pend[i].id == id) return &c->pend[i];
+	return NULL;
+}
+
+/* error_reply copies the Error reply in c->buf (body of blen bytes) into
+ * *code and msg. */
+static void error_reply(sdd_client *c, size_t blen, int *code, char *msg, size_t cap)
+{
+	const unsigned char *b = c->buf + HDR;
+	uint32_t e = blen >= 6 ? get32(b) : EIO;
+	size_t ml = blen >= 6 ? get16(b + 4) : 0;
+	if (ml > blen - 6) ml = blen >= 6 ? blen - 6 : 0;
+	snprintf(msg, cap, "%.*s", (int)ml, (const char *)b + 6);
+	*code = e ? (int)e : EIO;
+}
+
+/* dispatch files a message that is not the reply being waited for: the
+ * reply to an asynchronous request, or an event for sdd_accept. */
+static void dispatch(sdd_client *c, size_t blen, int fd)
+{
+	struct pending *p = find_pending(c, get64(c->buf + 8));
+	if (!p || p->done) {
+		keep_event(c, blen, fd);
+		return;
+	}
+	if (fd >= 0) close(fd);
+	p->done = 1;
+	if (c->buf[3] == T_ERROR) {
+		error_reply(c, blen, &p->err, p->msg, sizeof p->msg);
+	} else if (c->buf[3] != T_OK || blen != 8) {
+		p->err = EPROTO;
+		snprintf(p->msg, sizeof p->msg, "unexpected reply");
+	} else {
+		p->value = get64(c->buf + HDR);
+	}
+}
+
+/* roundtrip sends the message c->buf[0:end) with fd (-1: none) and waits
+ * for the reply to id. On return the reply is in c->buf; *blen is its body
+ * length and *rfd a received descriptor (-1 if none). Returns the reply
+ * type, or -1 with errno set (an Error reply sets errno to its code). */
+static int roundtrip(sdd_client *c, unsigned char *end, uint64_t id, int fd, size_t *blen, int *rfd)
+{
+	if (send_msg(c, end, fd) < 0) return -1;
 	if (rfd) *rfd = -1;
 	for (;;) {
 		int got;
@@ -176,20 +235,17 @@ static int roundtrip(sdd_client *c, unsigned char *end, uint64_t id, int fd, siz
 			seterr(c, EPROTO, "malformed reply from the daemon");
 			return -1;
 		}
-		if (get64(c->buf + 8) != id) { /* an event, or a stale reply: not ours */
-			keep_event(c, n - HDR, got);
+		if (get64(c->buf + 8) != id) { /* not ours: another request's, or an event */
+			dispatch(c, n - HDR, got);
 			continue;
 		}
 		int type = c->buf[3];
 		*blen = n - HDR;
 		if (type == T_ERROR) {
 			if (got >= 0) close(got);
-			const unsigned char *b = c->buf + HDR;
-			uint32_t code = *blen >= 6 ? get32(b) : EIO;
-			size_t ml = *blen >= 6 ? get16(b + 4) : 0;
-			if (ml > *blen - 6) ml = *blen >= 6 ? *blen - 6 : 0;
-			snprintf(c->err, sizeof c->err, "%.*s", (int)ml, (const char *)b + 6);
-			errno = code ? (int)code : EIO;
+			int code;
+			error_reply(c, *blen, &code, c->err, sizeof c->err);
+			errno = code;
 			return -1;
 		}
 		if (rfd) *rfd = got; else if (got >= 0) close(got);
@@ -398,15 +454,16 @@ int sdd_deregister(sdd_client *c, uint64_t reg)
 	return expect_ok(c, p, id, -1, NULL);
 }
 
-static int64_t transfer(sdd_client *c, int type, uint64_t conn, int fd, uint64_t off,
-			const struct sdd_descriptor *d, int n)
+/* transfer_msg builds an RDMA Write or Read request in c->buf and returns
+ * its end, or NULL for a bad descriptor count. */
+static unsigned char *transfer_msg(sdd_client *c, int type, uint64_t conn, uint64_t off,
+				   const struct sdd_descriptor *d, int n, uint64_t *id)
 {
 	if (n < 1 || n > MAX_DESC) {
 		seterr(c, EINVAL, "1 to 256 descriptors");
-		return -1;
+		return NULL;
 	}
-	uint64_t id;
-	unsigned char *p = header(c, type, &id);
+	unsigned char *p = header(c, type, id);
 	p = put64(p, conn);
 	p = put64(p, off);
 	p = put16(p, (uint16_t)n);
@@ -415,9 +472,33 @@ static int64_t transfer(sdd_client *c, int type, uint64_t conn, int fd, uint64_t
 		p = put32(p, d[i].token);
 		p = put32(p, d[i].length);
 	}
-	uint64_t v;
-	if (expect_ok(c, p, id, fd, &v) < 0) return -1;
+	return p;
+}
+
+static int64_t transfer(sdd_client *c, int type, uint64_t conn, int fd, uint64_t off,
+			const struct sdd_descriptor *d, int n)
+{
+	uint64_t id, v;
+	unsigned char *end = transfer_msg(c, type, conn, off, d, n, &id);
+	if (!end || expect_ok(c, end, id, fd, &v) < 0) return -1;
 	return (int64_t)v;
+}
+
+static int transfer_start(sdd_client *c, int type, uint64_t conn, int fd, uint64_t off,
+			  const struct sdd_descriptor *d, int n, uint64_t *req)
+{
+	if (c->npend == MAX_PENDING) {
+		seterr(c, EAGAIN, "64 requests in flight: wait for one first");
+		return -1;
+	}
+	uint64_t id;
+	unsigned char *end = transfer_msg(c, type, conn, off, d, n, &id);
+	if (!end || send_msg(c, end, fd) < 0) return -1;
+	struct pending *p = &c->pend[c->npend++];
+	memset(p, 0, sizeof *p);
+	p->id = id;
+	*req = id;
+	return 0;
 }
 
 int64_t sdd_rdma_write(sdd_client *c, uint64_t conn, int fd, uint64_t off, const struct sdd_descriptor *d, int n)
@@ -428,6 +509,44 @@ int64_t sdd_rdma_write(sdd_client *c, uint64_t conn, int fd, uint64_t off, const
 int64_t sdd_rdma_read(sdd_client *c, uint64_t conn, int fd, uint64_t off, const struct sdd_descriptor *d, int n)
 {
 	return transfer(c, T_RDMA_READ, conn, fd, off, d, n);
+}
+
+int sdd_rdma_write_start(sdd_client *c, uint64_t conn, int fd, uint64_t off,
+			 const struct sdd_descriptor *d, int n, uint64_t *req)
+{
+	return transfer_start(c, T_RDMA_WRITE, conn, fd, off, d, n, req);
+}
+
+int sdd_rdma_read_start(sdd_client *c, uint64_t conn, int fd, uint64_t off,
+			const struct sdd_descriptor *d, int n, uint64_t *req)
+{
+	return transfer_start(c, T_RDMA_READ, conn, fd, off, d, n, req);
+}
+
+int64_t sdd_wait(sdd_client *c, uint64_t req)
+{
+	struct pending *p = find_pending(c, req);
+	if (!p) {
+		seterr(c, ENOENT, "no such request in flight");
+		return -1;
+	}
+	while (!p->done) {
+		int got;
+		ssize_t n = recv_msg(c, &got);
+		if (n < 0) return -1;
+		if (n == 0) {
+			seterr(c, EPROTO, "malformed reply from the daemon");
+			return -1;
+		}
+		dispatch(c, n - HDR, got);
+	}
+	struct pending done = *p;
+	*p = c->pend[--c->npend];
+	if (done.err) {
+		seterr(c, done.err, done.msg);
+		return -1;
+	}
+	return (int64_t)done.value;
 }
 
 int sdd_send(sdd_client *c, uint64_t conn, const void *pdu, size_t len, uint32_t invalidate)

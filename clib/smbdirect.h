@@ -8,8 +8,9 @@
  * RDMA transfers of file ranges are asked for here, with the file's fd;
  * the daemon moves the data itself.
  *
- * Protocol: docs/smbdirectd.md. No dependencies beyond libc. Calls are
- * synchronous; one sdd_client may be used by one thread at a time (open
+ * Protocol: docs/smbdirectd.md. No dependencies beyond libc. Calls wait
+ * for their reply, except the RDMA transfers' _start forms (sdd_wait
+ * collects them); one sdd_client may be used by one thread at a time (open
  * one per thread for concurrency). Errors return -1 and set errno; the
  * daemon's message is in sdd_last_error().
  */
@@ -84,6 +85,17 @@ int64_t sdd_rdma_write(sdd_client *c, uint64_t conn, int fd, uint64_t off,
 		       const struct sdd_descriptor *d, int n);
 int64_t sdd_rdma_read(sdd_client *c, uint64_t conn, int fd, uint64_t off,
 		      const struct sdd_descriptor *d, int n);
+
+/* Asynchronous forms: sdd_rdma_*_start sends the request and returns its
+ * id in *req; the daemon moves the data meanwhile, and several transfers
+ * (up to 64) may be in flight. sdd_wait waits for one and returns what
+ * the synchronous call would have. The fd may be closed once the request
+ * is sent: the daemon holds its own copy. */
+int sdd_rdma_write_start(sdd_client *c, uint64_t conn, int fd, uint64_t off,
+			 const struct sdd_descriptor *d, int n, uint64_t *req);
+int sdd_rdma_read_start(sdd_client *c, uint64_t conn, int fd, uint64_t off,
+			const struct sdd_descriptor *d, int n, uint64_t *req);
+int64_t sdd_wait(sdd_client *c, uint64_t req);
 
 /* sdd_send sends one PDU (no 4-byte header), with Send with Invalidate of
  * token invalidate unless it is 0. */

@@ -49,6 +49,21 @@ int main(int argc, char **argv)
 	fflush(tf);
 	int64_t moved = sdd_rdma_write(c, info.handle, fileno(tf), 0, &d, 1);
 	CHECK(moved == 1 << 20, "rdma_write moved %lld", (long long)moved);
+	/* Again, asynchronously: two halves in flight, collected in reverse. */
+	struct sdd_descriptor h1 = d, h2 = d;
+	h1.length = h2.length = d.length / 2;
+	h2.offset += h1.length;
+	uint64_t r1, r2;
+	CHECK(sdd_rdma_write_start(c, info.handle, fileno(tf), 0, &h1, 1, &r1) == 0, "write_start 1");
+	CHECK(sdd_rdma_write_start(c, info.handle, fileno(tf), h1.length, &h2, 1, &r2) == 0, "write_start 2");
+	/* A synchronous call meanwhile files the replies that come first. */
+	CHECK(sdd_close_handle(c, 999998) < 0 && errno == ENOENT, "close of an unknown handle between");
+	uint64_t r3;
+	CHECK(sdd_rdma_write_start(c, 999997, fileno(tf), 0, &h1, 1, &r3) == 0, "write_start on an unknown connection");
+	CHECK(sdd_wait(c, r3) < 0 && errno == ENOENT, "its wait");
+	CHECK(sdd_wait(c, r2) == h2.length, "wait 2");
+	CHECK(sdd_wait(c, r1) == h1.length, "wait 1");
+	CHECK(sdd_wait(c, r1) < 0 && errno == ENOENT, "second wait");
 	CHECK(sdd_send(c, info.handle, "written, invalidating", 21, d.token) == 0, "send with invalidate");
 
 	/* We register a memfd for the peer's write and tell it where. */
