@@ -1110,7 +1110,3 @@ func (c *Conn) creditState() string {
 
 // errDeadline is what deadline-expired calls return (net.Conn semantics).
 var errDeadline = os.ErrDeadlineExceeded
-
-func (c *Conn) DebugState() string {
-	return c.creditState() + fmt.Sprintf(" drivers %d writerDrives %v direct %v", c.drivers, c.writerDrives, c.direct)
-}
