@@ -312,9 +312,10 @@ type DirectReceiver interface {
 	// flushes at the end of the connection still go to Poll. Completions
 	// queued before stay queued, followed by one with Op OpMarker: all
 	// receives before the marker come from Poll, all after it through fn.
-	// fn runs on the provider's goroutine: it must not block for long,
-	// must not keep the pointer, and must not close the endpoint
-	// synchronously (Close waits for that goroutine).
+	// fn runs on whichever goroutine runs the receive path (the
+	// provider's, or one in Driver.Drive): it must not block for long,
+	// must not keep the pointer, must not call Drive, and must not close
+	// the endpoint synchronously (Close waits for the receive path).
 	OnRecv(fn func(*Completion))
 }
 
