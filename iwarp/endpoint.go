@@ -442,7 +442,7 @@ func (e *endpoint) OnRecv(fn func(*rdma.Completion)) {
 }
 
 // deliverRecv hands a receive completion produced by the receive path to
-// the direct handler, or queues it. Called only on the rx goroutine.
+// the direct handler, or queues it. Called only on the receive path.
 func (e *endpoint) deliverRecv(wc rdma.Completion) {
 	if d := e.drv; !d.app && d.wanted.Load() {
 		// An application goroutine waits to run the receive path: this

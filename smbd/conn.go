@@ -472,7 +472,8 @@ func (c *Conn) reapLocked() {
 	}
 }
 
-// directRecv takes a receive completion on the provider's goroutine.
+// directRecv takes a receive completion on the goroutine running the
+// receive path (the provider's, or one of ours in Drive).
 func (c *Conn) directRecv(w *rdma.Completion) {
 	c.mu.Lock()
 	if !c.direct {
@@ -1024,8 +1025,8 @@ func (c *Conn) Close() error {
 }
 
 // release closes the endpoint, then frees the buffers. The endpoint is
-// closed without c.mu held: Close waits for the provider's goroutine,
-// which may be waiting for c.mu to deliver a completion.
+// closed without c.mu held: Close waits for the receive path, which may
+// be waiting for c.mu to deliver a completion.
 func (c *Conn) release() {
 	c.ep.Close()
 	c.mu.Lock()
