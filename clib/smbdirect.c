@@ -389,12 +389,13 @@ int sdd_accept(sdd_client *c, uint64_t handle, struct sdd_conn_info *info)
 			c->nevents--;
 			return fd;
 		}
-		/* Wait for the next datagram; every Conn event is kept. */
+		/* Wait for the next datagram; every Conn event is kept, and so
+		 * is the reply to a transfer in flight. */
 		int got;
 		ssize_t n = recv_msg(c, &got);
 		if (n < 0) return -1;
 		if (n == 0) continue; /* malformed: skipped */
-		keep_event(c, n - HDR, got);
+		dispatch(c, n - HDR, got);
 	}
 }
 

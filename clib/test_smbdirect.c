@@ -92,11 +92,16 @@ int main(int argc, char **argv)
 	char bound[128];
 	CHECK(sdd_listen(c, "127.0.0.1:0", &lh, bound, sizeof bound) == 0, "listen");
 	CHECK(sdd_accept(c, lh + 12345, NULL) < 0 && errno == ENOENT, "accept on an unknown listener");
+	/* A transfer in flight while sdd_accept waits: its reply (an error,
+	 * the connection is unknown) must be kept for sdd_wait. */
+	uint64_t r4;
+	CHECK(sdd_rdma_write_start(c, 999996, fileno(tf), 0, &h1, 1, &r4) == 0, "write_start before accept");
 	printf("LISTENING %s\n", bound);
 	fflush(stdout);
 	struct sdd_conn_info ai;
 	int afd = sdd_accept(c, lh, &ai);
 	CHECK(afd >= 0, "accept");
+	CHECK(sdd_wait(c, r4) < 0 && errno == ENOENT, "wait after accept");
 	n = sdd_read_pdu(afd, buf, sizeof buf);
 	CHECK(n == 12 && memcmp(buf, "hello server", 12) == 0, "accepted connection's PDU (%zd bytes)", n);
 	CHECK(sdd_write_pdu(afd, "hello client", 12) == 0, "reply");
