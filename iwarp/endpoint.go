@@ -57,11 +57,10 @@ type endpoint struct {
 	// recvMu orders the switch to direct receive delivery (OnRecv) with
 	// the receive path's decision where a completion goes.
 	recvMu sync.Mutex
-	onRecv func(*rdma.Completion)
-	// direct is onRecv once set: read without recvMu, so a delivery
-	// takes no lock.
+	// direct is the OnRecv function; set under recvMu, read without it once
+	// set, so a direct delivery takes no lock.
 	direct atomic.Pointer[func(*rdma.Completion)]
-	rxwc   rdma.Completion // the completion handed to onRecv (no allocation)
+	rxwc   rdma.Completion // the completion handed to it (no allocation)
 
 	mu    sync.Mutex
 	state epState
@@ -432,7 +431,6 @@ var _ rdma.Endpoint = (*endpoint)(nil)
 func (e *endpoint) OnRecv(fn func(*rdma.Completion)) {
 	e.recvMu.Lock()
 	defer e.recvMu.Unlock()
-	e.onRecv = fn
 	if fn != nil {
 		e.direct.Store(&fn)
 	} else {
@@ -449,22 +447,20 @@ func (e *endpoint) deliverRecv(wc rdma.Completion) {
 		// delivery wakes it, so the endpoint's goroutine may now give it up.
 		d.handed = true
 	}
-	if fn := e.direct.Load(); fn != nil {
-		e.rxwc = wc
-		(*fn)(&e.rxwc)
-		e.rxwc = rdma.Completion{}
-		return
-	}
-	e.recvMu.Lock()
-	fn := e.onRecv
+	fn := e.direct.Load()
 	if fn == nil {
-		e.cq.push(wc)
+		// Queued under recvMu: OnRecv's marker goes after this one, or
+		// this one goes to fn.
+		e.recvMu.Lock()
+		if fn = e.direct.Load(); fn == nil {
+			e.cq.push(wc)
+			e.recvMu.Unlock()
+			return
+		}
 		e.recvMu.Unlock()
-		return
 	}
-	e.recvMu.Unlock()
 	e.rxwc = wc
-	fn(&e.rxwc)
+	(*fn)(&e.rxwc)
 	e.rxwc = rdma.Completion{}
 }
 
