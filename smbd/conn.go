@@ -484,8 +484,13 @@ func (c *Conn) directRecv(w *rdma.Completion) {
 	c.inRx = true
 	c.completionLocked(w)
 	c.inRx = false
-	// Looked at here, under the lock already held: most messages need
-	// no control message, and maybeControl would lock again to find out.
+	c.unlockControl()
+}
+
+// unlockControl releases c.mu, then sends a control message if one is
+// due. Whether one is due is looked at under the lock already held: most
+// messages need none, and maybeControl would lock again to find out.
+func (c *Conn) unlockControl() {
 	due := c.controlDueLocked()
 	c.mu.Unlock()
 	if due {
@@ -897,11 +902,7 @@ func (c *Conn) Read(p []byte) (int, error) {
 			c.popLocked()
 		}
 	}
-	due := c.controlDueLocked()
-	c.mu.Unlock()
-	if due {
-		c.maybeControl()
-	}
+	c.unlockControl()
 	return n, nil
 }
 
@@ -935,11 +936,7 @@ func (c *Conn) ReadMessage(p []byte) (int, error) {
 		c.queued -= k
 		c.popLocked()
 	}
-	due := c.controlDueLocked()
-	c.mu.Unlock()
-	if due {
-		c.maybeControl()
-	}
+	c.unlockControl()
 	return n, nil
 }
 
