@@ -1,0 +1,69 @@
+package smbd
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/smbdirect/smbdirect/smbd/internal/wire"
+)
+
+// keepaliveLoop sends a keepalive after KeepaliveInterval of silence and
+// ends the connection after another interval without an answer.
+func (c *Conn) keepaliveLoop() {
+	defer c.loops.Done()
+	iv := c.cfg.KeepaliveInterval
+	t := time.NewTimer(iv)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.done:
+			return
+		case <-t.C:
+		}
+		c.mu.Lock()
+		if c.err != nil {
+			c.mu.Unlock()
+			return
+		}
+		now := time.Now()
+		if c.heard {
+			// Heard from the peer since the last look: count the silence
+			// from now (a keepalive goes out at most one interval late).
+			c.heard = false
+			c.lastRecv = now
+		}
+		next := c.lastRecv.Add(iv)
+		switch {
+		case !c.kaSent.IsZero() && now.Sub(c.kaSent) >= iv:
+			c.failLocked(fmt.Errorf("%w within %v", ErrKeepalive, iv))
+			c.mu.Unlock()
+			c.ep.Close()
+			return
+		case !c.kaSent.IsZero():
+			next = c.kaSent.Add(iv)
+		case !now.Before(next):
+			c.kaSent = now
+			next = now.Add(iv)
+			c.mu.Unlock()
+			c.sendKeepalive()
+			c.mu.Lock()
+		}
+		c.mu.Unlock()
+		t.Reset(time.Until(next))
+	}
+}
+
+func (c *Conn) sendKeepalive() {
+	if !c.writeMu.TryLock() {
+		return // a writer is sending: its messages will answer for us
+	}
+	defer c.writeMu.Unlock()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.err != nil || c.midMessage || c.sendCredits == 0 || !c.slotLocked() {
+		return // a data message in flight will do; else the timeout decides
+	}
+	if err := c.sendLocked(nil, 0, wire.FlagResponseRequested, false, 0); err != nil {
+		c.failLocked(err)
+	}
+}

@@ -1,0 +1,245 @@
+package smbd
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"time"
+
+	"github.com/smbdirect/smbdirect/rdma"
+	"github.com/smbdirect/smbdirect/smbd/internal/wire"
+)
+
+// frag is a received fragment waiting for the reader. It keeps its
+// receive buffer until read: that is what bounds memory under a flood.
+type frag struct {
+	slot  int
+	data  []byte
+	first bool // first fragment of a message: total is its length
+	total int
+	hdr   int // Direct TCP header bytes already delivered (stream reads)
+}
+
+// postRecvLocked posts receives until n are posted, allocating buffers up
+// to ReceiveCreditMax+1.
+func (c *Conn) postRecvLocked(n int) error {
+	if c.posted < n {
+		// New buffers mean credits to grant: a writer holding its last
+		// credit may now send.
+		defer c.broadcastLocked()
+		if c.writerDrives && !c.inRx {
+			c.drv.Interrupt()
+		}
+	}
+	for c.posted < n {
+		var slot int
+		if k := len(c.freeRecv); k > 0 {
+			slot = c.freeRecv[k-1]
+			c.freeRecv = c.freeRecv[:k-1]
+		} else if len(c.recvMR) < cap(c.recvMR) {
+			m, err := c.pd.RegisterMemory(make([]byte, c.cfg.MaxReceiveSize), rdma.AccessLocalWrite)
+			if err != nil {
+				return err
+			}
+			slot = len(c.recvMR)
+			c.recvMR = append(c.recvMR, m)
+		} else {
+			return nil
+		}
+		c.rwr = rdma.RecvWR{ID: uint64(slot), Local: rdma.SGE{MR: c.recvMR[slot]}}
+		if err := c.ep.PostRecv(&c.rwr); err != nil {
+			c.freeRecv = append(c.freeRecv, slot)
+			return err
+		}
+		c.posted++
+	}
+	return nil
+}
+
+// replenishLocked reposts receive buffers: as many as the peer asks for
+// (within ReceiveCreditMax), unless unread data is piling up.
+func (c *Conn) replenishLocked() {
+	if c.err != nil || c.queued > c.cfg.MaxQueuedBytes {
+		return
+	}
+	if err := c.postRecvLocked(max(c.window, c.cfg.InitialReceives)); err != nil {
+		c.failLocked(err)
+	}
+}
+
+// receiveLocked applies a received Data Transfer message.
+func (c *Conn) receiveLocked(slot int, msg []byte) error {
+	c.granted--
+	if c.granted < 0 {
+		return fmt.Errorf("%w: peer sent a message without a credit", ErrProtocol)
+	}
+	h, payload, err := wire.ParseDataTransfer(msg)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrProtocol, err)
+	}
+	c.heard = true
+	c.kaSent = time.Time{}
+	c.sendCredits += int(h.CreditsGranted)
+	if c.sendCredits > 0xffff {
+		return fmt.Errorf("%w: peer granted %d credits in all, more than it can have buffers for", ErrProtocol, c.sendCredits)
+	}
+	c.peerTarget = int(h.CreditsRequested)
+	if h.ResponseRequested() {
+		c.ackDue = true
+	}
+	if h.DataLength == 0 {
+		if c.reasm >= 0 && h.RemainingDataLength != 0 {
+			return fmt.Errorf("%w: empty message claims %d bytes remaining", ErrProtocol, h.RemainingDataLength)
+		}
+		c.freeRecv = append(c.freeRecv, slot)
+		c.replenishLocked()
+		return nil
+	}
+	f := frag{slot: slot, data: payload}
+	if c.reasm < 0 {
+		total := uint64(h.DataLength) + uint64(h.RemainingDataLength)
+		if total > uint64(c.cfg.MaxFragmentedSize) || total > 0xffffff {
+			return fmt.Errorf("%w: %d-byte message, at most %d: %w", ErrProtocol, total, c.cfg.MaxFragmentedSize, ErrMessageTooLarge)
+		}
+		f.first, f.total = true, int(total)
+	} else if uint64(h.DataLength)+uint64(h.RemainingDataLength) != uint64(c.reasm) {
+		return fmt.Errorf("%w: fragment of %d bytes with %d remaining, but %d were due", ErrProtocol, h.DataLength, h.RemainingDataLength, c.reasm)
+	}
+	c.reasm = int(h.RemainingDataLength)
+	if c.reasm == 0 {
+		c.reasm = -1
+	}
+	if len(c.queue) == cap(c.queue) && c.qhead > 0 {
+		// Reuse the read part of the array rather than growing it: the
+		// queue never holds more fragments than there are receive buffers.
+		n := copy(c.queue, c.queue[c.qhead:])
+		clear(c.queue[n:])
+		c.queue, c.qhead = c.queue[:n], 0
+	}
+	c.queue = append(c.queue, f)
+	c.queued += len(payload)
+	if c.granted <= max(c.window/4, 1) {
+		// The peer is using its credits faster than we hand them out (it
+		// is down to a quarter, or to the last one, which it keeps for a
+		// credit-granting message):
+		// offer more buffers, up to what it asks for and our maximum.
+		c.window = min(2*max(c.window, 1), c.peerTarget, c.cfg.ReceiveCreditMax)
+	}
+	c.replenishLocked()
+	return nil
+}
+
+// waitLocked waits for queued data, or returns why there will be none.
+func (c *Conn) waitLocked() error {
+	tried, lost := false, false
+	for c.qhead == len(c.queue) {
+		if c.closed {
+			return net.ErrClosed
+		}
+		if c.err != nil {
+			return c.connErrLocked()
+		}
+		if !c.rDeadline.IsZero() && !time.Now().Before(c.rDeadline) {
+			return os.ErrDeadlineExceeded
+		}
+		if !tried && c.controlDueLocked() {
+			// Buffers this reader reposted may be what the peer waits for
+			// to send the rest of a message we are in the middle of
+			// reading: grant them before waiting, or both sides wait.
+			tried = true
+			c.mu.Unlock()
+			c.maybeControl()
+			c.mu.Lock()
+			continue
+		}
+		c.awaitLocked(&lost, false)
+		tried = false
+	}
+	return nil
+}
+
+// popLocked releases the head fragment's receive buffer for reposting.
+func (c *Conn) popLocked() {
+	f := c.queue[c.qhead]
+	c.queue[c.qhead] = frag{}
+	c.qhead++
+	if c.qhead == len(c.queue) {
+		c.queue, c.qhead = c.queue[:0], 0
+	}
+	c.freeRecv = append(c.freeRecv, f.slot)
+	c.replenishLocked()
+}
+
+// Read reads the stream of received PDUs, each preceded by its Direct TCP
+// header. It returns io.EOF after the peer disconnected and all data was
+// read.
+func (c *Conn) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	c.mu.Lock()
+	n := 0
+	for n < len(p) {
+		if c.qhead == len(c.queue) {
+			if n > 0 {
+				break
+			}
+			if err := c.waitLocked(); err != nil {
+				c.mu.Unlock()
+				return 0, err
+			}
+		}
+		f := &c.queue[c.qhead]
+		if f.first && f.hdr < 4 {
+			h := [4]byte{0, byte(f.total >> 16), byte(f.total >> 8), byte(f.total)}
+			k := copy(p[n:], h[f.hdr:])
+			f.hdr += k
+			n += k
+			continue
+		}
+		k := copy(p[n:], f.data)
+		f.data = f.data[k:]
+		n += k
+		c.queued -= k
+		if len(f.data) == 0 {
+			c.popLocked()
+		}
+	}
+	c.unlockControl()
+	return n, nil
+}
+
+// ReadMessage reads one whole upper-layer message into p and returns its
+// length. Do not mix with Read in the middle of a message.
+func (c *Conn) ReadMessage(p []byte) (int, error) {
+	c.mu.Lock()
+	if err := c.waitLocked(); err != nil {
+		c.mu.Unlock()
+		return 0, err
+	}
+	f := &c.queue[c.qhead]
+	if !f.first || f.hdr != 0 {
+		c.mu.Unlock()
+		return 0, fmt.Errorf("%w: ReadMessage in the middle of a message", ErrFraming)
+	}
+	total := f.total
+	if len(p) < total {
+		c.mu.Unlock()
+		return 0, fmt.Errorf("smbd: %d-byte message, buffer of %d: %w", total, len(p), io.ErrShortBuffer)
+	}
+	n := 0
+	for n < total {
+		if err := c.waitLocked(); err != nil {
+			c.mu.Unlock()
+			return n, err
+		}
+		f := &c.queue[c.qhead]
+		k := copy(p[n:], f.data)
+		n += k
+		c.queued -= k
+		c.popLocked()
+	}
+	c.unlockControl()
+	return n, nil
+}
