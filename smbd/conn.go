@@ -63,21 +63,19 @@ type Conn struct {
 	closed bool
 
 	// Receive side.
-	recvMR     []rdma.MR // one per slot, allocated as the window grows
-	freeRecv   []int     // slots neither posted nor queued
-	posted     int
-	window     int // receives to keep posted; grows while the peer runs low
-	granted    int // credits the peer holds: receives it may fill
-	peerTarget int
-	queue      []frag
-	queued     int
-	reasm      int // bytes still to come of the message being received, -1 none
-	lastRecv   time.Time
+	recvMR   []rdma.MR // one per slot, allocated as the window grows
+	freeRecv []int     // slots neither posted nor queued
+	queue    []frag
+	queued   int
+	reasm    int // bytes still to come of the message being received, -1 none
+	lastRecv time.Time
 	// heard: a message came since the keepalive loop last looked. The
 	// loop stamps lastRecv then: a clock read per message would cost more
 	// than the accuracy is worth.
-	heard  bool
-	ackDue bool
+	heard bool
+
+	// cr is the credit accounting (credits.go).
+	cr credits
 
 	// Send side.
 	sendMRs  []rdma.MR // chunks of sendChunk slots, added as needed
@@ -96,8 +94,7 @@ type Conn struct {
 	inflight     [sendSlots]int
 	inHead       int
 	inN          int
-	unsignaled   int // sends since the last signaled one
-	sendCredits  int
+	unsignaled   int                // sends since the last signaled one
 	writeMu      sync.Mutex         // held by whoever sends data: fragments stay together
 	ops          map[uint64]*rdmaOp // RDMA transfers in flight
 	opSeq        uint64
@@ -142,7 +139,7 @@ type Conn struct {
 }
 
 func newConn(cfg Config, pd rdma.PD, ownPD bool) (*Conn, error) {
-	c := &Conn{cfg: cfg, log: cfg.Logger, pd: pd, ownPD: ownPD, reasm: -1, window: cfg.InitialReceives, done: make(chan struct{})}
+	c := &Conn{cfg: cfg, log: cfg.Logger, pd: pd, ownPD: ownPD, reasm: -1, cr: newCredits(cfg.InitialReceives, cfg.ReceiveCreditMax), done: make(chan struct{})}
 	c.cond = sync.NewCond(&c.mu)
 	c.pollKick = make(chan struct{}, 1)
 	c.sendMax = maxSendSlots(cfg.MaxSendSize)
@@ -277,7 +274,7 @@ func (c *Conn) RemoteAddr() net.Addr { return c.ep.Info().RemoteAddr }
 func (c *Conn) Info() Info {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return Info{Version: wire.ProtocolVersion, SendCredits: c.sendCredits, PeerCreditTarget: c.peerTarget,
+	return Info{Version: wire.ProtocolVersion, SendCredits: c.cr.send, PeerCreditTarget: c.cr.peerTarget,
 		ReceiveCreditMax: c.cfg.ReceiveCreditMax, MaxSendSize: c.maxSend, MaxReceiveSize: c.cfg.MaxReceiveSize,
 		MaxFragmentedSend: c.maxFragSend, MaxFragmentedRecv: c.cfg.MaxFragmentedSize, MaxReadWriteSize: c.maxRW,
 		KeepaliveInterval: c.cfg.KeepaliveInterval.String(), RDMA: c.ep.Info()}
@@ -289,6 +286,6 @@ var _ net.Conn = (*Conn)(nil)
 func (c *Conn) creditState() string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return fmt.Sprintf("credits %d, peer holds %d of %d posted (window %d), send slots free %d, queued %d in %d fragments, mid-message %v, ack due %v, err %v",
-		c.sendCredits, c.granted, c.posted, c.window, c.sendAvailLocked(), c.queued, len(c.queue)-c.qhead, c.midMessage, c.ackDue, c.err)
+	return fmt.Sprintf("%v, send slots free %d, queued %d in %d fragments, mid-message %v, err %v",
+		&c.cr, c.sendAvailLocked(), c.queued, len(c.queue)-c.qhead, c.midMessage, c.err)
 }

@@ -174,7 +174,7 @@ func (c *Conn) completionLocked(w *rdma.Completion) {
 		return
 	}
 	slot := int(w.ID)
-	c.posted--
+	c.cr.posted--
 	if w.Err != nil {
 		c.freeRecv = append(c.freeRecv, slot)
 		if !errors.Is(w.Err, rdma.ErrFlushed) {

@@ -60,7 +60,7 @@ func (c *Conn) sendKeepalive() {
 	defer c.writeMu.Unlock()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.err != nil || c.midMessage || c.sendCredits == 0 || !c.slotLocked() {
+	if c.err != nil || c.midMessage || c.cr.send == 0 || !c.slotLocked() {
 		return // a data message in flight will do; else the timeout decides
 	}
 	if err := c.sendLocked(nil, 0, wire.FlagResponseRequested, false, 0); err != nil {

@@ -64,8 +64,8 @@ func Dial(ctx context.Context, addr string, cfg *Config) (*Conn, error) {
 	c.peerMaxRecv = int(resp.MaxReceiveSize)
 	c.maxFragSend = int(resp.MaxFragmentedSize)
 	c.maxRW = min(rc.MaxReadWriteSize, int(resp.MaxReadWriteSize))
-	c.sendCredits = int(resp.CreditsGranted)
-	c.peerTarget = int(resp.CreditsRequested)
+	c.cr.send = int(resp.CreditsGranted)
+	c.cr.peerTarget = int(resp.CreditsRequested)
 	c.mu.Unlock()
 	c.start()
 	return c, nil
@@ -111,7 +111,7 @@ func (c *Conn) negotiateRecv(ctx context.Context) ([]byte, int, error) {
 				c.mu.Unlock()
 				continue
 			}
-			c.posted--
+			c.cr.posted--
 			c.mu.Unlock()
 			return c.recvMR[w.ID].Bytes()[:w.Bytes], int(w.ID), nil
 		}
@@ -255,13 +255,13 @@ func (l *Listener) negotiate(ctx context.Context, req rdma.ConnRequest) (*Conn, 
 	c.peerMaxRecv = int(nr.MaxReceiveSize)
 	c.maxFragSend = int(nr.MaxFragmentedSize)
 	c.maxRW = rc.MaxReadWriteSize
-	c.peerTarget = int(nr.CreditsRequested)
+	c.cr.peerTarget = int(nr.CreditsRequested)
 	c.replenishLocked()
 	// Credits only for receives already posted.
-	c.granted = c.posted
+	granted := c.cr.grantPosted()
 	resp.NegotiatedVersion = wire.ProtocolVersion
 	resp.CreditsRequested = uint16(rc.SendCreditTarget)
-	resp.CreditsGranted = uint16(min(c.granted, 0xffff))
+	resp.CreditsGranted = granted
 	resp.MaxReadWriteSize = uint32(rc.MaxReadWriteSize)
 	resp.PreferredSendSize = uint32(rc.MaxSendSize)
 	resp.MaxReceiveSize = uint32(rc.MaxReceiveSize)

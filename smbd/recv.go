@@ -24,7 +24,7 @@ type frag struct {
 // postRecvLocked posts receives until n are posted, allocating buffers up
 // to ReceiveCreditMax+1.
 func (c *Conn) postRecvLocked(n int) error {
-	if c.posted < n {
+	if c.cr.posted < n {
 		// New buffers mean credits to grant: a writer holding its last
 		// credit may now send.
 		defer c.broadcastLocked()
@@ -32,7 +32,7 @@ func (c *Conn) postRecvLocked(n int) error {
 			c.drv.Interrupt()
 		}
 	}
-	for c.posted < n {
+	for c.cr.posted < n {
 		var slot int
 		if k := len(c.freeRecv); k > 0 {
 			slot = c.freeRecv[k-1]
@@ -52,7 +52,7 @@ func (c *Conn) postRecvLocked(n int) error {
 			c.freeRecv = append(c.freeRecv, slot)
 			return err
 		}
-		c.posted++
+		c.cr.posted++
 	}
 	return nil
 }
@@ -63,16 +63,15 @@ func (c *Conn) replenishLocked() {
 	if c.err != nil || c.queued > c.cfg.MaxQueuedBytes {
 		return
 	}
-	if err := c.postRecvLocked(max(c.window, c.cfg.InitialReceives)); err != nil {
+	if err := c.postRecvLocked(c.cr.want()); err != nil {
 		c.failLocked(err)
 	}
 }
 
 // receiveLocked applies a received Data Transfer message.
 func (c *Conn) receiveLocked(slot int, msg []byte) error {
-	c.granted--
-	if c.granted < 0 {
-		return fmt.Errorf("%w: peer sent a message without a credit", ErrProtocol)
+	if err := c.cr.arrived(); err != nil {
+		return err
 	}
 	h, payload, err := wire.ParseDataTransfer(msg)
 	if err != nil {
@@ -80,13 +79,8 @@ func (c *Conn) receiveLocked(slot int, msg []byte) error {
 	}
 	c.heard = true
 	c.kaSent = time.Time{}
-	c.sendCredits += int(h.CreditsGranted)
-	if c.sendCredits > 0xffff {
-		return fmt.Errorf("%w: peer granted %d credits in all, more than it can have buffers for", ErrProtocol, c.sendCredits)
-	}
-	c.peerTarget = int(h.CreditsRequested)
-	if h.ResponseRequested() {
-		c.ackDue = true
+	if err := c.cr.peerSays(h.CreditsGranted, h.CreditsRequested, h.ResponseRequested()); err != nil {
+		return err
 	}
 	if h.DataLength == 0 {
 		if c.reasm >= 0 && h.RemainingDataLength != 0 {
@@ -119,13 +113,9 @@ func (c *Conn) receiveLocked(slot int, msg []byte) error {
 	}
 	c.queue = append(c.queue, f)
 	c.queued += len(payload)
-	if c.granted <= max(c.window/4, 1) {
-		// The peer is using its credits faster than we hand them out (it
-		// is down to a quarter, or to the last one, which it keeps for a
-		// credit-granting message):
-		// offer more buffers, up to what it asks for and our maximum.
-		c.window = min(2*max(c.window, 1), c.peerTarget, c.cfg.ReceiveCreditMax)
-	}
+	// A peer using its credits faster than we hand them out gets more
+	// buffers.
+	c.cr.grow()
 	c.replenishLocked()
 	return nil
 }

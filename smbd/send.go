@@ -44,12 +44,7 @@ func (c *Conn) maybeControl() {
 // peer asked for a response, or it is down to a quarter of our posted
 // buffers (or its last credit) and we have more to grant.
 func (c *Conn) controlDueLocked() bool {
-	if c.err != nil || c.sendCredits == 0 {
-		return false
-	}
-	grantable := c.posted - c.granted
-	need := c.ackDue || (grantable > 0 && c.granted <= max(c.posted/4, 1))
-	return need && (c.sendCredits > 1 || grantable > 0 || c.ackDue) && c.slotLocked()
+	return c.err == nil && c.cr.controlDue() && c.slotLocked()
 }
 
 // sendLocked posts one Data Transfer message. The caller checked that a
@@ -59,11 +54,8 @@ func (c *Conn) sendLocked(payload []byte, remaining int, flags uint16, more bool
 	if err != nil {
 		return err
 	}
-	g := min(c.posted-c.granted, 0xffff)
-	c.granted += g
-	c.sendCredits--
-	c.ackDue = false
-	h := wire.DataTransfer{CreditsRequested: uint16(c.cfg.SendCreditTarget), CreditsGranted: uint16(g),
+	g := c.cr.take()
+	h := wire.DataTransfer{CreditsRequested: uint16(c.cfg.SendCreditTarget), CreditsGranted: g,
 		Flags: flags, RemainingDataLength: uint32(remaining), DataLength: uint32(len(payload))}
 	buf := mr.Bytes()[off : off+c.maxSend]
 	b := wire.AppendDataTransfer(buf[:0], &h)
@@ -106,7 +98,6 @@ func (c *Conn) sendFragment(payload []byte, remaining int, next bool, inv uint32
 			}
 			return os.ErrDeadlineExceeded
 		}
-		grantable := c.posted - c.granted
 		if c.sendAvailLocked() == 0 {
 			// Send slots come back with completions: take those there
 			// are, or have the poll loop wait for them.
@@ -119,7 +110,7 @@ func (c *Conn) sendFragment(payload []byte, remaining int, next bool, inv uint32
 			}
 			continue
 		}
-		if c.sendCredits > 1 || (c.sendCredits == 1 && grantable > 0) {
+		if c.cr.canSend() {
 			break
 		}
 		// Credits come with incoming messages.
@@ -128,7 +119,7 @@ func (c *Conn) sendFragment(payload []byte, remaining int, next bool, inv uint32
 	c.midMessage = remaining > 0
 	// Holding back is safe only if the next fragment cannot block: we hold
 	// writeMu, so credits and send slots can only grow until then.
-	more := next && remaining > 0 && c.sendAvailLocked() > 1 && c.sendCredits > 2
+	more := next && remaining > 0 && c.sendAvailLocked() > 1 && c.cr.canSendTwo()
 	return c.sendLocked(payload, remaining, 0, more, inv)
 }
 
