@@ -8,10 +8,8 @@ import (
 	"log/slog"
 	"net"
 	"sync"
-	"sync/atomic"
 	"time"
 
-	"github.com/smbdirect/smbdirect/internal/framing"
 	"github.com/smbdirect/smbdirect/rdma"
 	"github.com/smbdirect/smbdirect/smbd/internal/wire"
 )
@@ -46,7 +44,31 @@ type Info struct {
 	RDMA              rdma.ConnInfo
 }
 
-// Conn is an SMB Direct connection.
+// Conn is an SMB Direct connection. Its state is grouped by concern, each
+// group in the file of the code that uses it: credits (credits.go), the
+// receive queue and reassembly (recv.go), send slots (slots.go), the
+// message being written (send.go), polling and driving the provider's
+// receive path (drive.go), RDMA transfers (offload.go), keepalive
+// (keepalive.go) and deadlines (deadline.go). Everything is under mu
+// unless its group says otherwise.
+//
+// Lock order. A lock on the left may be held while the one on its right
+// is taken, never the other way round:
+//
+//	writeMu -> mu -> the provider's locks (iwarp: e.mu -> cq.mu)
+//	pollMu -> mu
+//	the provider's receive path (iwarp: the drive lock) -> mu
+//
+// Against that order a lock is only ever tried (TryLock), never waited
+// for: reapLocked tries pollMu with mu held; maybeControl tries writeMu,
+// also on the receive path (directRecv -> unlockControl); a writer that
+// holds writeMu and waits for credits runs the receive path only if the
+// provider's TryLock of its drive lock succeeds (awaitLocked). Because
+// the receive path takes mu (directRecv), mu is released before anything
+// waits for the receive path: Drive (awaitLocked), and the endpoint's
+// Close and Disconnect (Close, release, keepaliveLoop; a failure under mu
+// closes it on another goroutine). Timers and context callbacks take mu
+// alone. docs/smbd.md has the same, with iwarp's side.
 type Conn struct {
 	cfg   Config
 	log   *slog.Logger
@@ -57,89 +79,29 @@ type Conn struct {
 	// Negotiated, fixed after negotiation.
 	maxSend, maxFragSend, maxRW, peerMaxRecv int
 
-	mu     sync.Mutex
-	cond   *sync.Cond
-	err    error // sticky; io.EOF-like end is rdma.ErrDisconnected
-	closed bool
+	writeMu sync.Mutex // held by whoever sends data: fragments stay together
+	mu      sync.Mutex
+	cond    *sync.Cond
+	err     error // sticky; io.EOF-like end is rdma.ErrDisconnected
+	closed  bool
 
-	// Receive side.
-	recvMR   []rdma.MR // one per slot, allocated as the window grows
-	freeRecv []int     // slots neither posted nor queued
-	queue    []frag
-	queued   int
-	reasm    int // bytes still to come of the message being received, -1 none
-	lastRecv time.Time
-	// heard: a message came since the keepalive loop last looked. The
-	// loop stamps lastRecv then: a clock read per message would cost more
-	// than the accuracy is worth.
-	heard bool
-
-	// cr is the credit accounting (credits.go).
-	cr credits
-
-	// Send side.
-	sendMRs  []rdma.MR // chunks of sendChunk slots, added as needed
-	freeSend []int
-	sendMax  int // send slots at most (maxSendSlots)
-	// Completions: pollMu orders their processing between the poll loop
-	// and writers that reap them (reapLocked); slotWaiters are writers
-	// waiting for a send slot, pollKick wakes the poll loop.
-	pollMu      sync.Mutex
-	slotWaiters int
-	slotWanted  bool // a control message waits for a send slot
-	pollKick    chan struct{}
-	reap        [8]rdma.Completion
-	// Send slots in flight, in posting order. Most sends are unsignaled:
-	// a completion frees its slot and every slot posted before it.
-	inflight     [sendSlots]int
-	inHead       int
-	inN          int
-	unsignaled   int                // sends since the last signaled one
-	writeMu      sync.Mutex         // held by whoever sends data: fragments stay together
-	ops          map[uint64]*rdmaOp // RDMA transfers in flight
-	opSeq        uint64
-	rdmaInflight int
-
-	// direct: receive completions arrive through the provider's
-	// DirectReceiver on its goroutine; early holds those that came before
-	// the queued ones (up to the marker) were processed.
-	direct bool
-	early  []rdma.Completion
-
-	// drv runs the provider's receive path on a waiting goroutine (see
-	// awaitLocked); drivers counts the goroutines in drv.Drive, writerDrives
-	// says one of them is a writer waiting for credits, inRx that the
-	// receive path is delivering on this goroutine now.
-	drv          rdma.Driver
-	drivers      int
-	writerDrives bool
-	inRx         bool
-	changed      func() bool   // c.changedSince, bound once
-	seq          atomic.Uint64 // state changes (broadcastLocked)
-	driveSeq     atomic.Uint64 // seq when the driver started
-
-	// Work requests are built here (under mu) and copied by the provider
-	// when posted: a WR on the stack would escape through the interface
-	// call and cost an allocation per message.
-	swr rdma.SendWR
-	rwr rdma.RecvWR
-	// qhead is the first unread fragment of queue; the backing array is
-	// kept when the queue empties, so queueing does not allocate.
-	qhead      int
-	midMessage bool
-	wHdr       framing.Header
-	wLeft      int
-
-	rDeadline, wDeadline time.Time
-	rTimer, wTimer       *time.Timer
-	kaSent               time.Time
+	cr credits // what we grant the peer and what it granted us
+	recvState
+	sendState
+	writeState
+	pollState
+	driveState
+	offloadState
+	keepaliveState
+	deadlineState
 
 	loops sync.WaitGroup
 	done  chan struct{}
 }
 
 func newConn(cfg Config, pd rdma.PD, ownPD bool) (*Conn, error) {
-	c := &Conn{cfg: cfg, log: cfg.Logger, pd: pd, ownPD: ownPD, reasm: -1, cr: newCredits(cfg.InitialReceives, cfg.ReceiveCreditMax), done: make(chan struct{})}
+	c := &Conn{cfg: cfg, log: cfg.Logger, pd: pd, ownPD: ownPD, cr: newCredits(cfg.InitialReceives, cfg.ReceiveCreditMax), done: make(chan struct{})}
+	c.reasm = -1
 	c.cond = sync.NewCond(&c.mu)
 	c.pollKick = make(chan struct{}, 1)
 	c.sendMax = maxSendSlots(cfg.MaxSendSize)

@@ -5,6 +5,13 @@ import (
 	"time"
 )
 
+// deadlineState is the deadlines of Read and Write, and the timers that
+// wake their waiters.
+type deadlineState struct {
+	rDeadline, wDeadline time.Time
+	rTimer, wTimer       *time.Timer
+}
+
 // SetDeadline sets both deadlines.
 func (c *Conn) SetDeadline(t time.Time) error {
 	c.SetReadDeadline(t)

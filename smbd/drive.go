@@ -3,9 +3,42 @@ package smbd
 import (
 	"context"
 	"errors"
+	"sync"
+	"sync/atomic"
 
 	"github.com/smbdirect/smbdirect/rdma"
 )
+
+// pollState is the taking of completions from the provider.
+type pollState struct {
+	// pollMu orders the processing of completions between the poll loop
+	// and writers that reap them (reapLocked); pollKick wakes the poll
+	// loop. reap is reapLocked's batch (under pollMu).
+	pollMu   sync.Mutex
+	pollKick chan struct{}
+	reap     [8]rdma.Completion
+	// direct: receive completions arrive through the provider's
+	// DirectReceiver on its goroutine; early holds those that came before
+	// the queued ones (up to the marker) were processed.
+	direct bool
+	early  []rdma.Completion
+}
+
+// driveState is the running of the provider's receive path by a waiting
+// goroutine of ours.
+type driveState struct {
+	// drv runs the provider's receive path on a waiting goroutine (see
+	// awaitLocked); drivers counts the goroutines in drv.Drive, writerDrives
+	// says one of them is a writer waiting for credits, inRx that the
+	// receive path is delivering on this goroutine now.
+	drv          rdma.Driver
+	drivers      int
+	writerDrives bool
+	inRx         bool
+	changed      func() bool   // c.changedSince, bound once
+	seq          atomic.Uint64 // state changes (broadcastLocked)
+	driveSeq     atomic.Uint64 // seq when the driver started
+}
 
 // broadcastLocked tells waiters that c's state changed: those on c.cond,
 // and the one running the receive path, which looks at c.seq before it

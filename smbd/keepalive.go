@@ -7,6 +7,16 @@ import (
 	"github.com/smbdirect/smbdirect/smbd/internal/wire"
 )
 
+// keepaliveState is when the peer was last heard from and asked to answer.
+type keepaliveState struct {
+	lastRecv time.Time
+	// heard: a message came since the keepalive loop last looked. The
+	// loop stamps lastRecv then: a clock read per message would cost more
+	// than the accuracy is worth.
+	heard  bool
+	kaSent time.Time // when the unanswered keepalive went, zero if none
+}
+
 // keepaliveLoop sends a keepalive after KeepaliveInterval of silence and
 // ends the connection after another interval without an answer.
 func (c *Conn) keepaliveLoop() {

@@ -243,6 +243,13 @@ type rdmaOp struct {
 	done    chan struct{}
 }
 
+// offloadState is a Conn's RDMA transfers in flight.
+type offloadState struct {
+	ops          map[uint64]*rdmaOp // by work request ID
+	opSeq        uint64
+	rdmaInflight int // work requests
+}
+
 // RDMAWrite writes src into the peer's buffers, in order, filling each
 // descriptor before the next (the server side of an SMB2 READ with an
 // RDMA channel). len(src) must equal the descriptors' total length, and

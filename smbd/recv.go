@@ -21,6 +21,23 @@ type frag struct {
 	hdr   int // Direct TCP header bytes already delivered (stream reads)
 }
 
+// recvState is the receive side of a Conn: receive buffers and the
+// fragments queued for the reader.
+type recvState struct {
+	recvMR   []rdma.MR // one per slot, allocated as the window grows
+	freeRecv []int     // slots neither posted nor queued
+	queue    []frag
+	// qhead is the first unread fragment of queue; the backing array is
+	// kept when the queue empties, so queueing does not allocate.
+	qhead  int
+	queued int // bytes in queue
+	reasm  int // bytes still to come of the message being received, -1 none
+	// rwr is built here and copied by the provider when posted: a WR on
+	// the stack would escape through the interface call and cost an
+	// allocation per message.
+	rwr rdma.RecvWR
+}
+
 // postRecvLocked posts receives until n are posted, allocating buffers up
 // to ReceiveCreditMax+1.
 func (c *Conn) postRecvLocked(n int) error {

@@ -6,9 +6,21 @@ import (
 	"os"
 	"time"
 
+	"github.com/smbdirect/smbdirect/internal/framing"
 	"github.com/smbdirect/smbdirect/rdma"
 	"github.com/smbdirect/smbdirect/smbd/internal/wire"
 )
+
+// writeState is the message being written.
+type writeState struct {
+	// midMessage: part of a message is out (under mu; set with writeMu
+	// held too), so nothing else may go until the rest has.
+	midMessage bool
+	// A Direct TCP header being read from Write's stream and the bytes of
+	// its PDU still to come (under writeMu).
+	wHdr  framing.Header
+	wLeft int
+}
 
 // unlockControl releases c.mu, then sends a control message if one is
 // due. Whether one is due is looked at under the lock already held: most

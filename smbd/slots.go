@@ -15,6 +15,25 @@ const (
 	sendBytes = 2 << 20
 )
 
+// sendState is the send slots of a Conn.
+type sendState struct {
+	sendMRs  []rdma.MR // chunks of sendChunk slots, added as needed
+	freeSend []int
+	sendMax  int // send slots at most (maxSendSlots)
+	// Send slots in flight, in posting order. Most sends are unsignaled:
+	// a completion frees its slot and every slot posted before it.
+	inflight [sendSlots]int
+	inHead   int
+	inN      int
+	// slotWaiters are writers waiting for a send slot, slotWanted says a
+	// control message waits for one: the poll loop polls for them.
+	slotWaiters int
+	slotWanted  bool
+	// swr is built here and copied by the provider when posted (see
+	// recvState.rwr).
+	swr rdma.SendWR
+}
+
 // maxSendSlots is the number of send slots for a MaxSendSize of size.
 func maxSendSlots(size int) int {
 	return min(sendSlots, max(4*sendChunk, sendBytes/size/sendChunk*sendChunk))
