@@ -71,7 +71,7 @@ func TestRpingCommand(t *testing.T) {
 func TestRpingUsage(t *testing.T) {
 	var out, errb bytes.Buffer
 	err := run(context.Background(), []string{"rping", "-a", "x"}, &out, &errb)
-	if err == nil || !strings.Contains(err.Error(), "exactly one of -s and -c") {
+	if err == nil || !strings.Contains(err.Error(), "exactly one of -s (--server) and -c (--client)") {
 		t.Fatalf("%v", err)
 	}
 	if err := run(context.Background(), []string{"rping", "--help"}, &out, &errb); err != nil || !strings.Contains(out.String(), "rping protocol") {
