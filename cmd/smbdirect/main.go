@@ -17,7 +17,7 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/smbdirect/smbdirect/internal/version"
+	"github.com/smbdirect/smbdirect/internal/cli"
 )
 
 // command is one subcommand.
@@ -95,7 +95,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		printTop(stdout)
 		return nil
 	case args[0] == "--version" || args[0] == "-version":
-		fmt.Fprintln(stdout, version.String("smbdirect"))
+		fmt.Fprintln(stdout, cli.Version("smbdirect"))
 		return nil
 	case args[0] == "help":
 		// "help CMD" is "CMD --help".
@@ -145,7 +145,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 				fmt.Fprintf(stdout, "\n%s\n", strings.TrimSpace(c.long))
 			}
 			fmt.Fprintf(stdout, "\nflags:\n")
-			printFlags(stdout, fs)
+			cli.PrintFlags(stdout, fs)
 			return nil
 		}
 	}
@@ -166,49 +166,6 @@ func noArgs(args []string) error {
 		return usageError(fmt.Sprintf("unexpected argument %q", args[0]))
 	}
 	return nil
-}
-
-// aliasOf marks a one-letter flag as another name of a long one (rping's
-// rdma-core letters): printFlags lists it with the long one.
-const aliasOf = "\x00alias of "
-
-func alias(fs *flag.FlagSet, short, long string) {
-	fs.Var(fs.Lookup(long).Value, short, aliasOf+long)
-}
-
-// printFlags lists fs's flags in the one style of all help texts:
-// "--name type", one-letter aliases in front, the usage indented below.
-func printFlags(w io.Writer, fs *flag.FlagSet) {
-	short := map[string]string{}
-	fs.VisitAll(func(f *flag.Flag) {
-		if long, ok := strings.CutPrefix(f.Usage, aliasOf); ok {
-			short[long] = f.Name
-		}
-	})
-	fs.VisitAll(func(f *flag.Flag) {
-		if strings.HasPrefix(f.Usage, aliasOf) {
-			return
-		}
-		typ, usage := flag.UnquoteUsage(f)
-		line := "  "
-		if s := short[f.Name]; s != "" {
-			line += "-" + s + ", "
-		}
-		line += "--" + f.Name
-		if typ != "" {
-			line += " " + typ
-		}
-		switch f.DefValue {
-		case "", "0", "0s", "false":
-		default:
-			if typ == "string" {
-				usage += fmt.Sprintf(" (default %q)", f.DefValue)
-			} else {
-				usage += fmt.Sprintf(" (default %s)", f.DefValue)
-			}
-		}
-		fmt.Fprintf(w, "%s\n    \t%s\n", line, strings.ReplaceAll(usage, "\n", "\n    \t"))
-	})
 }
 
 func printTop(w io.Writer) {

@@ -12,6 +12,7 @@ import (
 	"os"
 	"strconv"
 
+	"github.com/smbdirect/smbdirect/internal/cli"
 	"github.com/smbdirect/smbdirect/internal/rping"
 	"github.com/smbdirect/smbdirect/iwarp"
 	"github.com/smbdirect/smbdirect/rdma"
@@ -46,7 +47,7 @@ or mismatch; an interrupt (SIGINT) ends either side cleanly with its statistics.
 			debug := fs.Bool("debug", false, "debug output on stderr")
 			for _, a := range [][2]string{{"s", "server"}, {"c", "client"}, {"a", "addr"}, {"p", "port"}, {"C", "count"},
 				{"S", "size"}, {"v", "verbose"}, {"V", "validate"}, {"d", "debug"}} {
-				alias(fs, a[0], a[1])
+				cli.Alias(fs, a[0], a[1])
 			}
 			crc := fs.Bool("crc", false, "ask for MPA CRC32c")
 			asJSON := fs.Bool("json", false, "print the run's statistics as JSON on stdout")
