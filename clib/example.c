@@ -59,6 +59,9 @@ static int echo(int fd, unsigned long long msgid, const char *who)
 
 int main(int argc, char **argv)
 {
+	/* Status lines as they happen, also into a pipe or a file: the
+	 * example waits on the network between them. */
+	setvbuf(stdout, NULL, _IOLBF, 0);
 	const char *sock = getenv("SMBDIRECTD_SOCKET");
 	int opt;
 	while ((opt = getopt(argc, argv, "s:")) != -1) {

@@ -56,7 +56,10 @@ const char *sdd_last_error(const sdd_client *c);
 
 /* sdd_dial connects to an SMB Direct server ("host:port", 5445 for iWARP)
  * and returns the stream fd (close-on-exec set; clear it to pass the fd
- * across exec). timeout_ms 0 takes the daemon's default. */
+ * across exec). timeout_ms 0 takes the daemon's default. On failure errno
+ * says why: ENXIO no such host, EINVAL a bad address, ECONNREFUSED refused
+ * (also the MPA or SMB Direct negotiation), EHOSTUNREACH/ENETUNREACH no
+ * route, ETIMEDOUT the timeout passed. */
 int sdd_dial(sdd_client *c, const char *addr, uint32_t timeout_ms, struct sdd_conn_info *info);
 
 /* sdd_listen asks the daemon to accept SMB Direct connections on addr

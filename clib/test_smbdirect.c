@@ -31,7 +31,8 @@ int main(int argc, char **argv)
 	CHECK(argc == 3, "usage: test_smbdirect SOCKET HOST:PORT");
 	c = sdd_open(argv[1]);
 	CHECK(c, "sdd_open");
-	CHECK(sdd_dial(c, "127.0.0.1:1", 2000, NULL) < 0 && errno != 0, "dial to a closed port succeeded");
+	CHECK(sdd_dial(c, "127.0.0.1:1", 2000, NULL) < 0 && errno == ECONNREFUSED, "dial to a closed port");
+	CHECK(sdd_dial(c, "127.0.0.1", 2000, NULL) < 0 && errno == EINVAL, "dial to an address without a port");
 	struct sdd_conn_info info;
 	int fd = sdd_dial(c, argv[2], 10000, &info);
 	CHECK(fd >= 0, "sdd_dial");

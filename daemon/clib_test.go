@@ -163,3 +163,51 @@ func (l *lockedBuffer) String() string {
 	defer l.mu.Unlock()
 	return l.b.String()
 }
+
+// TestCExampleProgress: the C example prints each status line as it
+// happens, also into a pipe: against a peer that never answers the SMB2
+// NEGOTIATE, its connection line arrives while it waits.
+func TestCExampleProgress(t *testing.T) {
+	bin := buildC(t, "smbdirect_example", "example.c", "smbdirect.c")
+	s := startDaemon(t, nil)
+	p := startPeer(t, false)
+	cmd := exec.Command(bin, "-s", s.Addr(), p.l.Addr().String())
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var errb lockedBuffer
+	cmd.Stderr = &errb
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	lines := make(chan string, 8)
+	go func() {
+		defer close(lines)
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+	}()
+	var srv *smbd.Conn
+	select {
+	case srv = <-p.conns:
+	case <-time.After(20 * time.Second):
+		cmd.Process.Kill()
+		cmd.Wait()
+		t.Fatalf("no connection\n%s", errb.String())
+	}
+	defer srv.Close()
+	select {
+	case l := <-lines:
+		if !strings.HasPrefix(l, "SMB Direct to ") {
+			t.Errorf("first line %q", l)
+		}
+	case <-time.After(10 * time.Second):
+		t.Errorf("no output while the example waits for the NEGOTIATE response")
+	}
+	cmd.Process.Kill()
+	for range lines {
+	}
+	cmd.Wait()
+}

@@ -302,11 +302,7 @@ func (c *client) dial(id uint64, m ctl.Dial) {
 	sc, err := smbd.Dial(ctx, m.Addr, &cfg)
 	if err != nil {
 		c.unreserveConn()
-		code := uint32(ctl.CodeConnRefused)
-		if errors.Is(err, context.DeadlineExceeded) {
-			code = ctl.CodeTimeout
-		}
-		c.fail(id, code, "%v", err)
+		c.fail(id, dialCode(err), "%v", err)
 		return
 	}
 	c.hand(id, 0, sc)

@@ -485,3 +485,62 @@ func TestConnectCloseCycles(t *testing.T) {
 		t.Fatalf("stats %+v", st)
 	}
 }
+
+// TestDialErrors: a Dial that fails reports why, as an errno: a closed
+// port is ECONNREFUSED, an address without a port EINVAL, a peer that
+// accepts TCP but never answers ETIMEDOUT.
+func TestDialErrors(t *testing.T) {
+	s := startDaemon(t, func(c *daemon.Config) { c.DialTimeout = 300 * time.Millisecond })
+	cl, err := smbdirectd.Dial(t.Context(), s.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	closed, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closedAddr := closed.Addr().String()
+	closed.Close()
+	silent, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	accepting := make(chan struct{})
+	defer func() {
+		silent.Close()
+		<-accepting
+	}()
+	go func() {
+		defer close(accepting)
+		var held []net.Conn // answered by nobody until the test ends
+		defer func() {
+			for _, c := range held {
+				c.Close()
+			}
+		}()
+		for {
+			c, err := silent.Accept()
+			if err != nil {
+				return
+			}
+			held = append(held, c)
+		}
+	}()
+	for _, c := range []struct {
+		addr string
+		want unix.Errno
+	}{
+		{closedAddr, unix.ECONNREFUSED},
+		{"127.0.0.1", unix.EINVAL},
+		{silent.Addr().String(), unix.ETIMEDOUT},
+	} {
+		conn, err := cl.Connect(context.Background(), c.addr)
+		if err == nil {
+			conn.Close()
+		}
+		if !errors.Is(err, c.want) {
+			t.Errorf("dial %s: %v, want %v", c.addr, err, c.want)
+		}
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"time"
 
@@ -24,13 +25,14 @@ func clampIRDORD(v, def int) int {
 	return min(v, maxIRDORD)
 }
 
-// handshakeDeadline arms conn with the earlier of ctx's deadline and the
-// handshake timeout, and cancels the I/O if ctx ends. The returned func
-// disarms it.
+// handshakeDeadline arms conn with ctx's deadline or, when ctx has none,
+// the handshake timeout, and cancels the I/O if ctx ends. A caller's
+// deadline wins either way: a longer one is the caller asking to wait
+// longer for a slow peer. The returned func disarms it.
 func handshakeDeadline(ctx context.Context, conn net.Conn, timeout time.Duration) func() {
-	dl := time.Now().Add(timeout)
-	if d, ok := ctx.Deadline(); ok && d.Before(dl) {
-		dl = d
+	dl, ok := ctx.Deadline()
+	if !ok {
+		dl = time.Now().Add(timeout)
 	}
 	conn.SetDeadline(dl)
 	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
@@ -141,6 +143,10 @@ func (e *endpoint) connect(ctx context.Context, addr string, p rdma.ConnParams) 
 func ctxErr(ctx context.Context, err error) error {
 	if ctx.Err() != nil {
 		return ctx.Err()
+	}
+	// The conn deadline is ctx's own and may fire before ctx's timer does.
+	if dl, ok := ctx.Deadline(); ok && errors.Is(err, os.ErrDeadlineExceeded) && !time.Now().Before(dl) {
+		return context.DeadlineExceeded
 	}
 	return err
 }

@@ -35,7 +35,8 @@ type Config struct {
 	// 65536-64 (the MPA length field is 16 bits). Smaller values help peers
 	// that want FPDUs to match the TCP segment size.
 	MaxSegment int
-	// HandshakeTimeout bounds the MPA request/reply exchange. Default 10s.
+	// HandshakeTimeout bounds the MPA request/reply exchange when the
+	// context has no deadline (a context deadline replaces it). Default 10s.
 	HandshakeTimeout time.Duration
 	// Dialer sets up TCP connections; nil uses a zero net.Dialer.
 	Dialer *net.Dialer

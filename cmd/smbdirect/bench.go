@@ -29,6 +29,21 @@ type benchResult struct {
 	RatioInProcess float64 `json:"ratio_in_process,omitempty"`
 }
 
+// MarshalJSON writes null, not 0, for the TCP figure and its ratio of a
+// row that has none (the daemon's RDMA offload rows).
+func (r benchResult) MarshalJSON() ([]byte, error) {
+	type plain benchResult
+	var tcp, ratio *float64
+	if r.TCP > 0 {
+		tcp, ratio = &r.TCP, &r.Ratio
+	}
+	return json.Marshal(struct {
+		plain
+		TCP   *float64 `json:"tcp"`
+		Ratio *float64 `json:"ratio"`
+	}{plain(r), tcp, ratio})
+}
+
 // benchOut prints results as a table or as JSON lines.
 type benchOut struct {
 	w      io.Writer
@@ -100,9 +115,9 @@ func newBenchOut(w, errw io.Writer, asJSON bool) *benchOut {
 func parseSizes(s string) ([]int, error) {
 	var out []int
 	for _, f := range strings.Split(s, ",") {
-		n, err := parseSize(f)
-		if err != nil || n <= 0 {
-			return nil, fmt.Errorf("bad size %q", f)
+		n, err := sizeFlag("--sizes", f, 1)
+		if err != nil {
+			return nil, err
 		}
 		out = append(out, n)
 	}

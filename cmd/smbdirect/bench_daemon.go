@@ -36,9 +36,15 @@ The file is created in the temporary directory (--file-size, default 1 GiB).`,
 			fileSize := fs.String("file-size", "1GiB", "size of the file range moved by RDMA")
 			asJSON := fs.Bool("json", false, "JSON lines output")
 			return func(ctx context.Context, args []string) error {
-				fsize, err := parseSize(*fileSize)
-				if err != nil || fsize < 1<<20 {
-					return usageError(fmt.Sprintf("--file-size %q: at least 1MiB", *fileSize))
+				if err := noArgs(args); err != nil {
+					return err
+				}
+				if err := positive("--duration", *dur); err != nil {
+					return err
+				}
+				fsize, err := sizeFlag("--file-size", *fileSize, 1<<20)
+				if err != nil {
+					return err
 				}
 				out := newBenchOut(stdoutOf(ctx), stderrOf(ctx), *asJSON)
 				defer out.flush()

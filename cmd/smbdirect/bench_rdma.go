@@ -32,12 +32,18 @@ unit.`,
 			asJSON := fs.Bool("json", false, "JSON lines output")
 			cpuprof := fs.String("cpuprofile", "", "write a CPU profile of the whole run to FILE (pick one --sizes value to focus it)")
 			return func(ctx context.Context, args []string) error {
+				if err := noArgs(args); err != nil {
+					return err
+				}
 				sizes, err := parseSizes(*sizesFlag)
 				if err != nil {
-					return usageError(err.Error())
+					return err
+				}
+				if err := positive("--duration", *dur); err != nil {
+					return err
 				}
 				if *depth < 1 || *depth > 64 {
-					return usageError("--depth must be 1..64")
+					return usageError(fmt.Sprintf("--depth %d: want 1 to 64", *depth))
 				}
 				out := newBenchOut(stdoutOf(ctx), stderrOf(ctx), *asJSON)
 				defer out.flush()

@@ -26,6 +26,12 @@ run twice: with the MS-SMBD default sizes (1364-byte messages, so a 1 MiB PDU is
 			dur := fs.Duration("duration", 2*time.Second, "time per measurement")
 			asJSON := fs.Bool("json", false, "JSON lines output")
 			return func(ctx context.Context, args []string) error {
+				if err := noArgs(args); err != nil {
+					return err
+				}
+				if err := positive("--duration", *dur); err != nil {
+					return err
+				}
 				out := newBenchOut(stdoutOf(ctx), stderrOf(ctx), *asJSON)
 				defer out.flush()
 				large := &smbd.Config{MaxSendSize: 65536, MaxReceiveSize: 65536, MaxFragmentedSize: 8 << 20, ReceiveCreditMax: 64}

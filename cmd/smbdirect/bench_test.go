@@ -66,6 +66,13 @@ func TestBenchDaemonJSON(t *testing.T) {
 		if err := json.Unmarshal([]byte(l), &r); err != nil || r.Test != want[i] || r.Ours <= 0 || r.InProcess <= 0 || r.RatioInProcess <= 0 {
 			t.Fatalf("line %q: %+v %v", l, r, err)
 		}
+		// The RDMA offload rows have no TCP figure: null, not 0.
+		var m map[string]any
+		json.Unmarshal([]byte(l), &m)
+		tcp, ok := m["tcp"]
+		if _, ratio := m["ratio"]; !ok || !ratio || (tcp == nil) != strings.HasPrefix(r.Test, "daemon_rdma_") || (m["ratio"] == nil) != (tcp == nil) {
+			t.Fatalf("line %q: tcp and ratio", l)
+		}
 	}
 	if err := run(context.Background(), []string{"bench", "daemon", "--file-size", "1KiB"}, &out, &errb); err == nil {
 		t.Fatal("a file size under 1 MiB was accepted")

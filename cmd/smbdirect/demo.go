@@ -38,9 +38,12 @@ throughput. Exits non-zero if anything differs.`,
 			size := fs.String("size", "256M", "bytes moved by each throughput measurement")
 			asJSON := fs.Bool("json", false, "print a JSON summary instead of the walk-through")
 			return func(ctx context.Context, args []string) error {
-				n, err := parseSize(*size)
-				if err != nil || n < 1<<20 {
-					return usageError("demo: --size must be at least 1M")
+				if err := noArgs(args); err != nil {
+					return err
+				}
+				n, err := sizeFlag("--size", *size, 1<<20)
+				if err != nil {
+					return err
 				}
 				out := stdoutOf(ctx)
 				if *asJSON {

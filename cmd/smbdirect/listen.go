@@ -30,7 +30,7 @@ cifs.ko (mount -t cifs ... -o rdma), whose mount then fails for want of a server
 			return func(ctx context.Context, args []string) error {
 				addr := fmt.Sprintf(":%d", smbd.PortIWARP)
 				if len(args) > 1 {
-					return usageError("listen takes at most one ADDR")
+					return usageError("takes at most one ADDR")
 				}
 				if len(args) == 1 {
 					addr = args[0]

@@ -16,6 +16,8 @@ import (
 	"sort"
 	"strings"
 	"syscall"
+
+	"github.com/smbdirect/smbdirect/internal/cli"
 )
 
 // command is one subcommand.
@@ -48,81 +50,126 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
-	if err != nil {
-		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(os.Stderr, "smbdirect:", err)
-		}
-		var ue usageError
-		if errors.As(err, &ue) || errors.Is(err, flag.ErrHelp) {
-			os.Exit(2)
-		}
-		os.Exit(1)
-	}
+	os.Exit(exitCode(err, os.Stderr))
 }
 
+// exitCode prints err once, on one line, and maps it to the exit status:
+// 2 for usage errors, 1 for others.
+func exitCode(err error, stderr io.Writer) int {
+	if err == nil {
+		return 0
+	}
+	var re reportedError
+	if !errors.As(err, &re) {
+		fmt.Fprintln(stderr, "smbdirect:", err)
+	}
+	var ue usageError
+	if errors.As(err, &ue) {
+		return 2
+	}
+	return 1
+}
+
+// usageError is a bad command line: exit status 2.
 type usageError string
 
 func (e usageError) Error() string { return string(e) }
 
+// reportedError is a failure the command has already reported (in its
+// JSON output): the exit status says it, nothing more is printed.
+type reportedError struct{ err error }
+
+func (e reportedError) Error() string { return e.err.Error() }
+func (e reportedError) Unwrap() error { return e.err }
+
+func isHelp(a string) bool { return a == "-h" || a == "--help" || a == "-help" }
+
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	ctx = withStreams(ctx, stdout, stderr)
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+	if len(args) == 0 {
+		printTop(stderr)
+		return usageError("no command given")
+	}
+	switch {
+	case isHelp(args[0]):
 		printTop(stdout)
-		if len(args) == 0 {
-			return usageError("no command given")
-		}
 		return nil
+	case args[0] == "--version" || args[0] == "-version":
+		fmt.Fprintln(stdout, cli.Version("smbdirect"))
+		return nil
+	case args[0] == "help":
+		// "help CMD" is "CMD --help".
+		if len(args) == 1 {
+			printTop(stdout)
+			return nil
+		}
+		return run(ctx, append(append([]string(nil), args[1:]...), "--help"), stdout, stderr)
 	}
 	path := []string{args[0]}
 	c := commands[args[0]]
 	if c == nil {
-		printTop(stderr)
-		return usageError(fmt.Sprintf("unknown command %q", args[0]))
+		return usageError(fmt.Sprintf("unknown command %q (smbdirect --help lists them)", args[0]))
 	}
 	args = args[1:]
 	for c.sub != nil {
-		if len(args) == 0 || args[0] == "-h" || args[0] == "--help" {
+		if len(args) == 0 {
+			printGroup(stderr, path, c)
+			return usageError(fmt.Sprintf("%s needs a subcommand", strings.Join(path, " ")))
+		}
+		if isHelp(args[0]) {
 			printGroup(stdout, path, c)
-			if len(args) == 0 {
-				return usageError(fmt.Sprintf("%s needs a subcommand", strings.Join(path, " ")))
-			}
 			return nil
 		}
 		next := c.sub[args[0]]
 		if next == nil {
-			printGroup(stderr, path, c)
-			return usageError(fmt.Sprintf("unknown command %q", strings.Join(append(path, args[0]), " ")))
+			return usageError(fmt.Sprintf("unknown command %q (smbdirect %s --help lists them)",
+				strings.Join(append(path, args[0]), " "), strings.Join(path, " ")))
 		}
 		path = append(path, args[0])
 		c, args = next, args[1:]
 	}
-	fs := flag.NewFlagSet("smbdirect "+strings.Join(path, " "), flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	name := strings.Join(path, " ")
+	fs := flag.NewFlagSet("smbdirect "+name, flag.ContinueOnError)
+	// The flag package would print a parse error above the usage; we
+	// print it once, below, as the one line of a usage error.
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
 	runFn := c.setup(fs)
-	fs.Usage = func() {
-		w := fs.Output()
-		fmt.Fprintf(w, "usage: smbdirect %s %s\n\n%s\n", strings.Join(path, " "), c.usage, c.short)
-		if c.long != "" {
-			fmt.Fprintf(w, "\n%s\n", strings.TrimSpace(c.long))
-		}
-		fmt.Fprintf(w, "\nflags:\n")
-		fs.PrintDefaults()
-	}
 	for _, a := range args {
-		if a == "-h" || a == "--help" || a == "-help" {
-			fs.SetOutput(stdout)
-			fs.Usage()
+		if a == "--" {
+			break
+		}
+		if isHelp(a) {
+			fmt.Fprintf(stdout, "usage: smbdirect %s %s\n\n%s\n", name, c.usage, c.short)
+			if c.long != "" {
+				fmt.Fprintf(stdout, "\n%s\n", strings.TrimSpace(c.long))
+			}
+			fmt.Fprintf(stdout, "\nflags:\n")
+			cli.PrintFlags(stdout, fs)
 			return nil
 		}
 	}
 	if err := fs.Parse(args); err != nil {
-		return err
+		return usageError(fmt.Sprintf("%s: %v (see smbdirect %s --help)", name, err, name))
 	}
-	return runFn(ctx, fs.Args())
+	err := runFn(ctx, fs.Args())
+	var ue usageError
+	if errors.As(err, &ue) {
+		return usageError(fmt.Sprintf("%s: %s", name, ue))
+	}
+	return err
+}
+
+// noArgs is the check of a command that takes no positional arguments.
+func noArgs(args []string) error {
+	if len(args) > 0 {
+		return usageError(fmt.Sprintf("unexpected argument %q", args[0]))
+	}
+	return nil
 }
 
 func printTop(w io.Writer) {
-	fmt.Fprintf(w, "smbdirect: SMB Direct (MS-SMBD) and soft-iWARP RDMA in user space\n\nusage: smbdirect <command> [flags] [args]\n\ncommands:\n")
+	fmt.Fprintf(w, "smbdirect: SMB Direct (MS-SMBD) and soft-iWARP RDMA in user space\n\nusage: smbdirect <command> [flags] [args]\n       smbdirect help <command>\n       smbdirect --version\n\ncommands:\n")
 	names := make([]string, 0, len(commands))
 	for n := range commands {
 		names = append(names, n)

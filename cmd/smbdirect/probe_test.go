@@ -35,14 +35,20 @@ func TestLinuxProbe(t *testing.T) {
 			SendCredits int `json:"send_credits"`
 			MaxSendSize int `json:"max_send_size"`
 		} `json:"smbd"`
+		Result  string `json:"result"`
 		Dialect string `json:"dialect"`
+		SMB2    struct {
+			Preauth string `json:"preauth_integrity"`
+		} `json:"smb2"`
 	}
-	if err := json.Unmarshal(out.Bytes(), &r); err != nil || r.Dialect != "3.0.2" || r.SMBD.SendCredits < 1 || r.SMBD.MaxSendSize < 128 {
+	// ksmbd picks 3.1.1 when offered with its negotiate contexts.
+	if err := json.Unmarshal(out.Bytes(), &r); err != nil || r.Result != "ok" || r.Dialect != "3.1.1" || r.SMB2.Preauth != "SHA-512" ||
+		r.SMBD.SendCredits < 1 || r.SMBD.MaxSendSize < 128 {
 		t.Fatalf("probe output %s: %+v %v", out.String(), r, err)
 	}
 	t.Logf("probe: %s", out.String())
 	out.Reset()
-	if err := run(ctx, []string{"probe", addr}, &out, &errb); err != nil || !bytes.Contains(out.Bytes(), []byte("SMB2 dialect 3.0.2")) {
+	if err := run(ctx, []string{"probe", addr}, &out, &errb); err != nil || !bytes.Contains(out.Bytes(), []byte("SMB2 dialect 3.1.1")) {
 		t.Fatalf("probe: %v\n%s", err, out.String())
 	}
 	t.Logf("\n%s", out.String())

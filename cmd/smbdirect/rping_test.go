@@ -71,10 +71,42 @@ func TestRpingCommand(t *testing.T) {
 func TestRpingUsage(t *testing.T) {
 	var out, errb bytes.Buffer
 	err := run(context.Background(), []string{"rping", "-a", "x"}, &out, &errb)
-	if err == nil || !strings.Contains(err.Error(), "exactly one of -s and -c") {
+	if err == nil || !strings.Contains(err.Error(), "exactly one of -s (--server) and -c (--client)") {
 		t.Fatalf("%v", err)
 	}
 	if err := run(context.Background(), []string{"rping", "--help"}, &out, &errb); err != nil || !strings.Contains(out.String(), "rping protocol") {
 		t.Fatalf("help: %v\n%s", err, out.String())
+	}
+}
+
+// TestRpingServerInterrupt: an interrupt ends the rping server as it ends
+// `smbdirect listen`: no error, and the server's statistics.
+func TestRpingServerInterrupt(t *testing.T) {
+	port, err := testbed.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	var sout, serr syncBuffer
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"rping", "-s", "-a", "127.0.0.1", "-p", strconv.Itoa(port)}, &sout, &serr)
+	}()
+	for !strings.Contains(serr.String(), "listening") {
+		select {
+		case err := <-done:
+			t.Fatalf("server: %v\n%s", err, serr.String())
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	cancel() // SIGINT
+	select {
+	case err := <-done:
+		if err != nil || !strings.Contains(serr.String(), "rping: 0 pings of 64 bytes") {
+			t.Fatalf("server: %v\n%s", err, serr.String())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the server did not end")
 	}
 }

@@ -2,9 +2,11 @@ package main
 
 import (
 	"fmt"
+	"math"
 	"os"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // humanBytes formats a byte count with binary units.
@@ -37,7 +39,7 @@ func parseSize(s string) (int, error) {
 		mul, t = 1<<30, t[:len(t)-1]
 	}
 	v, err := strconv.Atoi(t)
-	if err != nil || v < 0 {
+	if err != nil || v < 0 || v > math.MaxInt/mul {
 		return 0, fmt.Errorf("bad size %q", s)
 	}
 	return v * mul, nil
@@ -47,4 +49,26 @@ func parseSize(s string) (int, error) {
 func isTerminal(f *os.File) bool {
 	st, err := f.Stat()
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+// sizeFlag parses the value of size flag name, at least minimum bytes,
+// with a usage error that says which of the two is wrong.
+func sizeFlag(name, v string, minimum int) (int, error) {
+	n, err := parseSize(v)
+	if err != nil {
+		return 0, usageError(fmt.Sprintf("%s %q: not a size (like 4096, 64K, 1M or 1GiB)", name, v))
+	}
+	if n < minimum {
+		return 0, usageError(fmt.Sprintf("%s %s: at least %s", name, v, humanBytes(float64(minimum))))
+	}
+	return n, nil
+}
+
+// positive checks a duration flag: a zero or negative time per
+// measurement would divide by zero.
+func positive(name string, d time.Duration) error {
+	if d <= 0 {
+		return usageError(fmt.Sprintf("%s %v: want a positive duration", name, d))
+	}
+	return nil
 }

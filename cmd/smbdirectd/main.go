@@ -21,13 +21,15 @@ import (
 	"time"
 
 	"github.com/smbdirect/smbdirect/daemon"
+	"github.com/smbdirect/smbdirect/internal/cli"
 	"github.com/smbdirect/smbdirect/iwarp"
 	"github.com/smbdirect/smbdirect/smbd"
 )
 
-const usage = `smbdirectd - the SMB Direct daemon
+const usage = `smbdirectd: the SMB Direct daemon
 
-Usage: smbdirectd [flags]
+usage: smbdirectd [flags]
+       smbdirectd --version
 
 smbdirectd listens on a Unix socket. A client (the Go package
 github.com/smbdirect/smbdirect/smbdirectd, or the C library in clib/) asks
@@ -40,8 +42,12 @@ receive buffers). RDMA transfers of file ranges are requested over the
 control socket with the file's fd, so the data never passes through the
 client. SIGTERM or SIGINT disconnects every peer cleanly and exits.
 
-Flags:
+flags:
 `
+
+// maxSocketPath is the longest Unix socket path: sun_path holds 108 bytes
+// with the terminating NUL.
+const maxSocketPath = 107
 
 type options struct {
 	socket        string
@@ -58,17 +64,38 @@ type options struct {
 	logJSON       bool
 }
 
+// usageError is a bad command line: exit status 2.
+type usageError string
+
+func (e usageError) Error() string { return string(e) }
+
+// stdout receives --help and --version (a variable for the tests).
+var stdout io.Writer = os.Stdout
+
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Stderr, nil)
 	stop()
-	if err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			os.Exit(0)
-		}
-		fmt.Fprintln(os.Stderr, "smbdirectd:", err)
-		os.Exit(1)
+	os.Exit(exitCode(err, os.Stderr))
+}
+
+// exitCode prints err once, on one line, with one "smbdirectd:" prefix
+// (the daemon package's errors carry their own), and maps it to the exit
+// status: 2 for usage errors, 1 for others.
+func exitCode(err error, stderr io.Writer) int {
+	if err == nil {
+		return 0
 	}
+	msg := err.Error()
+	if !strings.HasPrefix(msg, "smbdirectd: ") {
+		msg = "smbdirectd: " + msg
+	}
+	fmt.Fprintln(stderr, msg)
+	var ue usageError
+	if errors.As(err, &ue) {
+		return 2
+	}
+	return 1
 }
 
 // run runs the daemon until ctx ends. ready, if not nil, receives the
@@ -76,11 +103,10 @@ func main() {
 func run(ctx context.Context, args []string, stderr io.Writer, ready func(*daemon.Server, string)) error {
 	var o options
 	fs := flag.NewFlagSet("smbdirectd", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(stderr, usage)
-		fs.PrintDefaults()
-	}
+	// The flag package would print a parse error above the usage; it is
+	// printed once, as the one line of a usage error.
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
 	fs.StringVar(&o.socket, "socket", daemon.DefaultSocket, "control socket `path`; its directory is created")
 	fs.StringVar(&o.mode, "socket-mode", "0660", "permission bits of the control socket (octal)")
 	fs.StringVar(&o.allowUIDs, "allow-uid", "", "comma-separated user IDs allowed besides root and the daemon's own user (checked by SO_PEERCRED)")
@@ -93,16 +119,58 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready func(*daemo
 	fs.StringVar(&o.metrics, "metrics", "", "serve Prometheus metrics on `addr` (host:port, e.g. 127.0.0.1:9645); off by default")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.BoolVar(&o.logJSON, "log-json", false, "log JSON lines instead of text")
+	showVersion := fs.Bool("version", false, "print the version and exit")
+	for _, a := range args {
+		if a == "--" {
+			break
+		}
+		if a == "-h" || a == "--help" || a == "-help" {
+			fmt.Fprint(stdout, usage)
+			cli.PrintFlags(stdout, fs)
+			return nil
+		}
+	}
 	if err := fs.Parse(args); err != nil {
-		return err
+		return usageError(fmt.Sprintf("%v (see smbdirectd --help)", err))
+	}
+	if *showVersion {
+		fmt.Fprintln(stdout, cli.Version("smbdirectd"))
+		return nil
 	}
 	if fs.NArg() != 0 {
-		fs.Usage()
-		return fmt.Errorf("unexpected arguments %q", fs.Args())
+		return usageError(fmt.Sprintf("unexpected argument %q (smbdirectd takes only flags)", fs.Arg(0)))
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
-		return fmt.Errorf("--log-level: %w", err)
+		return usageError(fmt.Sprintf("--log-level %q: want debug, info, warn or error", o.logLevel))
+	}
+	mode, err := strconv.ParseUint(o.mode, 8, 32)
+	if err != nil || mode > 0o777 {
+		return usageError(fmt.Sprintf("--socket-mode %q: want octal permission bits like 0660", o.mode))
+	}
+	switch {
+	case o.socket == "":
+		return usageError("--socket: want a path")
+	case len(o.socket) > maxSocketPath:
+		return usageError(fmt.Sprintf("--socket: the path is %d bytes, too long for a Unix socket (at most %d)", len(o.socket), maxSocketPath))
+	case o.maxConns < 1:
+		return usageError(fmt.Sprintf("--max-conns %d: want at least 1", o.maxConns))
+	case o.keepalive <= 0:
+		return usageError(fmt.Sprintf("--keepalive %v: want a positive interval", o.keepalive))
+	case o.dialTimeout <= 0:
+		return usageError(fmt.Sprintf("--dial-timeout %v: want a positive duration", o.dialTimeout))
+	}
+	uids, err := ints(o.allowUIDs)
+	if err != nil {
+		return usageError(fmt.Sprintf("--allow-uid: %v", err))
+	}
+	gids, err := ints(o.allowGIDs)
+	if err != nil {
+		return usageError(fmt.Sprintf("--allow-gid: %v", err))
+	}
+	maxReg, err := parseBytes(o.maxRegistered)
+	if err != nil {
+		return usageError(fmt.Sprintf("--max-registered: %v", err))
 	}
 	hopts := &slog.HandlerOptions{Level: level}
 	var log *slog.Logger
@@ -110,22 +178,6 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready func(*daemo
 		log = slog.New(slog.NewJSONHandler(stderr, hopts))
 	} else {
 		log = slog.New(slog.NewTextHandler(stderr, hopts))
-	}
-	mode, err := strconv.ParseUint(o.mode, 8, 32)
-	if err != nil || mode > 0o777 {
-		return fmt.Errorf("--socket-mode %q: want octal permission bits like 0660", o.mode)
-	}
-	uids, err := ints(o.allowUIDs)
-	if err != nil {
-		return fmt.Errorf("--allow-uid: %w", err)
-	}
-	gids, err := ints(o.allowGIDs)
-	if err != nil {
-		return fmt.Errorf("--allow-gid: %w", err)
-	}
-	maxReg, err := parseBytes(o.maxRegistered)
-	if err != nil {
-		return fmt.Errorf("--max-registered: %w", err)
 	}
 	cfg := daemon.Config{Socket: o.socket, SocketMode: os.FileMode(mode), AllowUIDs: uids, AllowGIDs: gids,
 		MaxConnsPerClient: o.maxConns, MaxRegisteredPerClient: maxReg, DialTimeout: o.dialTimeout, Logger: log,

@@ -5,6 +5,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -65,13 +66,48 @@ func TestRunMetricsAndShutdown(t *testing.T) {
 
 func TestFlags(t *testing.T) {
 	var out bytes.Buffer
-	if err := run(t.Context(), []string{"--help"}, &out, nil); err == nil || !strings.Contains(out.String(), "--allow-gid") && !strings.Contains(out.String(), "-allow-gid") {
+	stdout = &out
+	defer func() { stdout = os.Stdout }()
+	if err := run(t.Context(), []string{"--help"}, io.Discard, nil); err != nil || !strings.HasPrefix(out.String(), "smbdirectd: the SMB Direct daemon\n\nusage: smbdirectd [flags]") ||
+		!strings.Contains(out.String(), "\nflags:\n  --allow-gid string\n") || strings.Contains(out.String(), "\n  -allow") {
 		t.Fatalf("help: %v\n%s", err, out.String())
 	}
-	for _, args := range [][]string{{"--socket-mode", "999"}, {"--max-registered", "lots"}, {"--allow-uid", "x"}, {"extra"}} {
-		if err := run(t.Context(), append(args, "--socket", filepath.Join(t.TempDir(), "s")), io.Discard, nil); err == nil {
-			t.Errorf("%v accepted", args)
+	out.Reset()
+	if err := run(t.Context(), []string{"--version"}, io.Discard, nil); err != nil || !strings.HasPrefix(out.String(), "smbdirectd ") || strings.Count(out.String(), "\n") != 1 {
+		t.Fatalf("version: %v %q", err, out.String())
+	}
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "s")
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--socket-mode", "999"}, `--socket-mode "999": want octal`},
+		{[]string{"--max-registered", "lots"}, `--max-registered: "lots": want a positive size`},
+		{[]string{"--allow-uid", "x"}, `--allow-uid: "x" is not an ID`},
+		{[]string{"extra"}, `unexpected argument "extra"`},
+		{[]string{"--max-conns", "0"}, "--max-conns 0: want at least 1"},
+		{[]string{"--keepalive", "0"}, "--keepalive 0s: want a positive interval"},
+		{[]string{"--dial-timeout", "-1s"}, "--dial-timeout -1s: want a positive duration"},
+		{[]string{"--log-level", "loud"}, `--log-level "loud": want debug`},
+		{[]string{"--nosuch"}, "flag provided but not defined: -nosuch"},
+		{[]string{"--socket", ""}, "--socket: want a path"},
+		{[]string{"--socket", "/" + strings.Repeat("d", 120) + "/s.sock"}, "--socket: the path is 128 bytes, too long for a Unix socket (at most 107)"},
+	} {
+		var errb bytes.Buffer
+		err := run(t.Context(), append([]string{"--socket", sock}, c.args...), io.Discard, nil)
+		code := exitCode(err, &errb)
+		if code != 2 || !strings.HasPrefix(errb.String(), "smbdirectd: "+c.want) || strings.Count(errb.String(), "\n") != 1 {
+			t.Errorf("%q: exit %d, stderr %q", c.args, code, errb.String())
 		}
+	}
+	// An error of the daemon package has its own prefix: printed once.
+	file := filepath.Join(dir, "file")
+	os.WriteFile(file, nil, 0o644)
+	var errb bytes.Buffer
+	err := run(t.Context(), []string{"--socket", filepath.Join(file, "s.sock")}, io.Discard, nil)
+	if code := exitCode(err, &errb); code != 1 || !strings.HasPrefix(errb.String(), "smbdirectd: ") || strings.Contains(errb.String(), "smbdirectd: smbdirectd:") {
+		t.Errorf("exit %d, stderr %q", code, errb.String())
 	}
 }
 

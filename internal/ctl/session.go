@@ -68,6 +68,9 @@ const (
 	CodeIO          = 5   // EIO: the transfer or the connection failed
 	CodeTooLarge    = 90  // EMSGSIZE: beyond a negotiated size
 	CodeTimeout     = 110 // ETIMEDOUT
+	CodeNoHost      = 6   // ENXIO: the peer's host name does not resolve
+	CodeHostUnreach = 113 // EHOSTUNREACH: no route to the peer's host
+	CodeNetUnreach  = 101 // ENETUNREACH: no route to the peer's network
 )
 
 // Error ends a request with a code and a message for people.

@@ -31,8 +31,8 @@ var (
 )
 
 // AppendNegotiateRequest appends an SMB2 NEGOTIATE request (MS-SMB2
-// 2.2.3) offering dialects (3.1.1 needs negotiate contexts and is not
-// offered), with signing enabled and the given client GUID.
+// 2.2.3) offering dialects, with signing enabled and the given client GUID
+// and no negotiate contexts: 3.1.1 needs AppendNegotiateRequest311.
 func AppendNegotiateRequest(b []byte, messageID uint64, guid [16]byte, dialects []uint16) []byte {
 	start := len(b)
 	b = append(b, make([]byte, HeaderLen+36)...)
@@ -62,7 +62,16 @@ type NegotiateResponse struct {
 	MaxTransactSize uint32 `json:"max_transact_size"`
 	MaxReadSize     uint32 `json:"max_read_size"`
 	MaxWriteSize    uint32 `json:"max_write_size"`
+	// The server's choices in the negotiate contexts of a 3.1.1 response;
+	// Contexts has bit 1<<type set for each context type present.
+	PreauthHash uint16 `json:"-"`
+	Cipher      uint16 `json:"-"`
+	Signing     uint16 `json:"-"`
+	Contexts    uint32 `json:"-"`
 }
+
+// Has reports whether the response carried a context of type typ.
+func (r *NegotiateResponse) Has(typ uint16) bool { return typ < 32 && r.Contexts&(1<<typ) != 0 }
 
 // ParseNegotiateResponse parses a NEGOTIATE response (MS-SMB2 2.2.4). An
 // error response (Status not 0) is returned with only Status set.
@@ -97,6 +106,12 @@ func ParseNegotiateResponse(b []byte) (NegotiateResponse, error) {
 	r.MaxTransactSize = binary.LittleEndian.Uint32(body[28:])
 	r.MaxReadSize = binary.LittleEndian.Uint32(body[32:])
 	r.MaxWriteSize = binary.LittleEndian.Uint32(body[36:])
+	if r.Dialect == Dialect311 {
+		count := int(binary.LittleEndian.Uint16(body[6:]))
+		if err := parseResponseContexts(&r, b, int(binary.LittleEndian.Uint32(body[60:])), count); err != nil {
+			return r, fmt.Errorf("%w: negotiate contexts", err)
+		}
+	}
 	return r, nil
 }
 
