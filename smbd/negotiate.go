@@ -18,7 +18,10 @@ func Dial(ctx context.Context, addr string, cfg *Config) (*Conn, error) {
 	if cfg == nil {
 		cfg = &Config{}
 	}
-	rc := cfg.resolve(true)
+	rc, err := cfg.resolve(true)
+	if err != nil {
+		return nil, err
+	}
 	pd, err := rc.Provider.NewPD()
 	if err != nil {
 		return nil, err
@@ -134,7 +137,10 @@ func Listen(ctx context.Context, addr string, cfg *Config) (*Listener, error) {
 	if cfg == nil {
 		cfg = &Config{}
 	}
-	rc := cfg.resolve(false)
+	rc, err := cfg.resolve(false)
+	if err != nil {
+		return nil, err
+	}
 	pd, err := rc.Provider.NewPD()
 	if err != nil {
 		return nil, err
