@@ -1,0 +1,197 @@
+package rdmatest
+
+import (
+	"context"
+	"errors"
+	"syscall"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/smbdirect/smbdirect/rdma"
+)
+
+func harness() Harness {
+	return Harness{Provider: func(*testing.T) rdma.Provider { return NewNetwork() }, ListenAddr: "server:0"}
+}
+
+func TestConformance(t *testing.T) { TestProvider(t, harness()) }
+
+// The conformance suite runs in a synctest bubble too: nothing of the
+// provider waits on anything but channels of the bubble.
+func TestConformanceSynctest(t *testing.T) {
+	h := harness()
+	h.Synctest = true
+	TestProvider(t, h)
+}
+
+// TestStrictSend: a Send with no receive posted, or one too small,
+// terminates the connection with errors naming the fault.
+func TestStrictSend(t *testing.T) {
+	h := harness()
+	t.Run("no-receive", func(t *testing.T) {
+		p := newCPair(t, h)
+		src := mustMR(t, p.pd, []byte("x"), 0)
+		post(t, p.cli, rdma.SendWR{ID: 1, Op: rdma.OpSend, Local: rdma.SGE{MR: src}})
+		if c := poll1(t, p.cli); c.ID != 1 || !errors.Is(c.Err, rdma.ErrRemoteOperation) {
+			t.Fatalf("send completion %+v", c)
+		}
+		ended(t, p.srv)
+		if !errors.Is(p.srv.Err(), rdma.ErrProtocol) || !errors.Is(p.cli.Err(), rdma.ErrRemoteOperation) {
+			t.Fatalf("errors: receiver %v, sender %v", p.srv.Err(), p.cli.Err())
+		}
+	})
+	t.Run("receive-too-small", func(t *testing.T) {
+		p := newCPair(t, h)
+		recv := mustMR(t, p.pd, make([]byte, 4), rdma.AccessLocalWrite)
+		p.srv.PostRecv(&rdma.RecvWR{ID: 7, Local: rdma.SGE{MR: recv}})
+		p.srv.PostRecv(&rdma.RecvWR{ID: 8, Local: rdma.SGE{MR: recv}})
+		src := mustMR(t, p.pd, []byte("hello"), 0)
+		post(t, p.cli, rdma.SendWR{ID: 1, Op: rdma.OpSend, Local: rdma.SGE{MR: src}})
+		if c := poll1(t, p.srv); c.ID != 7 || !errors.Is(c.Err, rdma.ErrLocalLength) {
+			t.Fatalf("recv completion %+v", c)
+		}
+		if c := poll1(t, p.srv); c.ID != 8 || !errors.Is(c.Err, rdma.ErrFlushed) {
+			t.Fatalf("second receive %+v", c)
+		}
+		if string(recv.Bytes()) != "\x00\x00\x00\x00" {
+			t.Fatalf("data placed: %q", recv.Bytes())
+		}
+		if !errors.Is(p.srv.Err(), rdma.ErrLocalLength) {
+			t.Fatalf("receiver error %v", p.srv.Err())
+		}
+	})
+	t.Run("invalidate-unknown", func(t *testing.T) {
+		p := newCPair(t, h)
+		recv := mustMR(t, p.pd, make([]byte, 4), rdma.AccessLocalWrite)
+		p.srv.PostRecv(&rdma.RecvWR{ID: 7, Local: rdma.SGE{MR: recv}})
+		post(t, p.cli, rdma.SendWR{ID: 1, Op: rdma.OpSendInvalidate, InvalidateSTag: 0x12345678})
+		if c := poll1(t, p.srv); c.ID != 7 || !errors.Is(c.Err, rdma.ErrRemoteOperation) {
+			t.Fatalf("recv completion %+v", c)
+		}
+		if c := poll1(t, p.cli); c.ID != 1 || !errors.Is(c.Err, rdma.ErrRemoteOperation) {
+			t.Fatalf("send completion %+v", c)
+		}
+	})
+}
+
+// TestSendQueueSlots: a send queue slot is freed when its completion is
+// polled, an unsignaled request's with the next signaled one.
+func TestSendQueueSlots(t *testing.T) {
+	ctx := context.Background()
+	n := NewNetwork()
+	pd, _ := n.NewPD()
+	ln, _ := pd.Listen(ctx, "s:1", rdma.ListenConfig{})
+	defer ln.Close()
+	srv, _ := pd.NewEndpoint(rdma.EndpointConfig{})
+	defer srv.Close()
+	cli, _ := pd.NewEndpoint(rdma.EndpointConfig{SendQueueDepth: 3})
+	defer cli.Close()
+	go func() {
+		if r, err := ln.Accept(ctx); err == nil {
+			r.Accept(ctx, srv, rdma.ConnParams{})
+		}
+	}()
+	if err := cli.Connect(ctx, "s:1", rdma.ConnParams{}); err != nil {
+		t.Fatal(err)
+	}
+	sink, _ := pd.RegisterMemory(make([]byte, 8), rdma.AccessLocalWrite|rdma.AccessRemoteWrite)
+	defer sink.Close()
+	w := func(id uint64, unsig bool) error {
+		return cli.PostSend(&rdma.SendWR{ID: id, Op: rdma.OpWrite, RemoteSTag: sink.STag(), RemoteAddr: sink.Addr(), Unsignaled: unsig})
+	}
+	for i := range 3 {
+		if err := w(uint64(i), i < 2); err != nil {
+			t.Fatal(i, err)
+		}
+	}
+	if err := w(3, false); !errors.Is(err, rdma.ErrQueueFull) {
+		t.Fatalf("fourth request: %v", err)
+	}
+	var wc [4]rdma.Completion
+	if k, err := cli.Poll(ctx, wc[:]); k != 1 || err != nil || wc[0].ID != 2 {
+		t.Fatalf("poll: %d %v %+v", k, err, wc[0])
+	}
+	for i := range 3 {
+		if err := w(uint64(10+i), false); err != nil {
+			t.Fatal("after the poll:", i, err)
+		}
+	}
+}
+
+// TestBusyAndClosed: regions with posted receives and PDs in use are busy.
+func TestBusyAndClosed(t *testing.T) {
+	n := NewNetwork()
+	pd, _ := n.NewPD()
+	ep, _ := pd.NewEndpoint(rdma.EndpointConfig{})
+	m, _ := pd.RegisterMemory(make([]byte, 8), rdma.AccessLocalWrite)
+	ep.PostRecv(&rdma.RecvWR{Local: rdma.SGE{MR: m}})
+	if err := m.Close(); !errors.Is(err, rdma.ErrBusy) {
+		t.Fatalf("region with a posted receive: %v", err)
+	}
+	if err := pd.Close(); !errors.Is(err, rdma.ErrBusy) {
+		t.Fatalf("PD in use: %v", err)
+	}
+	ep.Close()
+	var wc [2]rdma.Completion
+	if k, err := ep.Poll(context.Background(), wc[:]); k != 1 || err != nil || !errors.Is(wc[0].Err, rdma.ErrFlushed) {
+		t.Fatalf("poll: %d %v %+v", k, err, wc[0])
+	}
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := pd.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pd.NewEndpoint(rdma.EndpointConfig{}); !errors.Is(err, rdma.ErrClosed) {
+		t.Fatalf("endpoint of a closed PD: %v", err)
+	}
+}
+
+// TestConnectFailures: no listener refuses as on TCP, an address is taken
+// once, a Connect ends with its context, and a request its initiator gave
+// up cannot be accepted.
+func TestConnectFailures(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		n := NewNetwork()
+		pd, _ := n.NewPD()
+		ep, _ := pd.NewEndpoint(rdma.EndpointConfig{})
+		defer ep.Close()
+		if err := ep.Connect(t.Context(), "nobody:1", rdma.ConnParams{}); !errors.Is(err, syscall.ECONNREFUSED) {
+			t.Fatalf("connect to nobody: %v", err)
+		}
+		ln, _ := pd.Listen(t.Context(), "s:1", rdma.ListenConfig{})
+		defer ln.Close()
+		if _, err := pd.Listen(t.Context(), "s:1", rdma.ListenConfig{}); !errors.Is(err, syscall.EADDRINUSE) {
+			t.Fatalf("second listener: %v", err)
+		}
+		ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+		defer cancel()
+		start := time.Now()
+		if err := ep.Connect(ctx, "s:1", rdma.ConnParams{}); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("connect not accepted: %v", err)
+		}
+		if d := time.Since(start); d != time.Second {
+			t.Fatalf("connect gave up after %v", d)
+		}
+		// The request was withdrawn: the listener has nothing.
+		actx, acancel := context.WithTimeout(t.Context(), time.Millisecond)
+		defer acancel()
+		if _, err := ln.Accept(actx); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("accept of a withdrawn request: %v", err)
+		}
+		// The endpoint can try again.
+		go func() {
+			if r, err := ln.Accept(t.Context()); err == nil {
+				srv, _ := pd.NewEndpoint(rdma.EndpointConfig{})
+				r.Accept(t.Context(), srv, rdma.ConnParams{})
+				<-srv.Done()
+				srv.Close()
+			}
+		}()
+		if err := ep.Connect(t.Context(), "s:1", rdma.ConnParams{}); err != nil {
+			t.Fatal(err)
+		}
+		ep.Close()
+	})
+}
