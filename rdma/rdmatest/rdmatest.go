@@ -70,6 +70,7 @@ type Network struct {
 	stag      uint32 // last STag handed out, network-wide
 	ports     int    // last port handed out for a ":0" address
 	clients   int    // last initiator address handed out
+	pds       []*pd  // every PD, for Leaks
 }
 
 // NewNetwork returns an empty network.
@@ -80,7 +81,32 @@ func (n *Network) Name() string { return "rdmatest" }
 
 // NewPD allocates a protection domain.
 func (n *Network) NewPD() (rdma.PD, error) {
-	return &pd{n: n, mrs: make(map[rdma.STag]*mr)}, nil
+	d := &pd{n: n, mrs: make(map[rdma.STag]*mr)}
+	n.mu.Lock()
+	n.pds = append(n.pds, d)
+	n.mu.Unlock()
+	return d, nil
+}
+
+// Leaks reports what was opened on the network and not closed: PDs,
+// regions, endpoints and listeners, as an error naming the counts, or
+// nil. A test calls it after closing what it used, to check that the
+// code under test released everything.
+func (n *Network) Leaks() error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	var pds, mrs, eps int
+	for _, d := range n.pds {
+		if !d.closed {
+			pds++
+		}
+		mrs += len(d.mrs)
+		eps += d.eps
+	}
+	if pds+mrs+eps+len(n.listeners) == 0 {
+		return nil
+	}
+	return fmt.Errorf("rdmatest: left open: %d PDs, %d regions, %d endpoints, %d listeners", pds, mrs, eps, len(n.listeners))
 }
 
 var _ rdma.Provider = (*Network)(nil)

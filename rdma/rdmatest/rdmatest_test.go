@@ -140,7 +140,13 @@ func TestBusyAndClosed(t *testing.T) {
 	if err := m.Close(); err != nil {
 		t.Fatal(err)
 	}
+	if err := n.Leaks(); err == nil {
+		t.Fatal("an open PD is not reported")
+	}
 	if err := pd.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Leaks(); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := pd.NewEndpoint(rdma.EndpointConfig{}); !errors.Is(err, rdma.ErrClosed) {
