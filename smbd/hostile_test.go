@@ -42,7 +42,7 @@ func hostileRun(t *testing.T, f func(t *testing.T, env *hostEnv)) {
 
 func memHostile(t *testing.T, f func(t *testing.T, env *hostEnv)) {
 	synctest.Test(t, func(t *testing.T) {
-		n := rdmatest.NewNetwork()
+		n := rdmatest.NewDirectNetwork() // receives reach smbd as on iwarp
 		t.Cleanup(func() {
 			if err := n.Leaks(); err != nil {
 				t.Error(err)

@@ -21,18 +21,27 @@ import (
 )
 
 // memTest runs f in a synctest bubble with a fresh network, and checks at
-// the end that everything opened on it was closed.
+// the end that everything opened on it was closed. It runs twice: with
+// receives through Poll ("poll"), and through rdma.DirectReceiver
+// ("direct", as smbd runs on iwarp).
 func memTest(t *testing.T, f func(t *testing.T, n *rdmatest.Network)) {
 	t.Helper()
-	synctest.Test(t, func(t *testing.T) {
-		n := rdmatest.NewNetwork()
-		t.Cleanup(func() {
-			if err := n.Leaks(); err != nil {
-				t.Error(err)
-			}
+	for _, mode := range []struct {
+		name string
+		net  func() *rdmatest.Network
+	}{{"poll", rdmatest.NewNetwork}, {"direct", rdmatest.NewDirectNetwork}} {
+		t.Run(mode.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				n := mode.net()
+				t.Cleanup(func() {
+					if err := n.Leaks(); err != nil {
+						t.Error(err)
+					}
+				})
+				f(t, n)
+			})
 		})
-		f(t, n)
-	})
+	}
 }
 
 func memConfig(n *rdmatest.Network) *Config { return &Config{Provider: n} }

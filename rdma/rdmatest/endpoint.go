@@ -50,6 +50,15 @@ type endpoint struct {
 	// since the last signaled one; their slots free with its completion.
 	sqUsed, unsignaled int
 
+	// direct is the function of rdma.DirectReceiver.OnRecv; the receive
+	// completions for it queue in dq, for the endpoint's delivery
+	// goroutine (dgo), which ends after the connection, closing ddone.
+	direct func(*rdma.Completion)
+	dq     []rdma.Completion
+	dwake  chan struct{}
+	dgo    bool
+	ddone  chan struct{}
+
 	cq       []cqEntry
 	cqClosed bool          // ended and flushed: Poll says ErrClosed once empty
 	wake     chan struct{} // one slot: a completion came, or the end
@@ -242,13 +251,13 @@ func (e *endpoint) sendLocked(wr *rdma.SendWR, data []byte) {
 	}
 	if bad != nil {
 		wc.Err = &rdma.WorkError{Op: rdma.OpRecv, ID: r.wr.ID, Err: bad}
-		p.pushLocked(cqEntry{c: wc})
+		p.recvLocked(wc)
 		e.terminateLocked(wr, rdma.ErrRemoteOperation, bad)
 		return
 	}
 	copy(r.dst, data)
 	wc.Bytes = len(data)
-	p.pushLocked(cqEntry{c: wc})
+	p.recvLocked(wc)
 	e.completeLocked(wr, len(data))
 }
 
@@ -289,6 +298,17 @@ func protocolErr(why error) error {
 	return fmt.Errorf("%w: %w", rdma.ErrProtocol, why)
 }
 
+// recvLocked hands a receive completion to OnRecv's function, or queues
+// it for Poll.
+func (e *endpoint) recvLocked(wc rdma.Completion) {
+	if e.direct == nil {
+		e.pushLocked(cqEntry{c: wc})
+		return
+	}
+	e.dq = append(e.dq, wc)
+	signal(e.dwake)
+}
+
 func (e *endpoint) pushLocked(c cqEntry) {
 	e.cq = append(e.cq, c)
 	signal(e.wake)
@@ -317,6 +337,9 @@ func (e *endpoint) endLocked(err error) {
 	e.rq = nil
 	e.cqClosed = true
 	signal(e.wake)
+	if e.dgo {
+		signal(e.dwake) // the delivery goroutine drains dq and ends
+	}
 }
 
 func (e *endpoint) PostRecv(wr *rdma.RecvWR) error {
@@ -400,8 +423,8 @@ func (e *endpoint) Abort() { e.Close() }
 // receives on both sides complete flushed.
 func (e *endpoint) Close() error {
 	e.n.mu.Lock()
-	defer e.n.mu.Unlock()
 	if e.state == stClosed {
+		e.n.mu.Unlock()
 		return nil
 	}
 	if e.state == stConnected {
@@ -410,7 +433,56 @@ func (e *endpoint) Close() error {
 	e.endLocked(rdma.ErrClosed)
 	e.state = stClosed
 	e.pd.eps--
+	dgo := e.dgo
+	e.n.mu.Unlock()
+	if dgo {
+		// As on a real provider, no OnRecv function runs after Close.
+		<-e.ddone
+	}
 	return nil
 }
+
+// directEndpoint is an endpoint that implements rdma.DirectReceiver:
+// receive completions go to OnRecv's function on a goroutine of the
+// endpoint, as they would from a provider's receive path. (The sender's
+// goroutine could not run it: it may hold a lock the function takes.)
+type directEndpoint struct{ *endpoint }
+
+func (d directEndpoint) OnRecv(fn func(*rdma.Completion)) {
+	e := d.endpoint
+	e.n.mu.Lock()
+	defer e.n.mu.Unlock()
+	e.direct = fn
+	e.pushLocked(cqEntry{c: rdma.Completion{Op: rdma.OpMarker}})
+	if fn != nil && !e.dgo && e.state < stEnded {
+		e.dgo = true
+		go e.deliver()
+	}
+}
+
+// deliver runs OnRecv's function on each receive completion, in order,
+// until the connection has ended and every one is delivered.
+func (e *endpoint) deliver() {
+	defer close(e.ddone)
+	for {
+		e.n.mu.Lock()
+		q, fn, end := e.dq, e.direct, e.state >= stEnded
+		e.dq = nil
+		e.n.mu.Unlock()
+		for i := range q {
+			if fn != nil {
+				fn(&q[i])
+			}
+		}
+		if len(q) == 0 {
+			if end {
+				return
+			}
+			<-e.dwake
+		}
+	}
+}
+
+var _ rdma.DirectReceiver = directEndpoint{}
 
 var _ rdma.Endpoint = (*endpoint)(nil)

@@ -1,6 +1,8 @@
 // Package rdmatest is an in-memory RDMA provider for tests, in the shape of
 // wireguard-go's conn/bindtest: endpoints of one Network connect to each
-// other by name, with no sockets and no goroutines of the provider's own.
+// other by name, with no sockets and no goroutines of the provider's own
+// (but one per endpoint that delivers to rdma.DirectReceiver's function,
+// on a NewDirectNetwork).
 //
 // A work request is carried out while PostSend runs: a Send lands in the
 // peer's next posted receive, a Write or Read copies between the regions,
@@ -71,10 +73,22 @@ type Network struct {
 	ports     int    // last port handed out for a ":0" address
 	clients   int    // last initiator address handed out
 	pds       []*pd  // every PD, for Leaks
+	direct    bool   // endpoints implement rdma.DirectReceiver
 }
 
-// NewNetwork returns an empty network.
+// NewNetwork returns an empty network. Its endpoints deliver every
+// completion through Poll.
 func NewNetwork() *Network { return &Network{listeners: make(map[string]*listener)} }
+
+// NewDirectNetwork returns an empty network whose endpoints also implement
+// rdma.DirectReceiver: after OnRecv, receive completions go to its
+// function, in order, on a goroutine of the endpoint (the only goroutine
+// the provider has), and Close waits for that goroutine.
+func NewDirectNetwork() *Network {
+	n := NewNetwork()
+	n.direct = true
+	return n
+}
 
 // Name returns "rdmatest".
 func (n *Network) Name() string { return "rdmatest" }
@@ -156,7 +170,12 @@ func (d *pd) NewEndpoint(cfg rdma.EndpointConfig) (rdma.Endpoint, error) {
 		cfg.RecvQueueDepth = defaultRecvQueueDepth
 	}
 	d.eps++
-	return &endpoint{n: d.n, pd: d, cfg: cfg, done: make(chan struct{}), wake: make(chan struct{}, 1)}, nil
+	e := &endpoint{n: d.n, pd: d, cfg: cfg, done: make(chan struct{}), wake: make(chan struct{}, 1),
+		dwake: make(chan struct{}, 1), ddone: make(chan struct{})}
+	if d.n.direct {
+		return directEndpoint{e}, nil
+	}
+	return e, nil
 }
 
 func (d *pd) Close() error {
@@ -371,8 +390,14 @@ func (r *connRequest) RemoteAddr() net.Addr { return r.local }
 func (r *connRequest) LocalAddr() net.Addr  { return r.l.addr }
 
 func (r *connRequest) Accept(ctx context.Context, ep rdma.Endpoint, p rdma.ConnParams) error {
-	e, ok := ep.(*endpoint)
-	if !ok || e.n != r.l.n {
+	var e *endpoint
+	switch x := ep.(type) {
+	case *endpoint:
+		e = x
+	case directEndpoint:
+		e = x.endpoint
+	}
+	if e == nil || e.n != r.l.n {
 		return fmt.Errorf("%w: endpoint of another provider", rdma.ErrInvalidArgument)
 	}
 	if len(p.PrivateData) > rdma.MaxPrivateData {

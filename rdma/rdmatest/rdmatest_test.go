@@ -25,6 +25,60 @@ func TestConformanceSynctest(t *testing.T) {
 	TestProvider(t, h)
 }
 
+func TestConformanceDirect(t *testing.T) {
+	h := Harness{Provider: func(*testing.T) rdma.Provider { return NewDirectNetwork() }, ListenAddr: "server:0", Synctest: true}
+	TestProvider(t, h)
+}
+
+// TestDirectReceiver: receive completions before OnRecv come from Poll,
+// then the marker; later ones go to the function, in order, on the
+// endpoint's goroutine; none after Close returns. The flushes at the end
+// go to Poll.
+func TestDirectReceiver(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		n := NewDirectNetwork()
+		p := connectPair(t, Harness{Provider: func(*testing.T) rdma.Provider { return n }, ListenAddr: "s:0"},
+			rdma.ConnParams{}, rdma.ConnParams{}, nil)
+		recv := mustMR(t, p.pd, make([]byte, 5*4), rdma.AccessLocalWrite)
+		for i := range 5 {
+			p.srv.PostRecv(&rdma.RecvWR{ID: uint64(i), Local: rdma.SGE{MR: recv, Offset: 4 * i, Length: 4}})
+		}
+		src := mustMR(t, p.pd, []byte("abcd"), 0)
+		send := func(k int) {
+			for range k {
+				post(t, p.cli, rdma.SendWR{Op: rdma.OpSend, Local: rdma.SGE{MR: src}, Unsignaled: true})
+			}
+		}
+		send(1)
+		var got []uint64
+		done := make(chan struct{})
+		p.srv.(rdma.DirectReceiver).OnRecv(func(c *rdma.Completion) {
+			if c.Err != nil || c.Bytes != 4 {
+				t.Errorf("direct completion %+v", c)
+			}
+			got = append(got, c.ID)
+			if len(got) == 3 {
+				close(done)
+			}
+		})
+		send(3)
+		<-done
+		if c := poll1(t, p.srv); c.ID != 0 || c.Op != rdma.OpRecv {
+			t.Fatalf("first completion %+v", c)
+		}
+		if c := poll1(t, p.srv); c.Op != rdma.OpMarker {
+			t.Fatalf("marker %+v", c)
+		}
+		if len(got) != 3 || got[0] != 1 || got[2] != 3 {
+			t.Fatalf("direct IDs %v", got)
+		}
+		p.srv.Close()
+		if c := poll1(t, p.srv); c.ID != 4 || !errors.Is(c.Err, rdma.ErrFlushed) {
+			t.Fatalf("flush %+v", c)
+		}
+	})
+}
+
 // TestStrictSend: a Send with no receive posted, or one too small,
 // terminates the connection with errors naming the fault.
 func TestStrictSend(t *testing.T) {
