@@ -191,23 +191,23 @@ func testSendWriteRead(t *testing.T, h Harness) {
 	if !bytes.Equal(recv.Bytes()[:size], src.Bytes()) || recv.Bytes()[size] != src.Bytes()[0] {
 		t.Fatal("send data differs")
 	}
-	// RDMA Write at an offset, then Read it back: the Read follows the
-	// Write.
+	// RDMA Write at an offset, then Read the whole region back: the Read
+	// follows the Write. (The test reads the peer's region only through
+	// RDMA: on a provider with a wire, nothing but the wire orders the
+	// peer's placement before the test's look, which the race detector
+	// does not see.)
 	sink := mustMR(t, p.pd, make([]byte, size+100), rdma.AccessLocalWrite|rdma.AccessRemoteWrite|rdma.AccessRemoteRead)
 	post(t, p.cli, rdma.SendWR{ID: 20, Op: rdma.OpWrite, Local: rdma.SGE{MR: src}, RemoteSTag: sink.STag(), RemoteAddr: sink.Addr() + 100})
-	dst := mustMR(t, p.pd, make([]byte, size), rdma.AccessLocalWrite)
-	post(t, p.cli, rdma.SendWR{ID: 21, Op: rdma.OpRead, Local: rdma.SGE{MR: dst}, RemoteSTag: sink.STag(), RemoteAddr: sink.Addr() + 100})
+	dst := mustMR(t, p.pd, make([]byte, size+100), rdma.AccessLocalWrite)
+	post(t, p.cli, rdma.SendWR{ID: 21, Op: rdma.OpRead, Local: rdma.SGE{MR: dst}, RemoteSTag: sink.STag(), RemoteAddr: sink.Addr()})
 	if c := poll1(t, p.cli); c.Err != nil || c.ID != 20 || c.Op != rdma.OpWrite || c.Bytes != size {
 		t.Fatalf("write completion %+v", c)
 	}
-	if c := poll1(t, p.cli); c.Err != nil || c.ID != 21 || c.Op != rdma.OpRead || c.Bytes != size {
+	if c := poll1(t, p.cli); c.Err != nil || c.ID != 21 || c.Op != rdma.OpRead || c.Bytes != size+100 {
 		t.Fatalf("read completion %+v", c)
 	}
-	if !bytes.Equal(sink.Bytes()[100:], src.Bytes()) || !bytes.Equal(sink.Bytes()[:100], make([]byte, 100)) {
-		t.Fatal("written data differs")
-	}
-	if !bytes.Equal(dst.Bytes(), src.Bytes()) {
-		t.Fatal("read data differs")
+	if !bytes.Equal(dst.Bytes()[100:], src.Bytes()) || !bytes.Equal(dst.Bytes()[:100], make([]byte, 100)) {
+		t.Fatal("written or read data differs")
 	}
 }
 
@@ -397,8 +397,8 @@ func testQueueFullAndUnsignaled(t *testing.T, h Harness) {
 	if c := poll1(t, p.cli); c.ID != 5 || c.Err != nil {
 		t.Fatalf("%+v", c)
 	}
-	if string(back.Bytes()) != "01234" || string(sink.Bytes()[:5]) != "01234" {
-		t.Fatalf("written %q", sink.Bytes())
+	if string(back.Bytes()) != "01234" {
+		t.Fatalf("written %q", back.Bytes())
 	}
 }
 
