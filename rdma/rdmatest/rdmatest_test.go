@@ -3,6 +3,7 @@ package rdmatest
 import (
 	"context"
 	"errors"
+	"os"
 	"syscall"
 	"testing"
 	"testing/synctest"
@@ -127,6 +128,31 @@ func TestStrictSend(t *testing.T) {
 			t.Fatalf("send completion %+v", c)
 		}
 	})
+}
+
+// TestFileSource: a Send or Write may take its data from a file range.
+func TestFileSource(t *testing.T) {
+	f, err := os.CreateTemp(t.TempDir(), "src")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	f.WriteString("0123456789")
+	p := newCPair(t, harness())
+	recv := mustMR(t, p.pd, make([]byte, 8), rdma.AccessLocalWrite)
+	p.srv.PostRecv(&rdma.RecvWR{ID: 1, Local: rdma.SGE{MR: recv}})
+	post(t, p.cli, rdma.SendWR{ID: 2, Op: rdma.OpSend, File: &rdma.FileRange{File: f, Offset: 2, Length: 4}})
+	if c := poll1(t, p.srv); c.Err != nil || c.Bytes != 4 || string(recv.Bytes()[:4]) != "2345" {
+		t.Fatalf("%+v %q", c, recv.Bytes())
+	}
+	sink := mustMR(t, p.pd, make([]byte, 8), rdma.AccessLocalWrite|rdma.AccessRemoteWrite)
+	post(t, p.cli, rdma.SendWR{ID: 3, Op: rdma.OpWrite, File: &rdma.FileRange{File: f, Offset: 6, Length: 4}, RemoteSTag: sink.STag(), RemoteAddr: sink.Addr() + 1})
+	if string(sink.Bytes()) != "\x006789\x00\x00\x00" {
+		t.Fatalf("written %q", sink.Bytes())
+	}
+	if err := p.cli.PostSend(&rdma.SendWR{Op: rdma.OpSend, File: &rdma.FileRange{File: f, Offset: 8, Length: 4}}); !errors.Is(err, rdma.ErrInvalidArgument) {
+		t.Fatalf("range past the end: %v", err)
+	}
 }
 
 // TestSendQueueSlots: a send queue slot is freed when its completion is
