@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -97,6 +98,16 @@ func connectPair(t *testing.T, h Harness, cp, sp rdma.ConnParams, prepost func(e
 		req, err := ln.Accept(ctx)
 		if err != nil {
 			errc <- err
+			return
+		}
+		if (cp.ORD > 0 && req.RemoteORD() != cp.ORD) || (cp.IRD > 0 && req.RemoteIRD() != cp.IRD) {
+			errc <- fmt.Errorf("request ORD/IRD %d/%d, sent %d/%d", req.RemoteORD(), req.RemoteIRD(), cp.ORD, cp.IRD)
+			req.Reject(nil)
+			return
+		}
+		if req.RemoteAddr() == nil || req.LocalAddr() == nil || req.LocalAddr().String() != ln.Addr().String() {
+			errc <- fmt.Errorf("request addresses %v -> %v, listener %v", req.RemoteAddr(), req.LocalAddr(), ln.Addr())
+			req.Reject(nil)
 			return
 		}
 		if !bytes.Equal(req.PrivateData(), cp.PrivateData) {
@@ -424,6 +435,16 @@ func testLocalProtection(t *testing.T, h Harness) {
 	}
 	if err := foreign.Close(); err != nil {
 		t.Fatal(err)
+	}
+	inv := mustMR(t, p.pd, make([]byte, 8), rdma.AccessLocalWrite)
+	if err := inv.Invalidate(); err != nil || inv.Valid() {
+		t.Fatalf("invalidate: %v, still valid %v", err, inv.Valid())
+	}
+	if err := p.srv.PostRecv(&rdma.RecvWR{Local: rdma.SGE{MR: inv}}); !errors.Is(err, rdma.ErrLocalProtection) {
+		t.Fatalf("receive into an invalidated region: %v", err)
+	}
+	if inv.Access() != rdma.AccessLocalWrite || len(inv.Bytes()) != 8 {
+		t.Fatalf("region %v, %d bytes", inv.Access(), len(inv.Bytes()))
 	}
 	if _, err := p.pd.RegisterMemory(nil, 0); !errors.Is(err, rdma.ErrInvalidArgument) {
 		t.Fatalf("empty region: %v", err)

@@ -155,6 +155,16 @@ func TestFileSource(t *testing.T) {
 	}
 }
 
+// TestAbort ends the connection at once, as Close.
+func TestAbort(t *testing.T) {
+	p := newCPair(t, harness())
+	p.cli.(interface{ Abort() }).Abort()
+	ended(t, p.srv)
+	if !errors.Is(p.srv.Err(), rdma.ErrDisconnected) || !errors.Is(p.cli.Err(), rdma.ErrClosed) {
+		t.Fatalf("errors %v, %v", p.srv.Err(), p.cli.Err())
+	}
+}
+
 // TestSendQueueSlots: a send queue slot is freed when its completion is
 // polled, an unsignaled request's with the next signaled one.
 func TestSendQueueSlots(t *testing.T) {
