@@ -129,12 +129,16 @@ func TestMemFewCredits(t *testing.T) {
 				t.Error(err)
 			}
 		}
+		// In the bubble the clock moves only when every goroutine is
+		// blocked: nothing here waits for time, so any time passing is a
+		// stall (a keepalive would break it after 120 s and hide it).
+		stall := time.AfterFunc(time.Second, func() {
+			t.Errorf("credit stall:\n  client %s\n  server %s", c.creditState(), s.creditState())
+		})
+		defer stall.Stop()
 		wg.Add(2)
 		go run(c, s)
 		go run(s, c)
-		// In the bubble a credit deadlock is not a timeout but every
-		// goroutine blocked: synctest.Wait returns, and the fake clock
-		// jumps to the keepalive, which ends the connections.
 		wg.Wait()
 	})
 }
