@@ -98,9 +98,7 @@ func (e *endpoint) Connect(ctx context.Context, addr string, p rdma.ConnParams) 
 	case <-ctx.Done():
 	}
 	n.mu.Lock()
-	if r.answerLocked(fmt.Errorf("rdmatest: connect %s: %w", addr, ctx.Err())) {
-		l.queue = slices.DeleteFunc(l.queue, func(q *connRequest) bool { return q == r })
-	}
+	r.answerLocked(fmt.Errorf("rdmatest: connect %s: %w", addr, ctx.Err()))
 	n.mu.Unlock()
 	return <-r.reply // ours, or the answer that came first
 }

@@ -350,10 +350,9 @@ func (l *listener) Close() error {
 	if l.n.listeners[string(l.addr)] == l {
 		delete(l.n.listeners, string(l.addr))
 	}
-	for _, r := range l.queue {
-		r.answerLocked(fmt.Errorf("rdmatest: connect %s: listener closed: %w", l.addr, syscall.ECONNREFUSED))
+	for len(l.queue) > 0 {
+		l.queue[0].answerLocked(fmt.Errorf("rdmatest: connect %s: listener closed: %w", l.addr, syscall.ECONNREFUSED))
 	}
-	l.queue = nil
 	signal(l.wake)
 	return nil
 }
@@ -375,6 +374,8 @@ func (r *connRequest) answerLocked(err error) bool {
 		return false
 	}
 	r.answered = true
+	// An Accept that comes too late finds nothing in the backlog.
+	r.l.queue = slices.DeleteFunc(r.l.queue, func(q *connRequest) bool { return q == r })
 	if err != nil && r.from.state == stConnecting {
 		r.from.state = stIdle
 	}

@@ -276,7 +276,21 @@ func TestConnectFailures(t *testing.T) {
 		if _, err := ln.Accept(actx); !errors.Is(err, context.DeadlineExceeded) {
 			t.Fatalf("accept of a withdrawn request: %v", err)
 		}
-		// The endpoint can try again.
+		// An endpoint closed while connecting withdraws its request too.
+		ep2, _ := pd.NewEndpoint(rdma.EndpointConfig{})
+		errc := make(chan error, 1)
+		go func() { errc <- ep2.Connect(t.Context(), "s:1", rdma.ConnParams{}) }()
+		synctest.Wait()
+		ep2.Close()
+		if err := <-errc; !errors.Is(err, rdma.ErrClosed) {
+			t.Fatalf("connect of a closed endpoint: %v", err)
+		}
+		actx2, acancel2 := context.WithTimeout(t.Context(), time.Millisecond)
+		defer acancel2()
+		if _, err := ln.Accept(actx2); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("accept of a closed endpoint's request: %v", err)
+		}
+		// The first endpoint can try again.
 		go func() {
 			if r, err := ln.Accept(t.Context()); err == nil {
 				srv, _ := pd.NewEndpoint(rdma.EndpointConfig{})
