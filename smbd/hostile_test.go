@@ -420,7 +420,9 @@ func TestHostileNegotiateResponse(t *testing.T) {
 					if err := p.Accept(t.Context(), req, rdma.ConnParams{ORD: 16, IRD: 16}); err != nil {
 						return
 					}
-					p.recv() // the request
+					if _, err := p.Recv(t.Context()); err != nil { // the request
+						return
+					}
 					r := good
 					msg := tc.mod(&r)
 					if msg == nil {
