@@ -336,6 +336,11 @@ func testHostileFlood(t *testing.T, env *hostEnv) {
 	cfg.MaxQueuedBytes = 64 << 10
 	c, p, r := negotiated(t, env, cfg)
 	credits := int(r.CreditsGranted)
+	// The peer grants credits too, one per receive buffer it has (the
+	// raw peer keeps 64 posted): without them our Conn could not send
+	// the messages that grant it credits, and the flood would stop at
+	// the negotiated few.
+	grant := 32
 	payload := make([]byte, 8192-24)
 	sent := 0
 	deadline := time.Now().Add(3 * time.Second)
@@ -352,6 +357,7 @@ func testHostileFlood(t *testing.T, env *hostEnv) {
 					t.Fatal(err)
 				}
 				credits += int(h.CreditsGranted)
+				grant++ // its buffer is reposted
 			default:
 				drained = true
 			}
@@ -360,7 +366,8 @@ func testHostileFlood(t *testing.T, env *hostEnv) {
 			time.Sleep(5 * time.Millisecond)
 			continue
 		}
-		p.send(dt(wire.DataTransfer{}, payload))
+		p.send(dt(wire.DataTransfer{CreditsGranted: uint16(grant)}, payload))
+		grant = 0
 		credits--
 		sent++
 	}
