@@ -58,6 +58,14 @@ type endpoint struct {
 	dwake  chan struct{}
 	dgo    bool
 	ddone  chan struct{}
+	// The receive path (delivering dq) runs on one goroutine at a time:
+	// the delivery goroutine while dbusy, or a caller of Drive while
+	// driving (drvDone closes when it stops). drvWake wakes the driver:
+	// data came, Interrupt (interrupted), or the end.
+	dbusy, driving bool
+	interrupted    bool
+	drvWake        chan struct{}
+	drvDone        chan struct{}
 
 	cq       []cqEntry
 	cqClosed bool          // ended and flushed: Poll says ErrClosed once empty
@@ -305,6 +313,9 @@ func (e *endpoint) recvLocked(wc rdma.Completion) {
 	}
 	e.dq = append(e.dq, wc)
 	signal(e.dwake)
+	if e.driving {
+		signal(e.drvWake)
+	}
 }
 
 func (e *endpoint) pushLocked(c cqEntry) {
@@ -337,6 +348,9 @@ func (e *endpoint) endLocked(err error) {
 	signal(e.wake)
 	if e.dgo {
 		signal(e.dwake) // the delivery goroutine drains dq and ends
+	}
+	if e.driving {
+		signal(e.drvWake)
 	}
 }
 
@@ -432,10 +446,17 @@ func (e *endpoint) Close() error {
 	e.state = stClosed
 	e.pd.eps--
 	dgo := e.dgo
+	var drv chan struct{}
+	if e.driving {
+		drv = e.drvDone
+	}
 	e.n.mu.Unlock()
+	// As on a real provider, no OnRecv function runs after Close.
 	if dgo {
-		// As on a real provider, no OnRecv function runs after Close.
 		<-e.ddone
+	}
+	if drv != nil {
+		<-drv
 	}
 	return nil
 }
@@ -464,22 +485,101 @@ func (e *endpoint) deliver() {
 	defer close(e.ddone)
 	for {
 		e.n.mu.Lock()
+		if e.driving {
+			// A caller of Drive runs the receive path; it wakes us
+			// when it stops.
+			e.n.mu.Unlock()
+			<-e.dwake
+			continue
+		}
 		q, fn, end := e.dq, e.direct, e.state >= stEnded
 		e.dq = nil
+		e.dbusy = len(q) > 0
 		e.n.mu.Unlock()
 		for i := range q {
 			if fn != nil {
 				fn(&q[i])
 			}
 		}
-		if len(q) == 0 {
-			if end {
-				return
-			}
-			<-e.dwake
+		if len(q) > 0 {
+			e.n.mu.Lock()
+			e.dbusy = false
+			e.n.mu.Unlock()
+			continue
 		}
+		if end {
+			return
+		}
+		<-e.dwake
 	}
 }
+
+// Drive implements rdma.Driver: the caller delivers the receive
+// completions to OnRecv's function itself, while the delivery goroutine
+// stands aside.
+func (d directEndpoint) Drive(ready func() bool) bool {
+	e := d.endpoint
+	e.n.mu.Lock()
+	if e.driving || e.dbusy {
+		e.n.mu.Unlock()
+		return false // the delivery wakes the caller; then it drives
+	}
+	if e.interrupted {
+		e.interrupted = false
+		e.n.mu.Unlock()
+		return true
+	}
+	e.driving = true
+	e.drvDone = make(chan struct{})
+	if e.drvWake == nil {
+		e.drvWake = make(chan struct{}, 1)
+	}
+	e.n.mu.Unlock()
+	defer func() {
+		e.n.mu.Lock()
+		e.driving = false
+		close(e.drvDone)
+		e.n.mu.Unlock()
+		signal(e.dwake) // the delivery goroutine takes over
+	}()
+	delivered := false
+	for {
+		e.n.mu.Lock()
+		q, fn, end, intr := e.dq, e.direct, e.state >= stEnded, e.interrupted
+		e.dq, e.interrupted = nil, false
+		e.n.mu.Unlock()
+		for i := range q {
+			if fn != nil {
+				fn(&q[i])
+			}
+			delivered = true
+		}
+		if len(q) > 0 {
+			continue // more may have come meanwhile
+		}
+		if intr || end || (ready == nil && delivered) || (ready != nil && ready()) {
+			return true
+		}
+		<-e.drvWake
+	}
+}
+
+// Interrupt makes a Drive in progress, or the next one, return.
+func (d directEndpoint) Interrupt() {
+	e := d.endpoint
+	e.n.mu.Lock()
+	e.interrupted = true
+	if e.driving {
+		signal(e.drvWake)
+	}
+	e.n.mu.Unlock()
+}
+
+// Background does nothing: the only completion that needs incoming data
+// on a real wire, an RDMA Read's, is here complete when posted.
+func (d directEndpoint) Background() {}
+
+var _ rdma.Driver = directEndpoint{}
 
 var _ rdma.DirectReceiver = directEndpoint{}
 

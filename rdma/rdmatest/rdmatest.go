@@ -2,7 +2,7 @@
 // wireguard-go's conn/bindtest: endpoints of one Network connect to each
 // other by name, with no sockets and no goroutines of the provider's own
 // (but one per endpoint that delivers to rdma.DirectReceiver's function,
-// on a NewDirectNetwork).
+// on a NewDirectNetwork, whose endpoints are rdma.Drivers too).
 //
 // A work request is carried out while PostSend runs: a Send lands in the
 // peer's next posted receive, a Write or Read copies between the regions,
@@ -81,9 +81,10 @@ type Network struct {
 func NewNetwork() *Network { return &Network{listeners: make(map[string]*listener)} }
 
 // NewDirectNetwork returns an empty network whose endpoints also implement
-// rdma.DirectReceiver: after OnRecv, receive completions go to its
-// function, in order, on a goroutine of the endpoint (the only goroutine
-// the provider has), and Close waits for that goroutine.
+// rdma.DirectReceiver and rdma.Driver, as iwarp's do: after OnRecv,
+// receive completions go to its function, in order, on a goroutine of the
+// endpoint (the only goroutine the provider has) or on a caller of Drive,
+// and Close waits for both.
 func NewDirectNetwork() *Network {
 	n := NewNetwork()
 	n.direct = true

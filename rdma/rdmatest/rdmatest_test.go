@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"testing/synctest"
@@ -77,6 +78,72 @@ func TestDirectReceiver(t *testing.T) {
 		if c := poll1(t, p.srv); c.ID != 4 || !errors.Is(c.Err, rdma.ErrFlushed) {
 			t.Fatalf("flush %+v", c)
 		}
+	})
+}
+
+// TestDriver: a caller of Drive delivers receive completions to OnRecv's
+// function itself; Interrupt and the end of the connection make it
+// return.
+func TestDriver(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		n := NewDirectNetwork()
+		p := connectPair(t, Harness{Provider: func(*testing.T) rdma.Provider { return n }, ListenAddr: "s:0"},
+			rdma.ConnParams{}, rdma.ConnParams{}, nil)
+		recv := mustMR(t, p.pd, make([]byte, 64), rdma.AccessLocalWrite)
+		for i := range 8 {
+			p.srv.PostRecv(&rdma.RecvWR{ID: uint64(i), Local: rdma.SGE{MR: recv, Offset: 8 * i, Length: 8}})
+		}
+		src := mustMR(t, p.pd, []byte("x"), 0)
+		drv := p.srv.(rdma.Driver)
+		var inDrive atomic.Bool // set only around Drive: fn sees it when the driver runs fn
+		var byDriver, total atomic.Int32
+		p.srv.(rdma.DirectReceiver).OnRecv(func(c *rdma.Completion) {
+			total.Add(1)
+			if inDrive.Load() {
+				byDriver.Add(1)
+			}
+		})
+		poll1(t, p.srv) // the marker
+		go func() {
+			synctest.Wait() // the driver is blocked for data
+			post(t, p.cli, rdma.SendWR{Op: rdma.OpSend, Local: rdma.SGE{MR: src}, Unsignaled: true})
+		}()
+		inDrive.Store(true)
+		if !drv.Drive(nil) {
+			t.Fatal("Drive refused with nobody on the receive path")
+		}
+		inDrive.Store(false)
+		if byDriver.Load() != 1 || total.Load() != 1 {
+			t.Fatalf("delivered %d, %d by the driver", total.Load(), byDriver.Load())
+		}
+		// Interrupt before Drive: it returns at once.
+		drv.Interrupt()
+		if !drv.Drive(func() bool { return false }) {
+			t.Fatal("interrupted Drive refused")
+		}
+		// ready decides when to stop: after two more messages.
+		post(t, p.cli, rdma.SendWR{Op: rdma.OpSend, Local: rdma.SGE{MR: src}, Unsignaled: true})
+		synctest.Wait() // the delivery goroutine has delivered it
+		if total.Load() != 2 || byDriver.Load() != 1 {
+			t.Fatalf("delivered %d, %d by the driver", total.Load(), byDriver.Load())
+		}
+		go func() {
+			synctest.Wait()
+			post(t, p.cli, rdma.SendWR{Op: rdma.OpSend, Local: rdma.SGE{MR: src}, Unsignaled: true})
+		}()
+		inDrive.Store(true)
+		drv.Drive(func() bool { return total.Load() == 3 })
+		inDrive.Store(false)
+		if total.Load() != 3 || byDriver.Load() != 2 {
+			t.Fatalf("delivered %d, %d by the driver", total.Load(), byDriver.Load())
+		}
+		// The end of the connection ends a Drive.
+		go func() {
+			synctest.Wait()
+			p.cli.Close()
+		}()
+		drv.Drive(func() bool { return false })
+		p.srv.Close()
 	})
 }
 
