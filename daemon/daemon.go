@@ -23,6 +23,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	// The daemon's default SMB Direct provider (Config.SMBD with a nil
+	// Provider) is the embedded soft-iWARP: it registers itself.
+	_ "github.com/smbdirect/smbdirect/iwarp"
 	"github.com/smbdirect/smbdirect/smbd"
 )
 

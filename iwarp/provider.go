@@ -93,6 +93,13 @@ type Provider struct {
 // New returns a soft-iWARP provider.
 func New(cfg Config) *Provider { return &Provider{cfg: cfg.withDefaults()} }
 
+// The provider registers itself as "iwarp", so that importing this package
+// makes it the default of code that takes an optional provider (smbd with
+// a nil Config.Provider): rdma.OpenDefault gives New(Config{Logger: ...}).
+func init() {
+	rdma.Register("iwarp", func(c rdma.ProviderConfig) rdma.Provider { return New(Config{Logger: c.Logger}) })
+}
+
 // Name returns "iwarp".
 func (p *Provider) Name() string { return "iwarp" }
 

@@ -152,11 +152,17 @@ func (e *endpoint) txLoop() {
 			continue
 		}
 		if e.term != nil {
+			// e.term stays set, so no inline write follows the
+			// Terminate, and txBusy keeps one from running beside it:
+			// both use e.txb (a race smbd's hostile flood test found).
 			t := e.term
-			e.term = nil
 			conn := e.conn
+			e.txBusy = true
 			e.mu.Unlock()
 			e.sendTerminate(b, conn, t)
+			e.mu.Lock()
+			e.txBusy = false
+			e.mu.Unlock()
 			return
 		}
 		if e.state >= stEnding {

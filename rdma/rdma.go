@@ -3,8 +3,9 @@
 // It follows the shape of the verbs interface (protection domains, memory
 // regions, queue pairs, work requests and completions) so that a cgo
 // rdma-core provider can sit behind it later, while staying Go-like:
-// blocking calls take a context, errors work with errors.Is/As, and there is
-// no global state.
+// blocking calls take a context, errors work with errors.Is/As, and the
+// only global state is an optional registry of providers (Register,
+// OpenDefault) for code that wants a default one.
 //
 // The usual flow is:
 //

@@ -15,10 +15,10 @@
 package smbd
 
 import (
+	"fmt"
 	"log/slog"
 	"time"
 
-	"github.com/smbdirect/smbdirect/iwarp"
 	"github.com/smbdirect/smbdirect/rdma"
 	"github.com/smbdirect/smbdirect/smbd/internal/wire"
 )
@@ -26,7 +26,11 @@ import (
 // Config configures connections. Zero values take the MS-SMBD defaults
 // (MS-SMBD 3.1.1.1 and Appendix B), which are what Windows uses.
 type Config struct {
-	// Provider is the RDMA provider; nil means the embedded soft-iWARP.
+	// Provider is the RDMA provider. nil means the one provider
+	// registered with the rdma package (rdma.OpenDefault): the embedded
+	// soft-iWARP once the program imports it, e.g. with
+	// import _ "github.com/smbdirect/smbdirect/iwarp". smbd itself depends
+	// on no provider.
 	Provider rdma.Provider
 	// Logger receives connection events; nil discards them.
 	Logger *slog.Logger
@@ -62,10 +66,14 @@ type Config struct {
 	MaxQueuedBytes int
 }
 
-func (c *Config) resolve(dialing bool) Config {
+func (c *Config) resolve(dialing bool) (Config, error) {
 	r := *c
 	if r.Provider == nil {
-		r.Provider = iwarp.New(iwarp.Config{Logger: r.Logger})
+		p, err := rdma.OpenDefault(rdma.ProviderConfig{Logger: r.Logger})
+		if err != nil {
+			return r, fmt.Errorf("smbd: Config.Provider is nil: %w", err)
+		}
+		r.Provider = p
 	}
 	if r.Logger == nil {
 		r.Logger = slog.New(slog.DiscardHandler)
@@ -98,7 +106,7 @@ func (c *Config) resolve(dialing bool) Config {
 			r.NegotiateTimeout = wire.NegotiateTimeoutActive
 		}
 	}
-	return r
+	return r, nil
 }
 
 // Ports (MS-SMBD 1.9): SMB Direct uses 5445 on iWARP, which runs over TCP

@@ -286,3 +286,36 @@ func TestWriteDeadlineMidMessage(t *testing.T) {
 		t.Fatal(string(buf[:n]), err)
 	}
 }
+
+// TestDefaultProvider: with Config.Provider nil, Dial and Listen use the
+// provider registered with rdma: iwarp here, which this test binary
+// imports (as the README's programs do).
+func TestDefaultProvider(t *testing.T) {
+	if got := rdma.Providers(); len(got) != 1 || got[0] != "iwarp" {
+		t.Skipf("registered providers %v", got)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	l, err := Listen(ctx, "127.0.0.1:0", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		if c, err := l.AcceptSMBD(ctx); err == nil {
+			c.ReadMessage(make([]byte, 16))
+			c.Close()
+		}
+	}()
+	c, err := Dial(ctx, l.Addr().String(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if p := c.Info().RDMA.Provider; p != "iwarp" {
+		t.Fatalf("provider %q", p)
+	}
+	if err := c.WriteMessage([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+}

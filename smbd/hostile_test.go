@@ -1,9 +1,13 @@
 package smbd
 
-// Hostile SMB Direct peers: a raw endpoint that speaks iWARP correctly but
-// sends whatever MS-SMBD bytes a case wants. Each case must end in a
-// clean disconnect and a clear error, with no goroutine left behind and
-// memory bounded.
+// Hostile SMB Direct peers: a raw endpoint (rdmatest.Peer) that speaks
+// RDMA correctly but sends whatever MS-SMBD bytes a case wants. Each case
+// must end in a clean disconnect and a clear error, with no goroutine
+// left behind and memory bounded. Every case runs twice (hostileRun): on
+// the in-memory provider in a synctest bubble ("mem": deterministic, fake
+// clock, a leftover goroutine fails as a deadlock), and on iWARP over
+// loopback ("iwarp": the real wire, where a Send without a posted receive
+// is a Terminate).
 
 import (
 	"context"
@@ -11,130 +15,100 @@ import (
 	"errors"
 	"os"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/smbdirect/smbdirect/internal/leakcheck"
 	"github.com/smbdirect/smbdirect/iwarp"
 	"github.com/smbdirect/smbdirect/rdma"
+	"github.com/smbdirect/smbdirect/rdma/rdmatest"
 	"github.com/smbdirect/smbdirect/smbd/internal/wire"
 )
 
 func checkLeaks(t *testing.T) { leakcheck.Check(t) }
 
-// rawPeer is an iWARP endpoint driven byte by byte.
+// hostEnv is the transport a hostile case runs on.
+type hostEnv struct {
+	prov rdma.Provider // for the raw peer, and our Conn unless cfg says otherwise
+	addr string        // where listeners listen
+	cfg  func() *Config
+}
+
+// hostileRun runs f on the in-memory provider, then on iWARP.
+func hostileRun(t *testing.T, f func(t *testing.T, env *hostEnv)) {
+	t.Run("mem", func(t *testing.T) { memHostile(t, f) })
+	t.Run("iwarp", func(t *testing.T) { iwarpHostile(t, f) })
+}
+
+func memHostile(t *testing.T, f func(t *testing.T, env *hostEnv)) {
+	synctest.Test(t, func(t *testing.T) {
+		n := rdmatest.NewDirectNetwork() // receives reach smbd as on iwarp
+		t.Cleanup(func() {
+			if err := n.Leaks(); err != nil {
+				t.Error(err)
+			}
+		})
+		f(t, &hostEnv{prov: n, addr: "server:0", cfg: func() *Config { return &Config{Provider: n} }})
+	})
+}
+
+func iwarpHostile(t *testing.T, f func(t *testing.T, env *hostEnv)) {
+	checkLeaks(t)
+	f(t, &hostEnv{prov: iwarp.New(iwarp.Config{FirstSendDelay: -1}), addr: "127.0.0.1:0", cfg: testConfig})
+}
+
+// rawPeer is a raw endpoint driven byte by byte.
 type rawPeer struct {
-	t     *testing.T
-	pd    rdma.PD
-	ep    rdma.Endpoint
-	recvs chan []byte
-	sent  chan error
-	mrs   []rdma.MR
+	t *testing.T
+	*rdmatest.Peer
 }
 
-func newRaw(t *testing.T) *rawPeer {
+func newRaw(t *testing.T, env *hostEnv) *rawPeer {
 	t.Helper()
-	pd, err := iwarp.New(iwarp.Config{FirstSendDelay: -1}).NewPD()
+	p, err := rdmatest.NewPeer(env.prov, rdmatest.PeerConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ep, err := pd.NewEndpoint(rdma.EndpointConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &rawPeer{t: t, pd: pd, ep: ep, recvs: make(chan []byte, 1024), sent: make(chan error, 1024)}
-	for i := range 64 {
-		mr, err := pd.RegisterMemory(make([]byte, 64<<10), rdma.AccessLocalWrite)
-		if err != nil {
-			t.Fatal(err)
+	t.Cleanup(func() {
+		if err := p.Close(); err != nil {
+			t.Error("raw peer:", err)
 		}
-		p.mrs = append(p.mrs, mr)
-		if err := ep.PostRecv(&rdma.RecvWR{ID: uint64(i), Local: rdma.SGE{MR: mr}}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	t.Cleanup(p.close)
-	return p
-}
-
-func (p *rawPeer) start() {
-	go func() {
-		defer close(p.recvs)
-		var wc [8]rdma.Completion
-		for {
-			n, err := p.ep.Poll(context.Background(), wc[:])
-			if err != nil {
-				return
-			}
-			for _, w := range wc[:n] {
-				if w.Op != rdma.OpRecv {
-					p.sent <- w.Err
-					continue
-				}
-				if w.Err != nil {
-					continue
-				}
-				p.recvs <- append([]byte(nil), p.mrs[w.ID].Bytes()[:w.Bytes]...)
-				p.ep.PostRecv(&rdma.RecvWR{ID: w.ID, Local: rdma.SGE{MR: p.mrs[w.ID]}})
-			}
-		}
-	}()
-}
-
-func (p *rawPeer) close() {
-	p.ep.Close()
-	for range p.recvs {
-	}
-	for _, m := range p.mrs {
-		m.Close()
-	}
-	p.pd.Close()
+	})
+	return &rawPeer{t: t, Peer: p}
 }
 
 // dial connects to addr and starts the completion loop.
 func (p *rawPeer) dial(addr string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := p.ep.Connect(ctx, addr, rdma.ConnParams{ORD: 16, IRD: 16}); err != nil {
+	if err := p.Connect(ctx, addr, rdma.ConnParams{ORD: 16, IRD: 16}); err != nil {
 		p.t.Fatal(err)
 	}
-	p.start()
 }
 
 // send sends b as one message. A send the connection ends under may fail;
 // that is what several cases provoke, so it is not an error here.
 func (p *rawPeer) send(b []byte) {
-	mr, err := p.pd.RegisterMemory(append([]byte(nil), b...), 0)
-	if err != nil {
-		p.t.Fatal(err)
-	}
-	defer func() {
-		select {
-		case <-p.sent:
-		case <-p.ep.Done():
-		case <-time.After(5 * time.Second):
-		}
-		mr.Close()
-	}()
-	if err := p.ep.PostSend(&rdma.SendWR{Op: rdma.OpSend, Local: rdma.SGE{MR: mr}}); err != nil {
-		p.sent <- err
-	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	p.Send(ctx, b)
 }
 
 // recv waits for the next message.
 func (p *rawPeer) recv() ([]byte, bool) {
-	select {
-	case b, ok := <-p.recvs:
-		return b, ok
-	case <-time.After(5 * time.Second):
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	b, err := p.Recv(ctx)
+	if errors.Is(err, context.DeadlineExceeded) {
 		p.t.Fatal("raw peer: nothing received in 5 s")
-		return nil, false
 	}
+	return b, err == nil
 }
 
 // disconnected waits for the peer to end the connection.
 func (p *rawPeer) disconnected() bool {
 	select {
-	case <-p.ep.Done():
+	case <-p.Done():
 		return true
 	case <-time.After(5 * time.Second):
 		return false
@@ -156,17 +130,17 @@ func negReq(v uint16) []byte {
 
 // serverCase starts our Listener, connects a raw client and returns both,
 // with the accepted Conn once negotiation succeeds (nil if it fails).
-func hostileListener(t *testing.T, cfg *Config) (*Listener, *rawPeer) {
+func hostileListener(t *testing.T, env *hostEnv, cfg *Config) (*Listener, *rawPeer) {
 	t.Helper()
 	if cfg == nil {
-		cfg = testConfig()
+		cfg = env.cfg()
 	}
-	l, err := Listen(t.Context(), "127.0.0.1:0", cfg)
+	l, err := Listen(t.Context(), env.addr, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { l.Close() })
-	p := newRaw(t)
+	p := newRaw(t, env)
 	p.dial(l.Addr().String())
 	return l, p
 }
@@ -196,29 +170,30 @@ func TestHostileNegotiateRequest(t *testing.T) {
 		{"tiny-max-receive", func() []byte { b := negReq(0x0100); binary.LittleEndian.PutUint32(b[12:], 127); return b }(), 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			checkLeaks(t)
-			l, p := hostileListener(t, nil)
-			p.send(tc.msg)
-			if tc.status != 0 {
-				b, ok := p.recv()
-				r, err := wire.ParseNegotiateResponse(b)
-				if !ok || err != nil || r.Status != tc.status {
-					t.Fatalf("response %+v, %v", r, err)
+			hostileRun(t, func(t *testing.T, env *hostEnv) {
+				l, p := hostileListener(t, env, nil)
+				p.send(tc.msg)
+				if tc.status != 0 {
+					b, ok := p.recv()
+					r, err := wire.ParseNegotiateResponse(b)
+					if !ok || err != nil || r.Status != tc.status {
+						t.Fatalf("response %+v, %v", r, err)
+					}
 				}
-			}
-			if !p.disconnected() {
-				t.Fatal("raw client still connected")
-			}
-			noConn(t, l)
+				if !p.disconnected() {
+					t.Fatal("raw client still connected")
+				}
+				noConn(t, l)
+			})
 		})
 	}
 }
 
 // negotiated returns our accepted Conn and the raw client after a valid
 // negotiation; the raw client then holds the response's credits.
-func negotiated(t *testing.T, cfg *Config) (*Conn, *rawPeer, wire.NegotiateResponse) {
+func negotiated(t *testing.T, env *hostEnv, cfg *Config) (*Conn, *rawPeer, wire.NegotiateResponse) {
 	t.Helper()
-	l, p := hostileListener(t, cfg)
+	l, p := hostileListener(t, env, cfg)
 	p.send(negReq(0x0100))
 	b, _ := p.recv()
 	r, err := wire.ParseNegotiateResponse(b)
@@ -294,33 +269,38 @@ func TestHostileDataTransfer(t *testing.T) {
 		}, ErrProtocol},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			checkLeaks(t)
-			c, p, _ := negotiated(t, nil)
-			for _, m := range tc.msgs {
-				p.send(m)
-			}
-			expectFailure(t, c, p, tc.want)
+			hostileRun(t, func(t *testing.T, env *hostEnv) {
+				c, p, _ := negotiated(t, env, nil)
+				for _, m := range tc.msgs {
+					p.send(m)
+				}
+				expectFailure(t, c, p, tc.want)
+			})
 		})
 	}
 }
 
 // A peer that sends more messages than it was granted credits for.
 func TestHostileWithoutCredits(t *testing.T) {
-	checkLeaks(t)
-	cfg := testConfig()
-	cfg.InitialReceives = 4
-	c, p, r := negotiated(t, cfg)
-	for range int(r.CreditsGranted) + 8 {
-		p.send(dt(wire.DataTransfer{}, []byte("x")))
-	}
-	expectFailure(t, c, p, nil)
+	hostileRun(t, func(t *testing.T, env *hostEnv) {
+		cfg := env.cfg()
+		cfg.InitialReceives = 4
+		c, p, r := negotiated(t, env, cfg)
+		for range int(r.CreditsGranted) + 8 {
+			p.send(dt(wire.DataTransfer{}, []byte("x")))
+		}
+		expectFailure(t, c, p, nil)
+	})
 }
 
 // A peer that never grants credits: our writes wait, a write deadline
 // ends the wait, and the connection stays usable.
 func TestHostileNeverGrants(t *testing.T) {
-	checkLeaks(t)
-	c, p, _ := negotiated(t, nil)
+	hostileRun(t, testHostileNeverGrants)
+}
+
+func testHostileNeverGrants(t *testing.T, env *hostEnv) {
+	c, p, _ := negotiated(t, env, nil)
 	c.SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
 	start := time.Now()
 	err := c.WriteMessage([]byte("hello"))
@@ -348,11 +328,19 @@ func TestHostileNeverGrants(t *testing.T) {
 // so it runs out of credits; memory stays bounded by MaxQueuedBytes, and
 // when it sends anyway the connection ends.
 func TestHostileFlood(t *testing.T) {
-	checkLeaks(t)
-	cfg := testConfig()
+	hostileRun(t, testHostileFlood)
+}
+
+func testHostileFlood(t *testing.T, env *hostEnv) {
+	cfg := env.cfg()
 	cfg.MaxQueuedBytes = 64 << 10
-	c, p, r := negotiated(t, cfg)
+	c, p, r := negotiated(t, env, cfg)
 	credits := int(r.CreditsGranted)
+	// The peer grants credits too, one per receive buffer it has (the
+	// raw peer keeps 64 posted): without them our Conn could not send
+	// the messages that grant it credits, and the flood would stop at
+	// the negotiated few.
+	grant := 32
 	payload := make([]byte, 8192-24)
 	sent := 0
 	deadline := time.Now().Add(3 * time.Second)
@@ -360,7 +348,7 @@ func TestHostileFlood(t *testing.T) {
 		// Collect grants the way a well-behaved peer would.
 		for drained := false; !drained; {
 			select {
-			case b, ok := <-p.recvs:
+			case b, ok := <-p.Messages():
 				if !ok {
 					t.Fatal("disconnected while behaving")
 				}
@@ -369,6 +357,7 @@ func TestHostileFlood(t *testing.T) {
 					t.Fatal(err)
 				}
 				credits += int(h.CreditsGranted)
+				grant++ // its buffer is reposted
 			default:
 				drained = true
 			}
@@ -377,7 +366,8 @@ func TestHostileFlood(t *testing.T) {
 			time.Sleep(5 * time.Millisecond)
 			continue
 		}
-		p.send(dt(wire.DataTransfer{}, payload))
+		p.send(dt(wire.DataTransfer{CreditsGranted: uint16(grant)}, payload))
+		grant = 0
 		credits--
 		sent++
 	}
@@ -392,7 +382,7 @@ func TestHostileFlood(t *testing.T) {
 		t.Fatalf("flood not bounded: %d bytes queued, %d receive buffers, %d messages accepted", queued, bufs, sent)
 	}
 	// Now it sends without credits.
-	for i := 0; i < 300 && p.ep.Err() == nil; i++ {
+	for i := 0; i < 300 && p.Endpoint().Err() == nil; i++ {
 		p.send(dt(wire.DataTransfer{}, payload))
 	}
 	expectFailure(t, c, p, nil)
@@ -418,60 +408,51 @@ func TestHostileNegotiateResponse(t *testing.T) {
 		{"silent", func(r *wire.NegotiateResponse) []byte { return []byte{} }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			checkLeaks(t)
-			pd, err := iwarp.New(iwarp.Config{FirstSendDelay: -1}).NewPD()
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer pd.Close()
-			rl, err := pd.Listen(t.Context(), "127.0.0.1:0", rdma.ListenConfig{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer rl.Close()
-			done := make(chan struct{})
-			go func() {
-				defer close(done)
-				req, err := rl.Accept(t.Context())
+			hostileRun(t, func(t *testing.T, env *hostEnv) {
+				p := newRaw(t, env)
+				// The listener is the raw peer's: an endpoint accepts
+				// requests of its own PD.
+				rl, err := p.PD().Listen(t.Context(), env.addr, rdma.ListenConfig{})
 				if err != nil {
-					return
+					t.Fatal(err)
 				}
-				p := &rawPeer{t: t, pd: pd, recvs: make(chan []byte, 64), sent: make(chan error, 64)}
-				p.ep, _ = pd.NewEndpoint(rdma.EndpointConfig{})
-				mr, _ := pd.RegisterMemory(make([]byte, 64<<10), rdma.AccessLocalWrite)
-				p.mrs = []rdma.MR{mr}
-				p.ep.PostRecv(&rdma.RecvWR{Local: rdma.SGE{MR: mr}})
-				if err := req.Accept(t.Context(), p.ep, rdma.ConnParams{ORD: 16, IRD: 16}); err != nil {
-					return
+				defer rl.Close()
+				done := make(chan struct{})
+				go func() {
+					defer close(done)
+					req, err := rl.Accept(t.Context())
+					if err != nil {
+						return
+					}
+					if err := p.Accept(t.Context(), req, rdma.ConnParams{ORD: 16, IRD: 16}); err != nil {
+						return
+					}
+					if _, err := p.Recv(t.Context()); err != nil { // the request
+						return
+					}
+					r := good
+					msg := tc.mod(&r)
+					if msg == nil {
+						msg = wire.AppendNegotiateResponse(nil, &r)
+					}
+					if len(msg) > 0 {
+						p.send(msg)
+					}
+					p.disconnected()
+				}()
+				cfg := env.cfg()
+				cfg.NegotiateTimeout = 500 * time.Millisecond
+				c, err := Dial(t.Context(), rl.Addr().String(), cfg)
+				if err == nil {
+					c.Close()
+					t.Fatal("negotiated with a hostile responder")
 				}
-				p.start()
-				<-p.recvs // the request
-				r := good
-				msg := tc.mod(&r)
-				if msg == nil {
-					msg = wire.AppendNegotiateResponse(nil, &r)
+				if !errors.Is(err, ErrNegotiate) {
+					t.Fatalf("got %v, want ErrNegotiate", err)
 				}
-				if len(msg) > 0 {
-					p.send(msg)
-				}
-				p.disconnected()
-				p.ep.Close()
-				for range p.recvs {
-				}
-				mr.Close()
-			}()
-			cfg := testConfig()
-			cfg.NegotiateTimeout = 500 * time.Millisecond
-			c, err := Dial(t.Context(), rl.Addr().String(), cfg)
-			if err == nil {
-				c.Close()
-				t.Fatal("negotiated with a hostile responder")
-			}
-			if !errors.Is(err, ErrNegotiate) {
-				t.Fatalf("got %v, want ErrNegotiate", err)
-			}
-			t.Logf("%v", err)
-			<-done
+				t.Logf("%v", err)
+				<-done
+			})
 		})
 	}
 }

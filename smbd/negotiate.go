@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/smbdirect/smbdirect/rdma"
@@ -18,7 +19,10 @@ func Dial(ctx context.Context, addr string, cfg *Config) (*Conn, error) {
 	if cfg == nil {
 		cfg = &Config{}
 	}
-	rc := cfg.resolve(true)
+	rc, err := cfg.resolve(true)
+	if err != nil {
+		return nil, err
+	}
 	pd, err := rc.Provider.NewPD()
 	if err != nil {
 		return nil, err
@@ -122,6 +126,7 @@ func (c *Conn) negotiateRecv(ctx context.Context) ([]byte, int, error) {
 type Listener struct {
 	cfg    Config
 	pd     rdma.PD
+	pdRefs atomic.Int64 // users of pd: the listener and its Conns (sharedPD)
 	rl     rdma.Listener
 	conns  chan *Conn
 	closed chan struct{}
@@ -134,7 +139,10 @@ func Listen(ctx context.Context, addr string, cfg *Config) (*Listener, error) {
 	if cfg == nil {
 		cfg = &Config{}
 	}
-	rc := cfg.resolve(false)
+	rc, err := cfg.resolve(false)
+	if err != nil {
+		return nil, err
+	}
 	pd, err := rc.Provider.NewPD()
 	if err != nil {
 		return nil, err
@@ -145,6 +153,7 @@ func Listen(ctx context.Context, addr string, cfg *Config) (*Listener, error) {
 		return nil, err
 	}
 	l := &Listener{cfg: rc, pd: pd, rl: rl, conns: make(chan *Conn), closed: make(chan struct{})}
+	l.pdRefs.Store(1)
 	l.wg.Add(1)
 	go l.acceptLoop()
 	return l, nil
@@ -168,13 +177,38 @@ func (l *Listener) AcceptSMBD(ctx context.Context) (*Conn, error) {
 	}
 }
 
-// Close stops listening; connections already accepted stay open.
+// Close stops listening; connections already accepted stay open. The
+// PD they share is closed with the last of them.
 func (l *Listener) Close() error {
+	first := false
 	l.once.Do(func() {
+		first = true
 		close(l.closed)
 		l.rl.Close()
 	})
 	l.wg.Wait()
+	if first {
+		l.releasePD()
+	}
+	return nil
+}
+
+func (l *Listener) releasePD() {
+	if l.pdRefs.Add(-1) == 0 {
+		l.pd.Close()
+	}
+}
+
+// sharedPD is the listener's PD as an accepted Conn holds it: the Conn
+// closes it as its own, and the PD is closed with its last user.
+type sharedPD struct {
+	rdma.PD
+	l    *Listener
+	once sync.Once
+}
+
+func (s *sharedPD) Close() error {
+	s.once.Do(s.l.releasePD)
 	return nil
 }
 
@@ -212,8 +246,11 @@ func (l *Listener) acceptLoop() {
 // request within the negotiation timeout, answer, start.
 func (l *Listener) negotiate(ctx context.Context, req rdma.ConnRequest) (*Conn, error) {
 	rc := l.cfg
-	c, err := newConn(rc, l.pd, false)
+	l.pdRefs.Add(1)
+	spd := &sharedPD{PD: l.pd, l: l}
+	c, err := newConn(rc, spd, true)
 	if err != nil {
+		spd.Close()
 		req.Reject(nil)
 		return nil, err
 	}
