@@ -23,15 +23,13 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/smbdirect/smbdirect/internal/ctl"
 	"github.com/smbdirect/smbdirect/smbd"
 )
 
-// DefaultSocket is where the daemon listens unless configured otherwise.
-const DefaultSocket = "/run/smbdirect/smbdirectd.sock"
-
 // Config configures the daemon. Zero values take the documented defaults.
 type Config struct {
-	// Socket is the control socket's path (DefaultSocket).
+	// Socket is the control socket's path (smbdirectd.DefaultSocket).
 	Socket string
 	// SocketMode is the socket file's permission bits (0660): together
 	// with the directory's, the first gate.
@@ -56,7 +54,7 @@ type Config struct {
 
 func (c *Config) defaults() {
 	if c.Socket == "" {
-		c.Socket = DefaultSocket
+		c.Socket = ctl.DefaultSocket
 	}
 	if c.SocketMode == 0 {
 		c.SocketMode = 0o660

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/smbdirect/smbdirect/daemon"
+	"github.com/smbdirect/smbdirect/internal/ctl"
 	"github.com/smbdirect/smbdirect/iwarp"
 	"github.com/smbdirect/smbdirect/smbd"
 )
@@ -81,7 +82,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready func(*daemo
 		fmt.Fprint(stderr, usage)
 		fs.PrintDefaults()
 	}
-	fs.StringVar(&o.socket, "socket", daemon.DefaultSocket, "control socket `path`; its directory is created")
+	fs.StringVar(&o.socket, "socket", ctl.DefaultSocket, "control socket `path`; its directory is created")
 	fs.StringVar(&o.mode, "socket-mode", "0660", "permission bits of the control socket (octal)")
 	fs.StringVar(&o.allowUIDs, "allow-uid", "", "comma-separated user IDs allowed besides root and the daemon's own user (checked by SO_PEERCRED)")
 	fs.StringVar(&o.allowGIDs, "allow-gid", "", "comma-separated group IDs whose members are allowed (primary or supplementary group)")
