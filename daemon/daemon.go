@@ -23,18 +23,16 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/smbdirect/smbdirect/internal/ctl"
 	// The daemon's default SMB Direct provider (Config.SMBD with a nil
 	// Provider) is the embedded soft-iWARP: it registers itself.
 	_ "github.com/smbdirect/smbdirect/iwarp"
 	"github.com/smbdirect/smbdirect/smbd"
 )
 
-// DefaultSocket is where the daemon listens unless configured otherwise.
-const DefaultSocket = "/run/smbdirect/smbdirectd.sock"
-
 // Config configures the daemon. Zero values take the documented defaults.
 type Config struct {
-	// Socket is the control socket's path (DefaultSocket).
+	// Socket is the control socket's path (smbdirectd.DefaultSocket).
 	Socket string
 	// SocketMode is the socket file's permission bits (0660): together
 	// with the directory's, the first gate.
@@ -59,7 +57,7 @@ type Config struct {
 
 func (c *Config) defaults() {
 	if c.Socket == "" {
-		c.Socket = DefaultSocket
+		c.Socket = ctl.DefaultSocket
 	}
 	if c.SocketMode == 0 {
 		c.SocketMode = 0o660

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -19,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/smbdirect/smbdirect/daemon"
+	"github.com/smbdirect/smbdirect/internal/framing"
 	"github.com/smbdirect/smbdirect/iwarp"
 	"github.com/smbdirect/smbdirect/smbd"
 	"github.com/smbdirect/smbdirect/smbdirectd"
@@ -111,18 +111,24 @@ func through(t *testing.T, s *daemon.Server, addr string) (*smbdirectd.Client, *
 }
 
 func writePDU(w io.Writer, pdu []byte) error {
-	var h [4]byte
-	binary.BigEndian.PutUint32(h[:], uint32(len(pdu)))
-	_, err := w.Write(append(h[:], pdu...))
+	b, err := framing.Append(nil, len(pdu))
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(append(b, pdu...))
 	return err
 }
 
 func readPDU(r io.Reader) ([]byte, error) {
-	var h [4]byte
+	var h [framing.HeaderLen]byte
 	if _, err := io.ReadFull(r, h[:]); err != nil {
 		return nil, err
 	}
-	b := make([]byte, binary.BigEndian.Uint32(h[:]))
+	size, ok := framing.Parse(h[:])
+	if !ok {
+		return nil, fmt.Errorf("bad framing % x", h)
+	}
+	b := make([]byte, size)
 	_, err := io.ReadFull(r, b)
 	return b, err
 }

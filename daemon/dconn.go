@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"encoding/binary"
 	"errors"
 	"io"
 	"net"
@@ -10,6 +9,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/smbdirect/smbdirect/internal/framing"
 	"github.com/smbdirect/smbdirect/smbd"
 )
 
@@ -97,7 +97,7 @@ func (d *dconn) up() {
 	buf := make([]byte, pumpBufMin)
 	r, w := 0, 0
 	for {
-		for w-r < 4 {
+		for w-r < framing.HeaderLen {
 			if r > 0 {
 				w, r = copy(buf, buf[r:w]), 0
 			}
@@ -110,16 +110,16 @@ func (d *dconn) up() {
 				buf = growPumpBuf(buf)
 			}
 		}
-		hdr := buf[r : r+4]
-		size := int(binary.BigEndian.Uint32(hdr))
-		if hdr[0] != 0 || size == 0 || size > max {
+		hdr := buf[r : r+framing.HeaderLen]
+		size, ok := framing.Parse(hdr)
+		if !ok || size > max {
 			d.owner.log.Warn("smbdirectd: bad PDU from client, closing", "conn", d.id, "header", hdr, "max", max)
 			s.errs.Add(1)
 			return
 		}
 		d.pdu.Lock()
 		var err error
-		buf, err = d.passPDU(buf, &r, &w, 4+size)
+		buf, err = d.passPDU(buf, &r, &w, framing.HeaderLen+size)
 		d.pdu.Unlock()
 		if err != nil {
 			if !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, net.ErrClosed) {

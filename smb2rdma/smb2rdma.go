@@ -16,7 +16,6 @@
 package smb2rdma
 
 import (
-	"encoding/binary"
 	"fmt"
 	"io"
 	"log/slog"
@@ -181,9 +180,6 @@ func (c *Conn) Stats() Stats {
 	return Stats{Reads: c.reads.Load(), Writes: c.writes.Load(), BytesPlaced: c.placed.Load(),
 		BytesFetched: c.fetched.Load(), Inline: c.inline.Load(), PeerInvalidated: c.peerInv.Load()}
 }
-
-// maxPDU bounds a PDU the client writes (the Direct TCP length is 24 bits).
-const maxPDU = 1<<24 - 1
 
 // Write takes Direct TCP framed PDUs, as an SMB2 client writes them to a
 // TCP socket.
@@ -363,23 +359,27 @@ func (c *Conn) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-// next receives the next PDU into rbuf (after a 4-byte gap for its
-// Direct TCP header) and makes it the one being read.
+// next receives the next PDU into rbuf (after a gap for its Direct TCP
+// header) and makes it the one being read.
 func (c *Conn) next() error {
+	const hl = framing.HeaderLen
 	max := c.ch.MaxMessageSize()
-	if cap(c.rbuf) < 4+max {
-		c.rbuf = make([]byte, 4+max)
+	if cap(c.rbuf) < hl+max {
+		c.rbuf = make([]byte, hl+max)
 	}
 	c.rbuf = c.rbuf[:cap(c.rbuf)]
-	n, err := c.ch.ReadMessage(c.rbuf[4:])
+	n, err := c.ch.ReadMessage(c.rbuf[hl:])
 	if err != nil {
 		return err
 	}
-	out := c.fixResponse(c.rbuf[4 : 4+n])
+	out := c.fixResponse(c.rbuf[hl : hl+n])
 	if out == nil {
-		out = c.rbuf[:4+n]
+		out = c.rbuf[:hl+n]
 	}
-	binary.BigEndian.PutUint32(out, uint32(len(out)-4))
+	if err := framing.Put(out, len(out)-hl); err != nil {
+		// A READ response made inline again can outgrow the 24 bits.
+		return fmt.Errorf("smb2rdma: %d-byte response: %w", len(out)-hl, smbd.ErrMessageTooLarge)
+	}
 	c.rout = out
 	return nil
 }
@@ -437,9 +437,9 @@ func (c *Conn) fixResponse(msg []byte) []byte {
 	n := int(r.DataRemaining)
 	c.placed.Add(uint64(n))
 	c.log.Debug("smb2rdma: READ placed by RDMA", "bytes", n, "invalidated_by_peer", invalidatedByPeer)
-	out := make([]byte, 4, 4+smb2.ReadResponseDataOffset+n)
+	out := make([]byte, framing.HeaderLen, framing.HeaderLen+smb2.ReadResponseDataOffset+n)
 	out = append(out, msg[:smb2.ReadResponseDataOffset]...)
-	smb2.PutReadResponseData(out[4+smb2.HeaderLen:], uint32(n))
+	smb2.PutReadResponseData(out[framing.HeaderLen+smb2.HeaderLen:], uint32(n))
 	out = append(out, p.reg.Bytes()[:n]...)
 	return out
 }

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/smbdirect/smbdirect/internal/framing"
 	"github.com/smbdirect/smbdirect/internal/smb2"
 	"github.com/smbdirect/smbdirect/iwarp"
 	"github.com/smbdirect/smbdirect/smbd"
@@ -176,7 +177,10 @@ func (s *fakeServer) serve(ctx context.Context) error {
 // client sends framed PDUs and reads framed responses, as over TCP.
 func roundTrip(t *testing.T, c io.ReadWriter, pdu []byte) []byte {
 	t.Helper()
-	hdr := []byte{0, byte(len(pdu) >> 16), byte(len(pdu) >> 8), byte(len(pdu))}
+	hdr := make([]byte, framing.HeaderLen)
+	if err := framing.Put(hdr, len(pdu)); err != nil {
+		t.Fatal(err)
+	}
 	// The header and the PDU in separate writes, as go-smb2 does.
 	if _, err := c.Write(hdr); err != nil {
 		t.Fatal(err)
@@ -187,7 +191,11 @@ func roundTrip(t *testing.T, c io.ReadWriter, pdu []byte) []byte {
 	if _, err := io.ReadFull(c, hdr); err != nil {
 		t.Fatal(err)
 	}
-	resp := make([]byte, int(hdr[1])<<16|int(hdr[2])<<8|int(hdr[3]))
+	size, ok := framing.Parse(hdr)
+	if !ok {
+		t.Fatalf("response header % x", hdr)
+	}
+	resp := make([]byte, size)
 	if _, err := io.ReadFull(c, resp); err != nil {
 		t.Fatal(err)
 	}

@@ -4,14 +4,15 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/smbdirect/smbdirect/internal/framing"
 	"github.com/smbdirect/smbdirect/iwarp"
 	"github.com/smbdirect/smbdirect/rdma"
 	"github.com/smbdirect/smbdirect/smbd/internal/wire"
@@ -57,8 +58,10 @@ func pairTB(t testing.TB, cc, sc *Config) (*Conn, *Conn) {
 }
 
 func framed(payload []byte) []byte {
-	b := make([]byte, 4, 4+len(payload))
-	binary.BigEndian.PutUint32(b, uint32(len(payload)))
+	b, err := framing.Append(make([]byte, 0, framing.HeaderLen+len(payload)), len(payload))
+	if err != nil {
+		panic(err)
+	}
 	return append(b, payload...)
 }
 
@@ -72,14 +75,15 @@ func pdu(n int, seed byte) []byte {
 
 // readPDU reads one Direct TCP framed PDU, as SMB2-over-TCP code does.
 func readPDU(r io.Reader) ([]byte, error) {
-	var h [4]byte
+	var h [framing.HeaderLen]byte
 	if _, err := io.ReadFull(r, h[:]); err != nil {
 		return nil, err
 	}
-	if h[0] != 0 {
-		return nil, errors.New("bad framing byte")
+	size, ok := framing.Parse(h[:])
+	if !ok {
+		return nil, fmt.Errorf("bad framing % x", h)
 	}
-	b := make([]byte, binary.BigEndian.Uint32(h[:]))
+	b := make([]byte, size)
 	_, err := io.ReadFull(r, b)
 	return b, err
 }
@@ -131,6 +135,34 @@ func TestStreamBothWays(t *testing.T) {
 // TestFewCredits: tiny credit windows, both sides writing many messages at
 // once, neither reading until it has written: the last-credit rule and the
 // credit grants keep it moving.
+// TestReadHeaderBytes: Read puts the exact Direct TCP header before a
+// received message, however few bytes each Read asks for.
+func TestReadHeaderBytes(t *testing.T) {
+	c, s := pair(t, testConfig(), testConfig())
+	msg := pdu(0x010203, 5)
+	errc := make(chan error, 1)
+	go func() { errc <- c.WriteMessage(msg) }()
+	var h []byte
+	for range framing.HeaderLen {
+		var b [1]byte
+		n, err := s.Read(b[:])
+		if n != 1 || err != nil {
+			t.Fatalf("Read of a header byte: %d, %v", n, err)
+		}
+		h = append(h, b[0])
+	}
+	if want := []byte{0, 0x01, 0x02, 0x03}; !bytes.Equal(h, want) {
+		t.Fatalf("header % x, want % x", h, want)
+	}
+	got := make([]byte, len(msg))
+	if _, err := io.ReadFull(s, got); err != nil || !bytes.Equal(got, msg) {
+		t.Fatalf("body: %v, equal %v", err, bytes.Equal(got, msg))
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestFewCredits(t *testing.T) {
 	cfg := func() *Config {
 		c := testConfig()

@@ -7,6 +7,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/smbdirect/smbdirect/internal/framing"
 	"github.com/smbdirect/smbdirect/rdma"
 	"github.com/smbdirect/smbdirect/smbd/internal/wire"
 )
@@ -110,7 +111,7 @@ func (c *Conn) receiveLocked(slot int, msg []byte) error {
 	f := frag{slot: slot, data: payload}
 	if c.reasm < 0 {
 		total := uint64(h.DataLength) + uint64(h.RemainingDataLength)
-		if total > uint64(c.cfg.MaxFragmentedSize) || total > 0xffffff {
+		if total > uint64(c.cfg.MaxFragmentedSize) || total > framing.MaxSize {
 			return fmt.Errorf("%w: %d-byte message, at most %d: %w", ErrProtocol, total, c.cfg.MaxFragmentedSize, ErrMessageTooLarge)
 		}
 		f.first, f.total = true, int(total)
@@ -198,8 +199,9 @@ func (c *Conn) Read(p []byte) (int, error) {
 			}
 		}
 		f := &c.queue[c.qhead]
-		if f.first && f.hdr < 4 {
-			h := [4]byte{0, byte(f.total >> 16), byte(f.total >> 8), byte(f.total)}
+		if f.first && f.hdr < framing.HeaderLen {
+			var h [framing.HeaderLen]byte
+			_ = framing.Put(h[:], f.total) // cannot fail: total was checked on receipt
 			k := copy(p[n:], h[f.hdr:])
 			f.hdr += k
 			n += k

@@ -13,7 +13,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/smbdirect/smbdirect/internal/framing"
 	"github.com/smbdirect/smbdirect/smb2rdma"
+	"github.com/smbdirect/smbdirect/smbd"
 )
 
 // Channel is a connection held by the daemon as an smb2rdma.Channel:
@@ -50,11 +52,13 @@ var _ smb2rdma.Channel = (*Channel)(nil)
 
 // WriteMessage writes one PDU with its Direct TCP header.
 func (ch *Channel) WriteMessage(pdu []byte) error {
-	if len(pdu) == 0 || len(pdu) > 0xffffff {
-		return fmt.Errorf("smbdirectd: %d-byte PDU", len(pdu))
+	var h [framing.HeaderLen]byte
+	if err := framing.Put(h[:], len(pdu)); err != nil {
+		if len(pdu) > framing.MaxSize {
+			return fmt.Errorf("smbdirectd: %d-byte PDU: %w", len(pdu), smbd.ErrMessageTooLarge)
+		}
+		return fmt.Errorf("smbdirectd: empty PDU: %w", smbd.ErrFraming)
 	}
-	var h [4]byte
-	binary.BigEndian.PutUint32(h[:], uint32(len(pdu)))
 	ch.wmu.Lock()
 	defer ch.wmu.Unlock()
 	bufs := net.Buffers{h[:], pdu}
@@ -66,13 +70,16 @@ func (ch *Channel) WriteMessage(pdu []byte) error {
 func (ch *Channel) ReadMessage(buf []byte) (int, error) {
 	ch.rmu.Lock()
 	defer ch.rmu.Unlock()
-	var h [4]byte
+	var h [framing.HeaderLen]byte
 	if _, err := io.ReadFull(ch.Conn, h[:]); err != nil {
 		return 0, err
 	}
-	n := int(binary.BigEndian.Uint32(h[:]))
-	if h[0] != 0 || n > len(buf) {
-		return 0, fmt.Errorf("smbdirectd: %d-byte PDU for a %d-byte buffer (header % x)", n, len(buf), h)
+	n, ok := framing.Parse(h[:])
+	if !ok {
+		return 0, fmt.Errorf("smbdirectd: %w: header % x", smbd.ErrFraming, h)
+	}
+	if n > len(buf) {
+		return 0, fmt.Errorf("smbdirectd: %d-byte PDU, buffer of %d: %w", n, len(buf), io.ErrShortBuffer)
 	}
 	_, err := io.ReadFull(ch.Conn, buf[:n])
 	return n, err

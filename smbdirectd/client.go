@@ -21,8 +21,10 @@ import (
 	"github.com/smbdirect/smbdirect/internal/ctl"
 )
 
-// DefaultSocket is the daemon's default control socket.
-const DefaultSocket = "/run/smbdirect/smbdirectd.sock"
+// DefaultSocket is the daemon's default control socket: where
+// daemon.Config and cmd/smbdirectd listen unless told otherwise, and where
+// Dial connects given "". It is the only exported name of this path.
+const DefaultSocket = ctl.DefaultSocket
 
 // Error is a request the daemon refused or failed. Code is an errno value
 // (unix.ENOENT, unix.EMSGSIZE, ...), so errors.Is(err, unix.ENOENT) works.

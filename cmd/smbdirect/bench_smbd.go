@@ -2,12 +2,12 @@ package main
 
 import (
 	"context"
-	"encoding/binary"
 	"flag"
 	"fmt"
 	"io"
 	"time"
 
+	"github.com/smbdirect/smbdirect/internal/framing"
 	"github.com/smbdirect/smbdirect/iwarp"
 	"github.com/smbdirect/smbdirect/smbd"
 )
@@ -121,7 +121,9 @@ func pduStream(w io.Writer, r io.Reader, closeW func(), size int, d time.Duratio
 		}
 	}()
 	pdu := make([]byte, size+4)
-	binary.BigEndian.PutUint32(pdu, uint32(size))
+	if err := framing.Put(pdu, size); err != nil {
+		return 0, fmt.Errorf("%d-byte PDU: %w", size, err)
+	}
 	t0 := time.Now()
 	for time.Since(t0) < d {
 		if _, err := w.Write(pdu); err != nil {
@@ -161,7 +163,9 @@ func pduRoundTrip(a, b io.ReadWriter, size int, d time.Duration) (float64, error
 		}
 	}()
 	pdu := make([]byte, size+4)
-	binary.BigEndian.PutUint32(pdu, uint32(size))
+	if err := framing.Put(pdu, size); err != nil {
+		return 0, fmt.Errorf("%d-byte PDU: %w", size, err)
+	}
 	buf := make([]byte, size+4)
 	n := 0
 	t0 := time.Now()

@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -13,6 +12,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/smbdirect/smbdirect/internal/framing"
 	"github.com/smbdirect/smbdirect/iwarp"
 	"github.com/smbdirect/smbdirect/rdma"
 	"github.com/smbdirect/smbdirect/smbd"
@@ -329,7 +329,9 @@ func demoSMBD(ctx context.Context, crc bool, say, detail func(string, ...any), s
 	const pduLen = 100_000
 	say("An SMB2-sized PDU through the net.Conn, with the 4-byte Direct TCP header, as on TCP.")
 	pdu := make([]byte, 4+pduLen)
-	binary.BigEndian.PutUint32(pdu, pduLen)
+	if err := framing.Put(pdu, pduLen); err != nil {
+		return err
+	}
 	copy(pdu[4:], "\xfeSMB")
 	for i := 8; i < len(pdu); i++ {
 		pdu[i] = byte(i * 11)

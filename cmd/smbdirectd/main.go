@@ -22,6 +22,7 @@ import (
 
 	"github.com/smbdirect/smbdirect/daemon"
 	"github.com/smbdirect/smbdirect/internal/cli"
+	"github.com/smbdirect/smbdirect/internal/ctl"
 	"github.com/smbdirect/smbdirect/iwarp"
 	"github.com/smbdirect/smbdirect/smbd"
 )
@@ -107,7 +108,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready func(*daemo
 	// printed once, as the one line of a usage error.
 	fs.SetOutput(io.Discard)
 	fs.Usage = func() {}
-	fs.StringVar(&o.socket, "socket", daemon.DefaultSocket, "control socket `path`; its directory is created")
+	fs.StringVar(&o.socket, "socket", ctl.DefaultSocket, "control socket `path`; its directory is created")
 	fs.StringVar(&o.mode, "socket-mode", "0660", "permission bits of the control socket (octal)")
 	fs.StringVar(&o.allowUIDs, "allow-uid", "", "comma-separated user IDs allowed besides root and the daemon's own user (checked by SO_PEERCRED)")
 	fs.StringVar(&o.allowGIDs, "allow-gid", "", "comma-separated group IDs whose members are allowed (primary or supplementary group)")

@@ -16,6 +16,13 @@ const Version = 1
 // Magic starts every message ("SD" little-endian).
 const Magic = 0x4453
 
+// DefaultSocket is where the daemon listens and clients connect unless
+// told otherwise. This is its one definition: the exported name is
+// smbdirectd.DefaultSocket (the client package; the daemon package and
+// cmd/smbdirectd use this constant, which it equals), and clib's
+// SDD_DEFAULT_SOCKET is checked against it by a test.
+const DefaultSocket = "/run/smbdirect/smbdirectd.sock"
+
 // HeaderLen is the size of the header; MaxMessage bounds a whole message
 // (a SEND carries one SMB2 PDU of up to 16 MiB).
 const (

@@ -3,7 +3,10 @@ package ctl
 import (
 	"bytes"
 	"errors"
+	"os"
+	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -148,4 +151,23 @@ func FuzzMessage(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestDefaultSocketMatchesC: the C client cannot import the constant, so
+// its copy in clib/smbdirect.h is held to it here.
+func TestDefaultSocketMatchesC(t *testing.T) {
+	h, err := os.ReadFile(filepath.Join("..", "..", "clib", "smbdirect.h"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `#define SDD_DEFAULT_SOCKET "` + DefaultSocket + `"`
+	for line := range strings.Lines(string(h)) {
+		if strings.HasPrefix(line, "#define SDD_DEFAULT_SOCKET ") {
+			if got := strings.TrimSpace(line); got != want {
+				t.Fatalf("clib/smbdirect.h has %s, want %s", got, want)
+			}
+			return
+		}
+	}
+	t.Fatal("clib/smbdirect.h defines no SDD_DEFAULT_SOCKET")
 }
