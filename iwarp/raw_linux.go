@@ -1,3 +1,5 @@
+// The inline send path's non-blocking writev(2) (see raw_other.go).
+
 package iwarp
 
 import (
