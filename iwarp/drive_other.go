@@ -9,7 +9,7 @@ import "errors"
 // there the receive path makes blocking conn.Reads, on the endpoint's
 // goroutine only, and Drive declines (returns false), as for a conn that is
 // not a socket.
-const rawReads = false
+var rawReads = false
 
 func readFD(int, []byte) (int, error) {
 	return 0, errors.New("iwarp: raw socket reads are not used on this system")
