@@ -3,15 +3,26 @@
 package smbdirectd
 
 import (
+	"errors"
+	"fmt"
 	"os"
+	"runtime"
 	"syscall"
 
 	"golang.org/x/sys/unix"
 )
 
 // fdPassing: the daemon protocol passes fds with SCM_RIGHTS, which every
-// unix has.
-func fdPassing() error { return nil }
+// unix has, in the messages of a SOCK_SEQPACKET unix socket, which macOS
+// and AIX lack (Dial would fail with EPROTONOSUPPORT; this says why).
+// errors.Is(err, errors.ErrUnsupported) holds.
+func fdPassing() error {
+	switch runtime.GOOS {
+	case "darwin", "ios", "aix":
+		return fmt.Errorf("smbdirectd: %w on %s: the daemon protocol needs SOCK_SEQPACKET unix sockets", errors.ErrUnsupported, runtime.GOOS)
+	}
+	return nil
+}
 
 func rightsSpace(nfds int) int { return unix.CmsgSpace(4 * nfds) }
 
