@@ -57,3 +57,24 @@ func TestErrorIs(t *testing.T) {
 		t.Fatal("errors.Is on Error")
 	}
 }
+
+// FuzzParseRights: the control data of the daemon's messages never
+// panics the parser. (Parsing only reads numbers: no fd is touched.)
+func FuzzParseRights(f *testing.F) {
+	f.Add(unixRights([]int{3}))
+	f.Add(unixRights([]int{7, 8, 9, 10}))
+	f.Add(unixRights([]int{5})[:5])
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, oob []byte) {
+		// Each fd is 4 bytes of the data, after a header.
+		if fds := parseRights(oob); len(fds) > 0 && 4*len(fds) >= len(oob) {
+			t.Fatalf("%d fds from %d bytes", len(fds), len(oob))
+		}
+	})
+}
+
+func TestParseRights(t *testing.T) {
+	if got := parseRights(unixRights([]int{7, 8, 9})); len(got) != 3 || got[0] != 7 || got[1] != 8 || got[2] != 9 {
+		t.Fatalf("parseRights: %v", got)
+	}
+}
