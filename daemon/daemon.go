@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package daemon is smbdirectd, the second entity of the design: it owns
 // SMB Direct connections and hands each client process an ordinary stream
 // fd (one end of a socketpair) carrying Direct-TCP-framed SMB2 PDUs, as a

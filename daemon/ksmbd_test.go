@@ -1,3 +1,5 @@
+//go:build linux
+
 package daemon_test
 
 // End to end against Linux ksmbd in the testbed VM, through the daemon:

@@ -73,7 +73,7 @@ func newRxDrive(e *endpoint, conn net.Conn) *rxDrive {
 	d := &rxDrive{e: e, wake: make(chan struct{}, 1)}
 	d.x = rxReader{conn: conn, buf: make([]byte, rxBufMin), d: d}
 	d.st = rxState{recvMSN: 1, rreqMSN: 1}
-	if sc, ok := conn.(syscall.Conn); ok {
+	if sc, ok := conn.(syscall.Conn); ok && rawReads {
 		if rc, err := sc.SyscallConn(); err == nil {
 			d.rc = rc
 		}
@@ -177,7 +177,7 @@ func (x *rxReader) read(p []byte) (int, error) {
 		return 0, errWouldBlock
 	}
 	for {
-		n, err := syscall.Read(x.fd, p)
+		n, err := readFD(x.fd, p)
 		switch {
 		case err == syscall.EINTR:
 			continue

@@ -6,28 +6,31 @@ import (
 	"net"
 	"syscall"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/smbdirect/smbdirect/iwarp/internal/wire"
 	"github.com/smbdirect/smbdirect/rdma"
 )
 
+// useSendfile is off in the tests of the copying fallback, which the
+// systems without a sendfile path use.
+var useSendfile = true
+
 // sendFile transmits a Send or RDMA Write whose source is a file range.
-// Without CRC the payload goes from the page cache to the socket with
-// sendfile(2) and never enters user memory; with CRC it has to be read
-// (the CRC covers it) into buf, one segment at a time.
+// Without CRC, on Linux, the payload goes from the page cache to the socket
+// with sendfile(2) and never enters user memory. With CRC it has to be read
+// (the CRC covers it) into buf, one segment at a time; so it is without CRC
+// where there is no sendfile path (other systems, a conn that is not a
+// socket): the same FPDUs, with a zero CRC field.
 func (e *endpoint) sendFile(conn net.Conn, s *sqEntry, buf []byte) error {
 	fr := s.wr.File
 	var rc syscall.RawConn
 	if !e.crc {
-		sc, ok := conn.(syscall.Conn)
-		if !ok {
-			return fmt.Errorf("%w: sendfile needs a socket", rdma.ErrNotSupported)
-		}
-		var err error
-		if rc, err = sc.SyscallConn(); err != nil {
-			return err
-		}
+		rc = sendfileConn(conn)
+	}
+	copied := rc == nil
+	if copied && len(buf) < min(fr.Length, e.pcfg.MaxSegment) {
+		// Only the copying fallback without CRC gets here: the transmit
+		// loop keeps a buffer for CRC connections only.
+		buf = make([]byte, min(fr.Length, e.pcfg.MaxSegment))
 	}
 	b := newTxBatch()
 	b.crc = e.crc
@@ -49,7 +52,7 @@ func (e *endpoint) sendFile(conn net.Conn, s *sqEntry, buf []byte) error {
 	for first := true; first || s.sent < fr.Length; first = false {
 		n := min(fr.Length-s.sent, e.pcfg.MaxSegment)
 		last := s.sent+n == fr.Length
-		if e.crc {
+		if copied {
 			if _, err := io.ReadFull(io.NewSectionReader(fr.File, fr.Offset+int64(s.sent), int64(n)), buf[:n]); err != nil {
 				return fmt.Errorf("%w: %v", errFileShort, err)
 			}
@@ -83,35 +86,4 @@ func (e *endpoint) sendFile(conn net.Conn, s *sqEntry, buf []byte) error {
 		return err
 	}
 	return nil
-}
-
-// sendfileN sends exactly n bytes of f at off to the socket behind rc.
-func sendfileN(rc syscall.RawConn, f interface{ Fd() uintptr }, off int64, n int) error {
-	var serr error
-	src := int(f.Fd())
-	err := rc.Write(func(fd uintptr) bool {
-		for n > 0 {
-			k, err := unix.Sendfile(int(fd), src, &off, n)
-			if err == unix.EAGAIN {
-				return false // wait until writable
-			}
-			if err == unix.EINTR {
-				continue
-			}
-			if err != nil {
-				serr = err
-				return true
-			}
-			if k == 0 {
-				serr = errFileShort
-				return true
-			}
-			n -= k
-		}
-		return true
-	})
-	if err != nil {
-		return err
-	}
-	return serr
 }

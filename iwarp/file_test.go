@@ -11,15 +11,23 @@ import (
 )
 
 // TestWriteFromFile sends a file range as an RDMA Write (sendfile without
-// CRC, read-and-checksum with CRC) and as a Send, and checks the bytes.
+// CRC, read-and-checksum with CRC, read-and-copy without CRC as on the
+// systems without sendfile) and as a Send, and checks the bytes.
 func TestWriteFromFile(t *testing.T) {
 	data := pattern(3<<20+77, 9)
 	path := filepath.Join(t.TempDir(), "src")
 	if err := os.WriteFile(path, data, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	for _, crc := range []bool{false, true} {
-		t.Run(map[bool]string{false: "sendfile", true: "crc"}[crc], func(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		crc      bool
+		sendfile bool
+	}{{"sendfile", false, true}, {"copied", false, false}, {"crc", true, true}} {
+		crc := tc.crc
+		t.Run(tc.name, func(t *testing.T) {
+			defer func(v bool) { useSendfile = v }(useSendfile)
+			useSendfile = tc.sendfile
 			f, err := os.Open(path)
 			if err != nil {
 				t.Fatal(err)
@@ -63,6 +71,16 @@ func TestWriteFromFile(t *testing.T) {
 // TestFileShort: a range past the end of the file fails the connection
 // rather than sending garbage.
 func TestFileShort(t *testing.T) {
+	for _, sendfile := range []bool{true, false} {
+		t.Run(map[bool]string{true: "sendfile", false: "copied"}[sendfile], func(t *testing.T) {
+			defer func(v bool) { useSendfile = v }(useSendfile)
+			useSendfile = sendfile
+			testFileShort(t)
+		})
+	}
+}
+
+func testFileShort(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "small")
 	os.WriteFile(path, []byte("tiny"), 0o600)
 	f, _ := os.Open(path)

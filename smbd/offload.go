@@ -15,7 +15,6 @@ import (
 	"net"
 	"os"
 	"sync"
-	"syscall"
 
 	"github.com/smbdirect/smbdirect/rdma"
 	"github.com/smbdirect/smbdirect/smbd/internal/wire"
@@ -89,7 +88,9 @@ type Buffer struct {
 	c      *Conn
 	mr     rdma.MR
 	access Access
-	mapped []byte // the whole mapping of a file range, to unmap
+	mapped []byte   // the whole mapping of a file range, to unmap
+	back   *os.File // where there is no mapping: the file a PeerWrite copy goes back to
+	backAt int64
 	once   sync.Once
 }
 
@@ -114,6 +115,12 @@ func (c *Conn) Register(b []byte, access Access) (*Buffer, error) {
 // writing and is extended to off+n if it is shorter; for PeerRead only,
 // the range must lie within the file. The file must not be truncated
 // below off+n while the Buffer is open.
+//
+// Where there is no mmap (Windows), the range is read into memory instead:
+// the peer reads the file as it was at registration, and what the peer
+// writes (PeerWrite) reaches the file when the Buffer is closed, so f must
+// stay open until then. The outcome of a request (data in the file once
+// the Buffer is closed) is the same.
 func (c *Conn) RegisterFile(f *os.File, off int64, n int, access Access) (*Buffer, error) {
 	if err := c.checkRegister(n, access); err != nil {
 		return nil, err
@@ -124,10 +131,16 @@ func (c *Conn) RegisterFile(f *os.File, off int64, n int, access Access) (*Buffe
 	}
 	mr, err := c.pd.RegisterMemory(b, access.rdma())
 	if err != nil {
-		syscall.Munmap(mapped)
+		if mapped != nil {
+			munmap(mapped)
+		}
 		return nil, fmt.Errorf("smbd: registering %d bytes of %s: %w", n, f.Name(), err)
 	}
-	return &Buffer{c: c, mr: mr, access: access, mapped: mapped}, nil
+	buf := &Buffer{c: c, mr: mr, access: access, mapped: mapped}
+	if mapped == nil && access&PeerWrite != 0 {
+		buf.back, buf.backAt = f, off
+	}
+	return buf, nil
 }
 
 func (c *Conn) checkRegister(n int, access Access) error {
@@ -144,7 +157,8 @@ func (c *Conn) checkRegister(n int, access Access) error {
 }
 
 // mapFile maps [off, off+n) of f (page-aligned underneath) and returns the
-// whole mapping and the requested range within it.
+// whole mapping and the requested range within it; without mmapFiles, no
+// mapping and a copy of the range.
 func mapFile(f *os.File, off int64, n int, writable bool) (mapped, b []byte, err error) {
 	if off < 0 {
 		return nil, nil, fmt.Errorf("smbd: negative file offset %d", off)
@@ -165,13 +179,16 @@ func mapFile(f *os.File, off int64, n int, writable bool) (mapped, b []byte, err
 			return nil, nil, fmt.Errorf("smbd: extending %s to %d bytes: %w", f.Name(), end, err)
 		}
 	}
+	if !mmapFiles {
+		b = make([]byte, n)
+		if _, err := f.ReadAt(b, off); err != nil {
+			return nil, nil, fmt.Errorf("smbd: reading %s [%d, %d): %w", f.Name(), off, end, err)
+		}
+		return nil, b, nil
+	}
 	page := int64(os.Getpagesize())
 	start := off &^ (page - 1)
-	prot := syscall.PROT_READ
-	if writable {
-		prot |= syscall.PROT_WRITE
-	}
-	mapped, err = syscall.Mmap(int(f.Fd()), start, int(end-start), prot, syscall.MAP_SHARED)
+	mapped, err = mmap(f, start, int(end-start), writable)
 	if err != nil {
 		return nil, nil, fmt.Errorf("smbd: mapping %s [%d, %d): %w", f.Name(), off, end, err)
 	}
@@ -192,7 +209,8 @@ func (b *Buffer) AppendDescriptor(dst []byte) []byte {
 // Invalidate.
 func (b *Buffer) Token() uint32 { return uint32(b.mr.STag()) }
 
-// Bytes is the registered memory (for a file range, its mapping).
+// Bytes is the registered memory (for a file range, its mapping, or the
+// copy where there is no mmap).
 func (b *Buffer) Bytes() []byte { return b.mr.Bytes() }
 
 // Len is the registered length.
@@ -213,14 +231,23 @@ func (b *Buffer) Invalidate() error {
 	return b.mr.Invalidate()
 }
 
-// Close invalidates and deregisters the buffer (and unmaps a file range).
+// Close invalidates and deregisters the buffer (and unmaps a file range,
+// or writes a copied PeerWrite range back to its file).
 func (b *Buffer) Close() error {
 	var err error
 	b.once.Do(func() {
 		b.mr.Invalidate()
-		err = b.mr.Close()
+		if b.back != nil {
+			// After Invalidate: the peer can no longer change the copy.
+			if _, e := b.back.WriteAt(b.mr.Bytes(), b.backAt); e != nil {
+				err = fmt.Errorf("smbd: writing the registered range back to %s: %w", b.back.Name(), e)
+			}
+		}
+		if e := b.mr.Close(); err == nil {
+			err = e
+		}
 		if b.mapped != nil {
-			if e := syscall.Munmap(b.mapped); err == nil {
+			if e := munmap(b.mapped); err == nil {
 				err = e
 			}
 		}

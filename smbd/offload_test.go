@@ -130,7 +130,17 @@ func TestOffloadReadFromRegisteredBuffer(t *testing.T) {
 // File ranges on both sides: the client registers a range of one file for
 // the peer's write and a range of another for the peer's read; the server
 // moves data file to file.
-func TestOffloadFileRanges(t *testing.T) {
+func TestOffloadFileRanges(t *testing.T) { testOffloadFileRanges(t) }
+
+// The same with the file ranges copied instead of mapped, as on the
+// systems without mmap: the outcome is the same once the Buffer is closed.
+func TestOffloadFileRangesCopied(t *testing.T) {
+	defer func(v bool) { mmapFiles = v }(mmapFiles)
+	mmapFiles = false
+	testOffloadFileRanges(t)
+}
+
+func testOffloadFileRanges(t *testing.T) {
 	cli, srv := pair(t, testConfig(), testConfig())
 	ctx := octx(t)
 	dir := t.TempDir()
@@ -151,6 +161,9 @@ func TestOffloadFileRanges(t *testing.T) {
 	b, err := cli.RegisterFile(cf, 5000, len(want), PeerWrite)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if (b.mapped != nil) != mmapFiles || (b.back != nil) == mmapFiles {
+		t.Fatalf("mmapFiles %v: mapped %v, copy to write back %v", mmapFiles, b.mapped != nil, b.back != nil)
 	}
 	if err := srv.RDMAWriteFile(ctx, sf, 12345, []BufferDescriptor{b.Descriptor()}); err != nil {
 		t.Fatal(err)

@@ -8,10 +8,7 @@ import (
 	"net"
 	"os"
 	"sync"
-	"syscall"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/smbdirect/smbdirect/internal/framing"
 	"github.com/smbdirect/smbdirect/smb2rdma"
@@ -30,7 +27,8 @@ type Channel struct {
 
 	// Backing, if set, provides the file behind each registration of n
 	// bytes (it must be read-write and at least n bytes long); the default
-	// is an anonymous memfd.
+	// is an anonymous memfd (on Linux; elsewhere an unlinked temporary
+	// file).
 	Backing func(n int) (*os.File, error)
 	// Timeout bounds each control request (default 30 s).
 	Timeout time.Duration
@@ -108,7 +106,7 @@ func (ch *Channel) Register(n int, peerWrite bool, data []byte) (smb2rdma.Region
 	if err != nil {
 		return nil, err
 	}
-	mem, err := syscall.Mmap(int(f.Fd()), 0, n, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_SHARED)
+	mem, err := mapShared(f, n)
 	if err != nil {
 		f.Close()
 		return nil, fmt.Errorf("smbdirectd: mapping a registration: %w", err)
@@ -123,19 +121,15 @@ func (ch *Channel) Register(n int, peerWrite bool, data []byte) (smb2rdma.Region
 	defer cancel()
 	reg, err := ch.c.Register(ctx, ch.conn.Handle, f, 0, n, access)
 	if err != nil {
-		syscall.Munmap(mem)
+		unmap(mem)
 		f.Close()
 		return nil, err
 	}
 	return &region{ch: ch, reg: reg, f: f, mem: mem}, nil
 }
 
-func memfd(n int) (*os.File, error) {
-	fd, err := unix.MemfdCreate("smbdirect-registration", unix.MFD_CLOEXEC)
-	if err != nil {
-		return nil, err
-	}
-	f := os.NewFile(uintptr(fd), "memfd")
+// sized gives f its n bytes, or closes it.
+func sized(f *os.File, n int) (*os.File, error) {
 	if err := f.Truncate(int64(n)); err != nil {
 		f.Close()
 		return nil, err
@@ -178,7 +172,7 @@ func (r *region) Close() error {
 		if !r.revoked {
 			_, err = r.Invalidate()
 		}
-		syscall.Munmap(r.mem)
+		unmap(r.mem)
 		r.f.Close()
 	})
 	return err

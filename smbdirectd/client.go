@@ -14,9 +14,8 @@ import (
 	"net"
 	"os"
 	"sync"
+	"syscall"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/smbdirect/smbdirect/internal/ctl"
 )
@@ -27,7 +26,8 @@ import (
 const DefaultSocket = ctl.DefaultSocket
 
 // Error is a request the daemon refused or failed. Code is an errno value
-// (unix.ENOENT, unix.EMSGSIZE, ...), so errors.Is(err, unix.ENOENT) works.
+// (unix.ENOENT, unix.EMSGSIZE, ...; those are syscall.Errno values), so
+// errors.Is(err, unix.ENOENT) works.
 type Error struct {
 	Code    uint32
 	Message string
@@ -37,7 +37,7 @@ func (e *Error) Error() string { return "smbdirectd: " + e.Message }
 
 // Is matches the errno of the code.
 func (e *Error) Is(target error) bool {
-	n, ok := target.(unix.Errno)
+	n, ok := target.(syscall.Errno)
 	return ok && uint32(n) == e.Code
 }
 
@@ -67,6 +67,9 @@ type reply struct {
 
 // Dial opens a session with the daemon at socket ("" for DefaultSocket).
 func Dial(ctx context.Context, socket string) (*Client, error) {
+	if err := fdPassing(); err != nil {
+		return nil, err
+	}
 	if socket == "" {
 		socket = DefaultSocket
 	}
@@ -101,7 +104,7 @@ func (c *Client) Close() error {
 func (c *Client) readLoop() {
 	defer close(c.done)
 	buf := make([]byte, 1<<16)
-	oob := make([]byte, unix.CmsgSpace(4*4))
+	oob := make([]byte, rightsSpace(4))
 	var err error
 	for {
 		var n, oobn int
@@ -111,13 +114,7 @@ func (c *Client) readLoop() {
 		}
 		var fds []int
 		if oobn > 0 {
-			if msgs, e := unix.ParseSocketControlMessage(oob[:oobn]); e == nil {
-				for _, m := range msgs {
-					if f, e := unix.ParseUnixRights(&m); e == nil {
-						fds = append(fds, f...)
-					}
-				}
-			}
+			fds = parseRights(oob[:oobn])
 		}
 		h, body, e := ctl.ParseHeader(buf[:n])
 		if e != nil {
@@ -161,7 +158,7 @@ func (c *Client) readLoop() {
 
 func closeAll(fds []int) {
 	for _, fd := range fds {
-		unix.Close(fd)
+		closeFD(fd)
 	}
 }
 
@@ -184,7 +181,7 @@ func (c *Client) send(build func(id uint64) []byte, fds []int, ch chan reply, ev
 	c.mu.Unlock()
 	var oob []byte
 	if len(fds) > 0 {
-		oob = unix.UnixRights(fds...)
+		oob = unixRights(fds)
 	}
 	c.wmu.Lock()
 	_, _, err := c.uc.WriteMsgUnix(build(id), oob, nil)

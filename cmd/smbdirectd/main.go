@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command smbdirectd is the SMB Direct daemon: it owns SMB Direct
 // connections and hands client processes ordinary stream fds carrying
 // SMB2 PDUs, keeping the connections alive while the clients block. See

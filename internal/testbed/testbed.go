@@ -25,7 +25,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -296,7 +295,7 @@ func Start(ctx context.Context, opts Options) (*VM, error) {
 		"TESTBED_TIMEOUT="+strconv.Itoa(int((opts.Timeout+time.Second-1)/time.Second)))
 	cmd.Stdout, cmd.Stderr = w, w
 	// Its own process group, so Kill reaches run-vm.sh, timeout, qemu and tee at once.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	ownGroup(cmd)
 	if err := cmd.Start(); err != nil {
 		r.Close()
 		w.Close()
@@ -316,7 +315,7 @@ func Start(ctx context.Context, opts Options) (*VM, error) {
 				if ctx.Err() == context.Canceled {
 					vm.err = ctx.Err() // the caller's context, not our deadline
 				}
-				syscall.Kill(-vm.cmd.Process.Pid, syscall.SIGKILL)
+				killGroup(vm.cmd.Process)
 			}
 			vm.mu.Unlock()
 		case <-vm.done:
@@ -390,7 +389,7 @@ func (vm *VM) Kill() {
 	// has reaped the leader, its process group id may already belong to someone else.
 	if !vm.exiting && vm.err == nil {
 		vm.killed = true
-		syscall.Kill(-vm.cmd.Process.Pid, syscall.SIGKILL)
+		killGroup(vm.cmd.Process)
 	}
 	vm.mu.Unlock()
 	<-vm.done
