@@ -197,8 +197,7 @@ func (e *endpoint) commit(st *rxState, c *rxCommit) {
 type protoErr struct {
 	layer, typ, code uint8
 	msg              string
-	hdr              []byte // offending ULPDU header, for the Terminate
-	hasDDP           bool
+	hdr              []byte // offending segment's MPA length and header, for the Terminate
 }
 
 func (p *protoErr) Error() string { return p.msg }
@@ -256,14 +255,10 @@ func (e *endpoint) terminate(x *rxReader, pe *protoErr) {
 	e.log.Warn("iwarp: peer protocol error, terminating", "err", te)
 	t := &termOut{}
 	t.t = wire.Terminate{MSN: 1, Layer: pe.layer, Type: pe.typ, Code: pe.code}
-	if pe.hasDDP && len(pe.hdr) >= 2 {
-		n := copy(t.hdr[2:], pe.hdr[2:])
-		// The terminated header starts with the DDP segment length where
-		// the MPA length stood (RFC 5040 4.8, as Linux siw sends it).
-		t.hdr[0], t.hdr[1] = pe.hdr[0], pe.hdr[1]
-		t.t.Terminated = t.hdr[:2+n]
-		t.t.SegLenValid, t.t.HasDDP = true, true
-	}
+	// The terminated headers start with the DDP segment length where the
+	// MPA length stood (RFC 5040 4.8): the MPA ULPDU is the DDP segment.
+	n := t.t.TerminatedLen(pe.hdr)
+	t.t.Terminated = t.hdr[:copy(t.hdr[:], pe.hdr[:n])]
 	e.mu.Lock()
 	if e.err == nil {
 		e.err = te
@@ -330,7 +325,7 @@ func (e *endpoint) rxStep(x *rxReader, st *rxState, f *rxFPDU) error {
 			if err != nil {
 				var he *wire.HeaderError
 				if errors.As(err, &he) {
-					return &protoErr{layer: he.Layer, typ: he.Type, code: he.Code, msg: he.Msg}
+					return &protoErr{layer: he.Layer, typ: he.Type, code: he.Code, msg: he.Msg, hdr: raw}
 				}
 				return perr(wire.LayerDDP, wire.DDPTypeCatastrophic, 0, "bad header: %v", err)
 			}
@@ -376,7 +371,7 @@ func (e *endpoint) rxStep(x *rxReader, st *rxState, f *rxFPDU) error {
 			if err != nil {
 				var pe *protoErr
 				if errors.As(err, &pe) {
-					pe.hdr, pe.hasDDP = raw, true
+					pe.hdr = raw
 				}
 				return err
 			}

@@ -69,6 +69,52 @@ const (
 	termFlagR = 0x2000 // RDMAP header included
 )
 
+// TerminatedLen says which headers of the offending segment a Terminate
+// reporting (layer, typ, code) carries, and sets the Hdrct bits to match
+// (RFC 5040 section 4.8): M and D with the DDP header (14 bytes tagged, 18
+// untagged) after the 2-byte DDP segment length, and R only when the
+// 28-byte RDMA Read Request header follows that, for an RDMAP error on a
+// Read Request. D never covers the Read Request fields. Like Linux siw
+// (siw_send_terminate), it sends no header when the layout cannot be
+// trusted (a version or opcode error) or the error is not about one
+// segment (catastrophic, MPA). seg is the offending segment's MPA length
+// followed by its header; n is how many of its bytes to send.
+func (t *Terminate) TerminatedLen(seg []byte) (n int) {
+	t.SegLenValid, t.HasDDP, t.HasRDMAP = false, false, false
+	if len(seg) < MPALenSize+2 {
+		return 0
+	}
+	switch t.Layer {
+	case LayerDDP:
+		if t.Type == DDPTypeTagged && t.Code == DDPCodeTaggedVersion ||
+			t.Type == DDPTypeUntagged && t.Code == DDPCodeUntaggedVersion {
+			return 0
+		}
+	case LayerRDMAP:
+		if t.Type == RDMAPTypeCatastrophic || t.Code == RDMAPCodeVersion || t.Code == RDMAPCodeOpcode {
+			return 0
+		}
+	default:
+		return 0
+	}
+	ctrl := binary.BigEndian.Uint16(seg[MPALenSize:])
+	n = MPALenSize + UntaggedLen
+	if ctrl&ctrlTagged != 0 {
+		n = MPALenSize + TaggedLen
+	}
+	rr := ctrl&ctrlTagged == 0 && Opcode(ctrl&ctrlOpcode) == OpReadRequest
+	if t.Layer == LayerRDMAP && rr {
+		n = MPALenSize + ReadRequestLen
+		t.HasRDMAP = true
+	}
+	if len(seg) < n {
+		t.HasRDMAP = false
+		return 0
+	}
+	t.SegLenValid, t.HasDDP = true, true
+	return n
+}
+
 // Terminate is an RDMAP Terminate message.
 type Terminate struct {
 	MSN               uint32
