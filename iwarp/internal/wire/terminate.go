@@ -67,6 +67,16 @@ const (
 	termFlagM = 0x8000 // DDP segment length valid
 	termFlagD = 0x4000 // DDP header included
 	termFlagR = 0x2000 // RDMAP header included
+
+	// Linux siw declares the control word as C bitfields (struct
+	// iwarp_terminate in siw's iwarp.h) which a little-endian build lays
+	// out from the least significant bit: EType in the high nibble of the
+	// first byte, Layer in the low one, M, D and R in the low bits of the
+	// third byte, where the RFC has reserved zeros. Captured from Linux
+	// 6.12 on x86-64: testdata/terminate.
+	termSiwM = 0x0100
+	termSiwD = 0x0200
+	termSiwR = 0x0400
 )
 
 // TerminatedLen says which headers of the offending segment a Terminate
@@ -121,6 +131,12 @@ type Terminate struct {
 	Layer, Type, Code uint8
 	// SegLenValid, HasDDP and HasRDMAP are the M, D and R flags.
 	SegLenValid, HasDDP, HasRDMAP bool
+	// SiwLayout: the parsed control word was in Linux siw's little-endian
+	// bitfield layout (see termSiwM), told apart by its flags in bits the
+	// RFC reserves. A siw Terminate without flags (an MPA or catastrophic
+	// error) cannot be told apart and reads with Layer and Type swapped.
+	// AppendTerminate always writes the RFC layout.
+	SiwLayout bool
 	// Terminated holds the DDP segment length (2 bytes) followed by the
 	// headers of the offending segment, as Linux siw and RFC 5040 lay them
 	// out. When parsing it aliases the input.
@@ -165,6 +181,13 @@ func ParseTerminate(b []byte) (Terminate, error) {
 	t.SegLenValid = c&termFlagM != 0
 	t.HasDDP = c&termFlagD != 0
 	t.HasRDMAP = c&termFlagR != 0
+	if c&(termFlagM|termFlagD|termFlagR) == 0 && c&(termSiwM|termSiwD|termSiwR) != 0 {
+		t.SiwLayout = true
+		t.Layer, t.Type = uint8(c>>24)&0xf, uint8(c>>28)
+		t.SegLenValid = c&termSiwM != 0
+		t.HasDDP = c&termSiwD != 0
+		t.HasRDMAP = c&termSiwR != 0
+	}
 	rest := b[n+4:]
 	if !t.SegLenValid && !t.HasDDP && !t.HasRDMAP {
 		return t, nil
