@@ -71,8 +71,7 @@ func (b *txBatch) segment(appendHdr func([]byte) []byte, payload []byte) {
 	b.arena = wire.AppendMPALen(b.arena, 0) // patched below
 	b.arena = appendHdr(b.arena)
 	ulpdu := len(b.arena) - start - wire.MPALenSize + len(payload)
-	b.arena[start] = byte(ulpdu >> 8)
-	b.arena[start+1] = byte(ulpdu)
+	wire.PutMPALen(b.arena[start:], ulpdu)
 	var crc uint32
 	if b.crc {
 		crc = wire.UpdateCRC(0, b.arena[start:])
