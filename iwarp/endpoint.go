@@ -7,6 +7,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/smbdirect/smbdirect/rdma"
@@ -304,6 +305,7 @@ func (e *endpoint) start(conn net.Conn, crc bool, ird, ord int, info rdma.ConnIn
 	go e.txLoop()
 	go func() {
 		e.loops.Wait()
+		conn.Close() // end only shut it down
 		e.flush()
 		close(e.reaped)
 	}()
@@ -332,9 +334,25 @@ func (e *endpoint) end(err error) {
 		}
 	}
 	if conn != nil {
-		conn.Close()
+		shutdown(conn)
 	}
 	e.kickTx()
+}
+
+// shutdown ends the stream in both directions without closing the socket:
+// end may run inside the receive path's read callback (a DirectReceiver
+// function calling Abort), where Close would wait for that very callback
+// to return. Reads then see EOF, writes fail, the peer sees a FIN, and the
+// reaper (start) closes the socket once both loops have exited.
+func shutdown(c net.Conn) {
+	if sc, ok := c.(syscall.Conn); ok {
+		if rc, err := sc.SyscallConn(); err == nil {
+			if rc.Control(func(fd uintptr) { syscall.Shutdown(int(fd), syscall.SHUT_RDWR) }) == nil {
+				return
+			}
+		}
+	}
+	c.Close() // not a socket, or already closed
 }
 
 // flush completes all outstanding work with ErrFlushed (the reason the
@@ -391,6 +409,37 @@ func (e *endpoint) Disconnect(ctx context.Context) error {
 	return e.Close()
 }
 
+// Abort implements rdma.Endpoint. It takes e.mu only, never the receive
+// path's drive lock, and does not wait for the loops: they see the closed
+// socket, and the reaper started by start flushes once both have exited.
+func (e *endpoint) Abort() {
+	e.mu.Lock()
+	if e.state == stClosed {
+		e.mu.Unlock()
+		return
+	}
+	started := e.started
+	e.mu.Unlock()
+	if started {
+		e.end(rdma.ErrClosed)
+		return
+	}
+	e.endUnstarted()
+}
+
+// endUnstarted ends an endpoint that never connected: no loop runs, so
+// posted work is flushed here.
+func (e *endpoint) endUnstarted() {
+	e.mu.Lock()
+	wasOpen := e.state < stEnding
+	e.state = stEnding
+	e.mu.Unlock()
+	if wasOpen {
+		close(e.done)
+	}
+	e.flush()
+}
+
 // Close ends the connection at once. When it returns, the receive loop has
 // stopped: no data is placed into any region anymore, and every posted work
 // request has completed (flushed if need be).
@@ -406,14 +455,7 @@ func (e *endpoint) Close() error {
 		e.end(rdma.ErrClosed)
 		<-e.reaped
 	} else {
-		e.mu.Lock()
-		wasOpen := e.state < stEnding
-		e.state = stEnding
-		e.mu.Unlock()
-		if wasOpen {
-			close(e.done)
-		}
-		e.flush()
+		e.endUnstarted()
 	}
 	e.mu.Lock()
 	e.state = stClosed

@@ -372,7 +372,7 @@ func (c *Conn) fail(err error) {
 	c.mu.Lock()
 	c.failLocked(err)
 	c.mu.Unlock()
-	go c.ep.Close()
+	c.ep.Abort()
 }
 
 // start runs the completion and keepalive loops after negotiation.
@@ -537,7 +537,7 @@ func (c *Conn) completionLocked(w *rdma.Completion) {
 	if err := c.receiveLocked(slot, c.recvMR[slot].Bytes()[:w.Bytes]); err != nil {
 		c.freeRecv = append(c.freeRecv, slot)
 		c.failLocked(err)
-		go c.ep.Close()
+		c.ep.Abort() // does not wait for the receive path, so c.mu may stay held
 		return
 	}
 	c.broadcastLocked()
@@ -701,7 +701,7 @@ func (c *Conn) sendFragment(payload []byte, remaining int, next bool, inv uint32
 				// ends here rather than carry a corrupt stream.
 				err := fmt.Errorf("smbd: write deadline passed in the middle of a message: %w", os.ErrDeadlineExceeded)
 				c.failLocked(err)
-				go c.ep.Close()
+				c.ep.Abort() // does not wait for the receive path, so c.mu may stay held
 				return err
 			}
 			return os.ErrDeadlineExceeded
