@@ -97,6 +97,7 @@ type endpoint struct {
 	// non-blocking writer of the inline path.
 	txb    *txBatch
 	txBusy bool
+	txIdle sync.Cond // on mu: signalled when txBusy is cleared (see txDone)
 	raw    *rawWriter
 
 	// Pending outgoing Terminate.
@@ -115,7 +116,7 @@ func newEndpoint(d *pd, cfg rdma.EndpointConfig) *endpoint {
 	if cfg.RecvQueueDepth <= 0 {
 		cfg.RecvQueueDepth = defaultRecvQueueDepth
 	}
-	return &endpoint{
+	e := &endpoint{
 		pd:      d,
 		cfg:     cfg,
 		pcfg:    &d.p.cfg,
@@ -129,6 +130,8 @@ func newEndpoint(d *pd, cfg rdma.EndpointConfig) *endpoint {
 		sendMSN: 1,
 		readMSN: 1,
 	}
+	e.txIdle.L = &e.mu
+	return e
 }
 
 // localSGE resolves an SGE of this PD to its bytes.
@@ -365,9 +368,7 @@ func (e *endpoint) flush() {
 	// lock released: what it wrote must complete as written, not be
 	// flushed. Its write is non-blocking, so this wait is short.
 	for e.txBusy {
-		e.mu.Unlock()
-		time.Sleep(20 * time.Microsecond)
-		e.mu.Lock()
+		e.txIdle.Wait()
 	}
 	for ; e.sqHead < e.sqTail; e.sqHead++ {
 		s := &e.sq[e.sqHead%uint64(len(e.sq))]

@@ -204,7 +204,7 @@ func (e *endpoint) txLoop() {
 			}
 		}
 		e.mu.Lock()
-		e.txBusy = false
+		e.txDone()
 		if err == nil {
 			e.txDoneLocked(b)
 			if fileEnt != nil {
@@ -218,6 +218,13 @@ func (e *endpoint) txLoop() {
 			return
 		}
 	}
+}
+
+// txDone gives the socket up: it clears txBusy and wakes a flush waiting
+// for the writer to finish. Called with e.mu held.
+func (e *endpoint) txDone() {
+	e.txBusy = false
+	e.txIdle.Broadcast()
 }
 
 // txDoneLocked marks the send-queue entries of a written batch done and
@@ -266,7 +273,7 @@ func (e *endpoint) tryInlineLocked() bool {
 	e.mu.Unlock()
 	n, err := e.raw.writev(b.iov)
 	e.mu.Lock()
-	e.txBusy = false
+	e.txDone()
 	if err != nil {
 		b.iov = b.iov[:0]
 		e.mu.Unlock()
