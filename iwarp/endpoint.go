@@ -13,16 +13,6 @@ import (
 	"github.com/smbdirect/smbdirect/rdma"
 )
 
-type epState uint8
-
-const (
-	stIdle epState = iota
-	stConnecting
-	stConnected
-	stEnding // failed or disconnecting: no new work, loops winding down
-	stClosed
-)
-
 // sqEntry is a posted send work request.
 type sqEntry struct {
 	wr   rdma.SendWR
@@ -63,21 +53,15 @@ type endpoint struct {
 	direct atomic.Pointer[func(*rdma.Completion)]
 	rxwc   rdma.Completion // the completion handed to it (no allocation)
 
-	mu    sync.Mutex
-	state epState
-	conn  net.Conn
-	crc   bool
-	ird   int
-	ord   int
-	info  rdma.ConnInfo
-	err   error
-	done  chan struct{}
-	// closing is set by Disconnect: send what is queued, then FIN.
-	closing bool
-	// txHold keeps a responder from sending before the initiator's first
-	// FPDU arrived (RFC 5044 section 7.1, and the RTR of RFC 6581), and an
-	// initiator for Config.FirstSendDelay.
-	txHold bool
+	mu   sync.Mutex
+	life epLife // state and flags: changed only by its transitions
+	conn net.Conn
+	crc  bool
+	ird  int
+	ord  int
+	info rdma.ConnInfo
+	err  error
+	done chan struct{}
 
 	// Send queue ring, indices grow monotonically.
 	sq                   []sqEntry
@@ -93,20 +77,18 @@ type endpoint struct {
 	irq              []irqEntry
 	irqHead, irqTail uint64
 
-	// Transmit state: the batch being written, who writes it, and the
-	// non-blocking writer of the inline path.
+	// Transmit state: the batch being written (by the holder of
+	// life.txBusy) and the non-blocking writer of the inline path.
 	txb    *txBatch
-	txBusy bool
-	txIdle sync.Cond // on mu: signalled when txBusy is cleared (see txDone)
+	txIdle sync.Cond // on mu: signalled when life.txBusy is cleared (see txDone)
 	raw    *rawWriter
 
 	// Pending outgoing Terminate.
-	term    *termOut
-	txWake  chan struct{}
-	drv     *rxDrive // who runs the receive path (drive.go); set by start
-	loops   sync.WaitGroup
-	reaped  chan struct{}
-	started bool
+	term   *termOut
+	txWake chan struct{}
+	drv    *rxDrive // who runs the receive path (drive.go); set by start
+	loops  sync.WaitGroup
+	reaped chan struct{}
 }
 
 func newEndpoint(d *pd, cfg rdma.EndpointConfig) *endpoint {
@@ -193,7 +175,7 @@ func (e *endpoint) PostSend(wr *rdma.SendWR) error {
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if err := e.postableLocked(); err != nil {
+	if err := e.life.postable(e.err); err != nil {
 		return err
 	}
 	if e.sqTail-e.sqHead == uint64(len(e.sq)) {
@@ -211,24 +193,6 @@ func (e *endpoint) PostSend(wr *rdma.SendWR) error {
 	return nil
 }
 
-func (e *endpoint) postableLocked() error {
-	switch e.state {
-	case stConnected:
-		if e.closing {
-			return fmt.Errorf("%w: disconnecting", rdma.ErrNotConnected)
-		}
-		return nil
-	case stEnding:
-		if e.err != nil {
-			return fmt.Errorf("%w: %w", rdma.ErrNotConnected, e.err)
-		}
-		return rdma.ErrNotConnected
-	case stClosed:
-		return rdma.ErrClosed
-	}
-	return rdma.ErrNotConnected
-}
-
 func (e *endpoint) PostRecv(wr *rdma.RecvWR) error {
 	b, _, err := e.localSGE(wr.Local, rdma.AccessLocalWrite)
 	if err != nil {
@@ -236,7 +200,7 @@ func (e *endpoint) PostRecv(wr *rdma.RecvWR) error {
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	switch e.state {
+	switch e.life.state {
 	case stClosed:
 		return rdma.ErrClosed
 	case stEnding:
@@ -275,9 +239,16 @@ func (e *endpoint) kickTx() {
 	}
 }
 
-// start runs the connection on conn. Called with the handshake done.
-func (e *endpoint) start(conn net.Conn, crc bool, ird, ord int, info rdma.ConnInfo, responder bool) {
+// start runs the connection on conn. Called with the handshake done. If
+// the endpoint was closed meanwhile, it closes conn and returns false.
+func (e *endpoint) start(conn net.Conn, crc bool, ird, ord int, info rdma.ConnInfo, responder bool) bool {
 	e.mu.Lock()
+	delay := !responder && e.pcfg.FirstSendDelay > 0
+	if !e.life.establish(responder, delay) {
+		e.mu.Unlock()
+		conn.Close()
+		return false
+	}
 	e.conn = conn
 	e.crc = crc
 	e.ird, e.ord = ird, ord
@@ -287,20 +258,16 @@ func (e *endpoint) start(conn net.Conn, crc bool, ird, ord int, info rdma.ConnIn
 	e.txb = newTxBatch()
 	e.txb.crc = crc
 	e.raw = newRawWriter(conn)
-	e.txHold = responder
-	if !responder && e.pcfg.FirstSendDelay > 0 {
+	if delay {
 		// See Config.FirstSendDelay: give a siw responder time to attach
 		// its receive path. Data from the responder ends the wait early.
-		e.txHold = true
 		time.AfterFunc(e.pcfg.FirstSendDelay, func() {
 			e.mu.Lock()
-			e.txHold = false
+			e.life.heard()
 			e.mu.Unlock()
 			e.kickTx()
 		})
 	}
-	e.state = stConnected
-	e.started = true
 	e.drv = newRxDrive(e, conn)
 	e.mu.Unlock()
 	e.loops.Add(2)
@@ -313,21 +280,21 @@ func (e *endpoint) start(conn net.Conn, crc bool, ird, ord int, info rdma.ConnIn
 		close(e.reaped)
 	}()
 	e.log.Debug("iwarp: connected", "local", info.LocalAddr, "remote", info.RemoteAddr, "crc", crc, "ird", ird, "ord", ord)
+	return true
 }
 
 // end records why the connection ended and tears the socket down. It is
 // idempotent; the first reason wins.
 func (e *endpoint) end(err error) {
 	e.mu.Lock()
-	if e.state == stClosed {
+	if e.life.state == stClosed {
 		e.mu.Unlock()
 		return
 	}
 	if e.err == nil {
 		e.err = err
 	}
-	wasOpen := e.state < stEnding
-	e.state = stEnding
+	wasOpen := e.life.end()
 	conn := e.conn
 	e.mu.Unlock()
 	if wasOpen {
@@ -367,7 +334,7 @@ func (e *endpoint) flush() {
 	// A PostSend caller may be writing inline (tryInlineLocked) with the
 	// lock released: what it wrote must complete as written, not be
 	// flushed. Its write is non-blocking, so this wait is short.
-	for e.txBusy {
+	for e.life.txBusy {
 		e.txIdle.Wait()
 	}
 	for ; e.sqHead < e.sqTail; e.sqHead++ {
@@ -396,11 +363,10 @@ func (e *endpoint) flush() {
 // waits for the peer to close too (or ctx to end).
 func (e *endpoint) Disconnect(ctx context.Context) error {
 	e.mu.Lock()
-	if e.state != stConnected {
+	if !e.life.disconnect() {
 		e.mu.Unlock()
 		return e.Close()
 	}
-	e.closing = true
 	e.mu.Unlock()
 	e.kickTx()
 	select {
@@ -415,11 +381,11 @@ func (e *endpoint) Disconnect(ctx context.Context) error {
 // socket, and the reaper started by start flushes once both have exited.
 func (e *endpoint) Abort() {
 	e.mu.Lock()
-	if e.state == stClosed {
+	if e.life.state == stClosed {
 		e.mu.Unlock()
 		return
 	}
-	started := e.started
+	started := e.life.started
 	e.mu.Unlock()
 	if started {
 		e.end(rdma.ErrClosed)
@@ -432,8 +398,7 @@ func (e *endpoint) Abort() {
 // posted work is flushed here.
 func (e *endpoint) endUnstarted() {
 	e.mu.Lock()
-	wasOpen := e.state < stEnding
-	e.state = stEnding
+	wasOpen := e.life.end()
 	e.mu.Unlock()
 	if wasOpen {
 		close(e.done)
@@ -446,11 +411,11 @@ func (e *endpoint) endUnstarted() {
 // request has completed (flushed if need be).
 func (e *endpoint) Close() error {
 	e.mu.Lock()
-	if e.state == stClosed {
+	if e.life.state == stClosed {
 		e.mu.Unlock()
 		return nil
 	}
-	started := e.started
+	started := e.life.started
 	e.mu.Unlock()
 	if started {
 		e.end(rdma.ErrClosed)
@@ -459,7 +424,7 @@ func (e *endpoint) Close() error {
 		e.endUnstarted()
 	}
 	e.mu.Lock()
-	e.state = stClosed
+	e.life.close()
 	if e.err == nil {
 		e.err = rdma.ErrClosed
 	}

@@ -139,8 +139,7 @@ func (e *endpoint) rxStep(x *rxReader, st *rxState, f *rxFPDU) error {
 				// now (txHold is set only before the receive path starts).
 				st.heard = true
 				e.mu.Lock()
-				if e.txHold {
-					e.txHold = false
+				if e.life.heard() {
 					e.kickTx()
 				}
 				e.mu.Unlock()

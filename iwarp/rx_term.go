@@ -46,7 +46,7 @@ func (e *endpoint) rxFinish(x *rxReader, st *rxState, f *rxFPDU, err error) {
 		return
 	}
 	e.mu.Lock()
-	closing := e.closing
+	closing := e.life.closing
 	e.mu.Unlock()
 	switch {
 	case err == errTermReceived:
@@ -81,7 +81,7 @@ func (e *endpoint) terminate(x *rxReader, pe *protoErr) {
 	if e.err == nil {
 		e.err = te
 	}
-	if e.state == stConnected {
+	if e.life.state == stConnected {
 		e.term = t
 	}
 	e.mu.Unlock()

@@ -140,7 +140,7 @@ func (e *endpoint) txLoop() {
 	var fileBuf []byte
 	for {
 		e.mu.Lock()
-		if e.txBusy {
+		if e.life.txBusy {
 			// PostSend is writing inline; it kicks us when done.
 			e.mu.Unlock()
 			select {
@@ -158,20 +158,20 @@ func (e *endpoint) txLoop() {
 			e.sendTerminate(b, conn, t)
 			return
 		}
-		if e.state >= stEnding {
+		if e.life.state >= stEnding {
 			e.mu.Unlock()
 			return
 		}
 		var fileEnt *sqEntry
-		if !e.txHold && b.empty() {
+		if !e.life.txHold && b.empty() {
 			e.buildResponses(b)
 			fileEnt = e.buildSends(b)
 		}
 		idle := b.empty() && fileEnt == nil && b.sqFrom == b.sqTo
-		finish := idle && e.closing && e.sqTx == e.sqTail && e.irqHead == e.irqTail
+		finish := idle && e.life.closing && e.sqTx == e.sqTail && e.irqHead == e.irqTail
 		conn := e.conn
 		if !idle {
-			e.txBusy = true
+			e.life.takeTx()
 		}
 		e.mu.Unlock()
 
@@ -223,7 +223,7 @@ func (e *endpoint) txLoop() {
 // txDone gives the socket up: it clears txBusy and wakes a flush waiting
 // for the writer to finish. Called with e.mu held.
 func (e *endpoint) txDone() {
-	e.txBusy = false
+	e.life.releaseTx()
 	e.txIdle.Broadcast()
 }
 
@@ -250,7 +250,7 @@ const inlineMax = 256 << 10
 // write is non-blocking; what the socket does not take goes to txLoop.
 // Called with e.mu held; returns with it held.
 func (e *endpoint) tryInlineLocked() bool {
-	if e.txBusy || e.txHold || e.term != nil || e.closing || e.raw == nil ||
+	if e.life.txBusy || e.life.txHold || e.term != nil || e.life.closing || e.raw == nil ||
 		e.irqHead != e.irqTail || !e.txb.empty() {
 		return false
 	}
@@ -269,7 +269,7 @@ func (e *endpoint) tryInlineLocked() bool {
 		e.txDoneLocked(b) // e.g. a local invalidate
 		return true
 	}
-	e.txBusy = true
+	e.life.takeTx() // checked free above
 	e.mu.Unlock()
 	n, err := e.raw.writev(b.iov)
 	e.mu.Lock()
@@ -287,7 +287,7 @@ func (e *endpoint) tryInlineLocked() bool {
 		b.runStart, b.bytes = 0, 0
 		e.txDoneLocked(b)
 	}
-	if len(b.iov) > 0 || e.sqTx != e.sqTail || e.irqHead != e.irqTail || e.term != nil || e.closing || e.state >= stEnding {
+	if len(b.iov) > 0 || e.sqTx != e.sqTail || e.irqHead != e.irqTail || e.term != nil || e.life.closing || e.life.state >= stEnding {
 		// The rest, or work posted or arrived meanwhile, is the
 		// transmit loop's. Waking it for nothing would cost a goroutine
 		// wake-up per message.
