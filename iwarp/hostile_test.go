@@ -13,6 +13,8 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -494,3 +496,36 @@ func TestTruncatedFPDU(t *testing.T) {
 // checkLeaks fails the test if goroutines it started are still running
 // when it ends (after a settle period).
 func checkLeaks(t *testing.T) { leakcheck.Check(t) }
+
+// TestSiwTerminateReceived: a Terminate as Linux siw sends it (captured,
+// in its little-endian bitfield layout) is reported with the right layer,
+// type and code, not with Layer and EType swapped.
+func TestSiwTerminateReceived(t *testing.T) {
+	for _, c := range []struct {
+		file             string
+		layer, typ, code uint8
+	}{
+		{"siw-readreq.bin", wire.LayerRDMAP, wire.RDMAPTypeProtection, wire.RDMAPCodeInvalidSTag},
+		{"siw-send-msn.bin", wire.LayerDDP, wire.DDPTypeUntagged, wire.DDPCodeMSNRange},
+	} {
+		t.Run(c.file, func(t *testing.T) {
+			b, err := os.ReadFile(filepath.Join("internal", "wire", "testdata", "terminate", c.file))
+			if err != nil {
+				t.Fatal(err)
+			}
+			e := setupHostile(t, true, 1, 0)
+			if _, err := e.raw.Write(b); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case <-e.ep.Done():
+			case <-time.After(10 * time.Second):
+				t.Fatal("endpoint did not end")
+			}
+			var te *TerminateError
+			if !errors.As(e.ep.Err(), &te) || !te.Received || te.Layer != c.layer || te.Type != c.typ || te.Code != c.code {
+				t.Fatalf("endpoint error %v, want a received Terminate %d/%d/0x%02x", e.ep.Err(), c.layer, c.typ, c.code)
+			}
+		})
+	}
+}
