@@ -52,18 +52,15 @@ func (e *endpoint) Connect(ctx context.Context, addr string, p rdma.ConnParams) 
 		return fmt.Errorf("%w: %d bytes of private data, at most %d", rdma.ErrInvalidArgument, len(p.PrivateData), rdma.MaxPrivateData)
 	}
 	e.mu.Lock()
-	if e.state != stIdle {
-		e.mu.Unlock()
-		return fmt.Errorf("%w: endpoint already used", rdma.ErrInvalidArgument)
-	}
-	e.state = stConnecting
+	err := e.life.beginConnect()
 	e.mu.Unlock()
-	err := e.connect(ctx, addr, p)
+	if err != nil {
+		return err
+	}
+	err = e.connect(ctx, addr, p)
 	if err != nil {
 		e.mu.Lock()
-		if e.state == stConnecting {
-			e.state = stIdle // may be retried, receives stay posted
-		}
+		e.life.connectFailed()
 		e.mu.Unlock()
 	}
 	return err
@@ -129,14 +126,9 @@ func (e *endpoint) connect(ctx context.Context, addr string, p rdma.ConnParams) 
 	crc := req.CRC || rep.CRC
 	disarm()
 	conn.SetDeadline(time.Time{})
-	e.mu.Lock()
-	if e.state != stConnecting {
-		e.mu.Unlock()
-		conn.Close()
+	if !e.start(conn, crc, ird, ord, e.connInfo(conn, crc, ird, ord, pdata), false) {
 		return rdma.ErrClosed
 	}
-	e.mu.Unlock()
-	e.start(conn, crc, ird, ord, e.connInfo(conn, crc, ird, ord, pdata), false)
 	return nil
 }
 
@@ -364,11 +356,10 @@ func (r *connRequest) Accept(ctx context.Context, ep rdma.Endpoint, p rdma.ConnP
 		return fmt.Errorf("%w: %d bytes of private data, at most %d", rdma.ErrInvalidArgument, len(p.PrivateData), rdma.MaxPrivateData)
 	}
 	e.mu.Lock()
-	if e.state != stIdle {
+	if err := e.life.beginConnect(); err != nil {
 		e.mu.Unlock()
-		return fmt.Errorf("%w: endpoint already used", rdma.ErrInvalidArgument)
+		return err
 	}
-	e.state = stConnecting
 	e.mu.Unlock()
 	err := rdma.ErrInvalidArgument
 	r.once.Do(func() {
@@ -402,13 +393,13 @@ func (r *connRequest) Accept(ctx context.Context, ep rdma.Endpoint, p rdma.ConnP
 			err = fmt.Errorf("iwarp: sending MPA reply: %w", ctxErr(ctx, err))
 			return
 		}
-		e.start(r.conn, crc, ird, ord, e.connInfo(r.conn, crc, ird, ord, r.pdata), true)
+		if !e.start(r.conn, crc, ird, ord, e.connInfo(r.conn, crc, ird, ord, r.pdata), true) {
+			err = rdma.ErrClosed
+		}
 	})
 	if err != nil {
 		e.mu.Lock()
-		if e.state == stConnecting {
-			e.state = stIdle
-		}
+		e.life.connectFailed()
 		e.mu.Unlock()
 	}
 	return err

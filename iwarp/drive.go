@@ -2,7 +2,6 @@ package iwarp
 
 import (
 	"errors"
-	"io"
 	"net"
 	"os"
 	"sync"
@@ -158,39 +157,6 @@ func (d *rxDrive) runLocked() {
 		d.x.nonblock = false
 		d.e.rxFinish(&d.x, &d.st, &d.f, d.res)
 		d.ended = true
-	}
-}
-
-// read reads from the socket for the receive path: without blocking
-// inside the read callback (errWouldBlock when the socket is empty), with
-// a blocking conn.Read otherwise.
-func (x *rxReader) read(p []byte) (int, error) {
-	if !x.nonblock {
-		return x.conn.Read(p)
-	}
-	if x.short && x.d.shouldYield() {
-		// The last read took less than it asked for, so the socket was
-		// most likely empty, and the driver returns anyway: skip the read
-		// that would only say so. (Not when the driver goes on to wait:
-		// a FIN that came with the data makes no new readiness event.)
-		x.short = false
-		return 0, errWouldBlock
-	}
-	for {
-		n, err := readFD(x.fd, p)
-		switch {
-		case err == syscall.EINTR:
-			continue
-		case err == syscall.EAGAIN:
-			return 0, errWouldBlock
-		case err != nil:
-			return 0, &net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("read", err)}
-		case n == 0:
-			return 0, io.EOF
-		}
-		x.progress = true
-		x.short = n < len(p)
-		return n, nil
 	}
 }
 

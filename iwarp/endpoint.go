@@ -7,19 +7,10 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/smbdirect/smbdirect/rdma"
-)
-
-type epState uint8
-
-const (
-	stIdle epState = iota
-	stConnecting
-	stConnected
-	stEnding // failed or disconnecting: no new work, loops winding down
-	stClosed
 )
 
 // sqEntry is a posted send work request.
@@ -62,21 +53,15 @@ type endpoint struct {
 	direct atomic.Pointer[func(*rdma.Completion)]
 	rxwc   rdma.Completion // the completion handed to it (no allocation)
 
-	mu    sync.Mutex
-	state epState
-	conn  net.Conn
-	crc   bool
-	ird   int
-	ord   int
-	info  rdma.ConnInfo
-	err   error
-	done  chan struct{}
-	// closing is set by Disconnect: send what is queued, then FIN.
-	closing bool
-	// txHold keeps a responder from sending before the initiator's first
-	// FPDU arrived (RFC 5044 section 7.1, and the RTR of RFC 6581), and an
-	// initiator for Config.FirstSendDelay.
-	txHold bool
+	mu   sync.Mutex
+	life epLife // state and flags: changed only by its transitions
+	conn net.Conn
+	crc  bool
+	ird  int
+	ord  int
+	info rdma.ConnInfo
+	err  error
+	done chan struct{}
 
 	// Send queue ring, indices grow monotonically.
 	sq                   []sqEntry
@@ -92,19 +77,18 @@ type endpoint struct {
 	irq              []irqEntry
 	irqHead, irqTail uint64
 
-	// Transmit state: the batch being written, who writes it, and the
-	// non-blocking writer of the inline path.
+	// Transmit state: the batch being written (by the holder of
+	// life.txBusy) and the non-blocking writer of the inline path.
 	txb    *txBatch
-	txBusy bool
+	txIdle sync.Cond // on mu: signalled when life.txBusy is cleared (see txDone)
 	raw    *rawWriter
 
 	// Pending outgoing Terminate.
-	term    *termOut
-	txWake  chan struct{}
-	drv     *rxDrive // who runs the receive path (drive.go); set by start
-	loops   sync.WaitGroup
-	reaped  chan struct{}
-	started bool
+	term   *termOut
+	txWake chan struct{}
+	drv    *rxDrive // who runs the receive path (drive.go); set by start
+	loops  sync.WaitGroup
+	reaped chan struct{}
 }
 
 func newEndpoint(d *pd, cfg rdma.EndpointConfig) *endpoint {
@@ -114,7 +98,7 @@ func newEndpoint(d *pd, cfg rdma.EndpointConfig) *endpoint {
 	if cfg.RecvQueueDepth <= 0 {
 		cfg.RecvQueueDepth = defaultRecvQueueDepth
 	}
-	return &endpoint{
+	e := &endpoint{
 		pd:      d,
 		cfg:     cfg,
 		pcfg:    &d.p.cfg,
@@ -128,6 +112,8 @@ func newEndpoint(d *pd, cfg rdma.EndpointConfig) *endpoint {
 		sendMSN: 1,
 		readMSN: 1,
 	}
+	e.txIdle.L = &e.mu
+	return e
 }
 
 // localSGE resolves an SGE of this PD to its bytes.
@@ -189,7 +175,7 @@ func (e *endpoint) PostSend(wr *rdma.SendWR) error {
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if err := e.postableLocked(); err != nil {
+	if err := e.life.postable(e.err); err != nil {
 		return err
 	}
 	if e.sqTail-e.sqHead == uint64(len(e.sq)) {
@@ -207,24 +193,6 @@ func (e *endpoint) PostSend(wr *rdma.SendWR) error {
 	return nil
 }
 
-func (e *endpoint) postableLocked() error {
-	switch e.state {
-	case stConnected:
-		if e.closing {
-			return fmt.Errorf("%w: disconnecting", rdma.ErrNotConnected)
-		}
-		return nil
-	case stEnding:
-		if e.err != nil {
-			return fmt.Errorf("%w: %w", rdma.ErrNotConnected, e.err)
-		}
-		return rdma.ErrNotConnected
-	case stClosed:
-		return rdma.ErrClosed
-	}
-	return rdma.ErrNotConnected
-}
-
 func (e *endpoint) PostRecv(wr *rdma.RecvWR) error {
 	b, _, err := e.localSGE(wr.Local, rdma.AccessLocalWrite)
 	if err != nil {
@@ -232,7 +200,7 @@ func (e *endpoint) PostRecv(wr *rdma.RecvWR) error {
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	switch e.state {
+	switch e.life.state {
 	case stClosed:
 		return rdma.ErrClosed
 	case stEnding:
@@ -271,9 +239,16 @@ func (e *endpoint) kickTx() {
 	}
 }
 
-// start runs the connection on conn. Called with the handshake done.
-func (e *endpoint) start(conn net.Conn, crc bool, ird, ord int, info rdma.ConnInfo, responder bool) {
+// start runs the connection on conn. Called with the handshake done. If
+// the endpoint was closed meanwhile, it closes conn and returns false.
+func (e *endpoint) start(conn net.Conn, crc bool, ird, ord int, info rdma.ConnInfo, responder bool) bool {
 	e.mu.Lock()
+	delay := !responder && e.pcfg.FirstSendDelay > 0
+	if !e.life.establish(responder, delay) {
+		e.mu.Unlock()
+		conn.Close()
+		return false
+	}
 	e.conn = conn
 	e.crc = crc
 	e.ird, e.ord = ird, ord
@@ -283,20 +258,16 @@ func (e *endpoint) start(conn net.Conn, crc bool, ird, ord int, info rdma.ConnIn
 	e.txb = newTxBatch()
 	e.txb.crc = crc
 	e.raw = newRawWriter(conn)
-	e.txHold = responder
-	if !responder && e.pcfg.FirstSendDelay > 0 {
+	if delay {
 		// See Config.FirstSendDelay: give a siw responder time to attach
 		// its receive path. Data from the responder ends the wait early.
-		e.txHold = true
 		time.AfterFunc(e.pcfg.FirstSendDelay, func() {
 			e.mu.Lock()
-			e.txHold = false
+			e.life.heard()
 			e.mu.Unlock()
 			e.kickTx()
 		})
 	}
-	e.state = stConnected
-	e.started = true
 	e.drv = newRxDrive(e, conn)
 	e.mu.Unlock()
 	e.loops.Add(2)
@@ -304,25 +275,26 @@ func (e *endpoint) start(conn net.Conn, crc bool, ird, ord int, info rdma.ConnIn
 	go e.txLoop()
 	go func() {
 		e.loops.Wait()
+		conn.Close() // end only shut it down
 		e.flush()
 		close(e.reaped)
 	}()
 	e.log.Debug("iwarp: connected", "local", info.LocalAddr, "remote", info.RemoteAddr, "crc", crc, "ird", ird, "ord", ord)
+	return true
 }
 
 // end records why the connection ended and tears the socket down. It is
 // idempotent; the first reason wins.
 func (e *endpoint) end(err error) {
 	e.mu.Lock()
-	if e.state == stClosed {
+	if e.life.state == stClosed {
 		e.mu.Unlock()
 		return
 	}
 	if e.err == nil {
 		e.err = err
 	}
-	wasOpen := e.state < stEnding
-	e.state = stEnding
+	wasOpen := e.life.end()
 	conn := e.conn
 	e.mu.Unlock()
 	if wasOpen {
@@ -332,9 +304,25 @@ func (e *endpoint) end(err error) {
 		}
 	}
 	if conn != nil {
-		conn.Close()
+		shutdown(conn)
 	}
 	e.kickTx()
+}
+
+// shutdown ends the stream in both directions without closing the socket:
+// end may run inside the receive path's read callback (a DirectReceiver
+// function calling Abort), where Close would wait for that very callback
+// to return. Reads then see EOF, writes fail, the peer sees a FIN, and the
+// reaper (start) closes the socket once both loops have exited.
+func shutdown(c net.Conn) {
+	if sc, ok := c.(syscall.Conn); ok {
+		if rc, err := sc.SyscallConn(); err == nil {
+			if rc.Control(func(fd uintptr) { syscall.Shutdown(int(fd), syscall.SHUT_RDWR) }) == nil {
+				return
+			}
+		}
+	}
+	c.Close() // not a socket, or already closed
 }
 
 // flush completes all outstanding work with ErrFlushed (the reason the
@@ -346,10 +334,8 @@ func (e *endpoint) flush() {
 	// A PostSend caller may be writing inline (tryInlineLocked) with the
 	// lock released: what it wrote must complete as written, not be
 	// flushed. Its write is non-blocking, so this wait is short.
-	for e.txBusy {
-		e.mu.Unlock()
-		time.Sleep(20 * time.Microsecond)
-		e.mu.Lock()
+	for e.life.txBusy {
+		e.txIdle.Wait()
 	}
 	for ; e.sqHead < e.sqTail; e.sqHead++ {
 		s := &e.sq[e.sqHead%uint64(len(e.sq))]
@@ -377,11 +363,10 @@ func (e *endpoint) flush() {
 // waits for the peer to close too (or ctx to end).
 func (e *endpoint) Disconnect(ctx context.Context) error {
 	e.mu.Lock()
-	if e.state != stConnected {
+	if !e.life.disconnect() {
 		e.mu.Unlock()
 		return e.Close()
 	}
-	e.closing = true
 	e.mu.Unlock()
 	e.kickTx()
 	select {
@@ -391,32 +376,55 @@ func (e *endpoint) Disconnect(ctx context.Context) error {
 	return e.Close()
 }
 
+// Abort implements rdma.Endpoint. It takes e.mu only, never the receive
+// path's drive lock, and does not wait for the loops: they see the closed
+// socket, and the reaper started by start flushes once both have exited.
+func (e *endpoint) Abort() {
+	e.mu.Lock()
+	if e.life.state == stClosed {
+		e.mu.Unlock()
+		return
+	}
+	started := e.life.started
+	e.mu.Unlock()
+	if started {
+		e.end(rdma.ErrClosed)
+		return
+	}
+	e.endUnstarted()
+}
+
+// endUnstarted ends an endpoint that never connected: no loop runs, so
+// posted work is flushed here.
+func (e *endpoint) endUnstarted() {
+	e.mu.Lock()
+	wasOpen := e.life.end()
+	e.mu.Unlock()
+	if wasOpen {
+		close(e.done)
+	}
+	e.flush()
+}
+
 // Close ends the connection at once. When it returns, the receive loop has
 // stopped: no data is placed into any region anymore, and every posted work
 // request has completed (flushed if need be).
 func (e *endpoint) Close() error {
 	e.mu.Lock()
-	if e.state == stClosed {
+	if e.life.state == stClosed {
 		e.mu.Unlock()
 		return nil
 	}
-	started := e.started
+	started := e.life.started
 	e.mu.Unlock()
 	if started {
 		e.end(rdma.ErrClosed)
 		<-e.reaped
 	} else {
-		e.mu.Lock()
-		wasOpen := e.state < stEnding
-		e.state = stEnding
-		e.mu.Unlock()
-		if wasOpen {
-			close(e.done)
-		}
-		e.flush()
+		e.endUnstarted()
 	}
 	e.mu.Lock()
-	e.state = stClosed
+	e.life.close()
 	if e.err == nil {
 		e.err = rdma.ErrClosed
 	}

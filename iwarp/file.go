@@ -69,7 +69,7 @@ func (e *endpoint) sendFile(conn net.Conn, s *sqEntry, buf []byte) error {
 		b.arena = wire.AppendMPALen(b.arena, 0)
 		b.arena = hdr(b.arena, n, last)
 		ulpdu := len(b.arena) - start - wire.MPALenSize + n
-		b.arena[start], b.arena[start+1] = byte(ulpdu>>8), byte(ulpdu)
+		wire.PutMPALen(b.arena[start:], ulpdu)
 		if _, err := conn.Write(b.arena); err != nil {
 			return err
 		}

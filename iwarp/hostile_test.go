@@ -13,6 +13,8 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -214,6 +216,11 @@ func TestHostileFrames(t *testing.T) {
 		raw              func(e *hostileEnv) []byte // bytes sent as they are
 		layer, typ, code uint8
 		okBefore         int // valid messages before the violation
+		// incl is how many header bytes of the offending frame the
+		// Terminate carries after the segment length; rr says they end
+		// with a Read Request header (the R bit).
+		incl int
+		rr   bool
 	}
 	rwTo := func(e *hostileEnv) uint64 { return e.rw.mr.Addr() }
 	cases := []tc{
@@ -234,43 +241,43 @@ func TestHostileFrames(t *testing.T) {
 		}, layer: 0, typ: 2, code: 5},
 		{name: "send without a posted receive", recvs: 0, frames: func(e *hostileEnv) [][]byte {
 			return [][]byte{send(1, 0, true, []byte("hi"))}
-		}, layer: 1, typ: 2, code: 2},
+		}, layer: 1, typ: 2, code: 2, incl: 18},
 		{name: "send larger than the receive buffer", recvs: 1, frames: func(e *hostileEnv) [][]byte {
 			return [][]byte{send(1, 0, true, make([]byte, 65))}
-		}, layer: 1, typ: 2, code: 5},
+		}, layer: 1, typ: 2, code: 5, incl: 18},
 		{name: "MSN out of order", recvs: 2, frames: func(e *hostileEnv) [][]byte {
 			return [][]byte{send(2, 0, true, []byte("x"))}
-		}, layer: 1, typ: 2, code: 3},
+		}, layer: 1, typ: 2, code: 3, incl: 18},
 		{name: "MO out of order", recvs: 2, frames: func(e *hostileEnv) [][]byte {
 			return [][]byte{send(1, 0, false, []byte("12345678")), send(1, 5, true, []byte("9"))}
-		}, layer: 1, typ: 2, code: 4},
+		}, layer: 1, typ: 2, code: 4, incl: 18},
 		{name: "write to unknown STag", frames: func(e *hostileEnv) [][]byte {
 			return [][]byte{write(uint32(e.rw.mr.STag())^0x5a5a, rwTo(e), []byte("x"))}
-		}, layer: 1, typ: 1, code: 0},
+		}, layer: 1, typ: 1, code: 0, incl: 14},
 		{name: "write to invalidated STag", frames: func(e *hostileEnv) [][]byte {
 			return [][]byte{write(uint32(e.dead.mr.STag()), e.dead.mr.Addr(), []byte("x"))}
-		}, layer: 1, typ: 1, code: 0},
+		}, layer: 1, typ: 1, code: 0, incl: 14},
 		{name: "write without remote write access", frames: func(e *hostileEnv) [][]byte {
 			return [][]byte{write(uint32(e.ro.mr.STag()), e.ro.mr.Addr(), []byte("x"))}
-		}, layer: 0, typ: 1, code: 2},
+		}, layer: 0, typ: 1, code: 2, incl: 14},
 		{name: "write past the end", frames: func(e *hostileEnv) [][]byte {
 			return [][]byte{write(uint32(e.wo.mr.STag()), e.wo.mr.Addr()+4090, make([]byte, 7))}
-		}, layer: 1, typ: 1, code: 1},
+		}, layer: 1, typ: 1, code: 1, incl: 14},
 		{name: "write below the base", frames: func(e *hostileEnv) [][]byte {
 			return [][]byte{write(uint32(e.wo.mr.STag()), e.wo.mr.Addr()-1, make([]byte, 2))}
-		}, layer: 1, typ: 1, code: 1},
+		}, layer: 1, typ: 1, code: 1, incl: 14},
 		{name: "write with wrapping TO", frames: func(e *hostileEnv) [][]byte {
 			return [][]byte{write(uint32(e.wo.mr.STag()), ^uint64(0)-3, make([]byte, 16))}
-		}, layer: 1, typ: 1, code: 3},
+		}, layer: 1, typ: 1, code: 3, incl: 14},
 		{name: "read request for unknown STag", frames: func(e *hostileEnv) [][]byte {
 			return [][]byte{readReq(1, 0xdeadbeef, 0, 8)}
-		}, layer: 0, typ: 1, code: 0},
+		}, layer: 0, typ: 1, code: 0, incl: 46, rr: true},
 		{name: "read request without remote read access", frames: func(e *hostileEnv) [][]byte {
 			return [][]byte{readReq(1, uint32(e.wo.mr.STag()), e.wo.mr.Addr(), 8)}
-		}, layer: 0, typ: 1, code: 2},
+		}, layer: 0, typ: 1, code: 2, incl: 46, rr: true},
 		{name: "read request out of bounds", frames: func(e *hostileEnv) [][]byte {
 			return [][]byte{readReq(1, uint32(e.ro.mr.STag()), e.ro.mr.Addr()+4000, 100)}
-		}, layer: 0, typ: 1, code: 1},
+		}, layer: 0, typ: 1, code: 1, incl: 46, rr: true},
 		{name: "read requests beyond the IRD", ird: 1, frames: func(e *hostileEnv) [][]byte {
 			// The raw peer does not read, so the first 32 MiB response
 			// cannot leave and its IRD slot stays taken.
@@ -279,7 +286,7 @@ func TestHostileFrames(t *testing.T) {
 				f = append(f, readReq(i, uint32(e.rw.mr.STag()), rwTo(e), 32<<20))
 			}
 			return f
-		}, layer: 1, typ: 2, code: 2},
+		}, layer: 1, typ: 2, code: 2, incl: 18},
 		{name: "read response with no read outstanding", frames: func(e *hostileEnv) [][]byte {
 			return [][]byte{append(wire.AppendTagged(nil, wire.OpReadResponse, true, 1, 0), 'x')}
 		}, layer: 0, typ: 2, code: 6},
@@ -299,7 +306,7 @@ func TestHostileFrames(t *testing.T) {
 				b = append(b, e.fpdu(send(i, 0, true, []byte("flood")))...)
 			}
 			return b
-		}, layer: 1, typ: 2, code: 2, okBefore: 4},
+		}, layer: 1, typ: 2, code: 2, okBefore: 4, incl: 18},
 	}
 	for _, c := range cases {
 		t.Run(strings.ReplaceAll(c.name, " ", "_"), func(t *testing.T) {
@@ -319,6 +326,22 @@ func TestHostileFrames(t *testing.T) {
 			e.raw.Close() // as a real peer does after a Terminate
 			if tm.Layer != c.layer || tm.Type != c.typ || tm.Code != c.code {
 				t.Fatalf("Terminate %v, want layer %d type %d code 0x%02x", tm.String(), c.layer, c.typ, c.code)
+			}
+			// RFC 5040 4.8: M and D with the DDP header, R only with the
+			// Read Request header after it.
+			if tm.SegLenValid != (c.incl > 0) || tm.HasDDP != (c.incl > 0) || tm.HasRDMAP != c.rr || len(tm.Terminated) != 2+c.incl && c.incl > 0 {
+				t.Fatalf("Terminate M=%v D=%v R=%v with %d header bytes, want %d bytes, R=%v", tm.SegLenValid, tm.HasDDP, tm.HasRDMAP, len(tm.Terminated), 2+c.incl, c.rr)
+			}
+			if c.incl > 0 && c.frames != nil {
+				// The offending frame is the last, or for the IRD case
+				// whichever Read Request found the IRD full.
+				found := false
+				for _, f := range c.frames(e) {
+					found = found || bytes.Equal(tm.Terminated, e.fpdu(f)[:2+c.incl])
+				}
+				if !found {
+					t.Fatalf("terminated headers % x are no frame's", tm.Terminated)
+				}
 			}
 			e.ended(t, c.layer, c.typ, c.code, c.okBefore)
 			if bytes.HasPrefix(e.rw.mr.Bytes(), []byte("after")) {
@@ -473,3 +496,36 @@ func TestTruncatedFPDU(t *testing.T) {
 // checkLeaks fails the test if goroutines it started are still running
 // when it ends (after a settle period).
 func checkLeaks(t *testing.T) { leakcheck.Check(t) }
+
+// TestSiwTerminateReceived: a Terminate as Linux siw sends it (captured,
+// in its little-endian bitfield layout) is reported with the right layer,
+// type and code, not with Layer and EType swapped.
+func TestSiwTerminateReceived(t *testing.T) {
+	for _, c := range []struct {
+		file             string
+		layer, typ, code uint8
+	}{
+		{"siw-readreq.bin", wire.LayerRDMAP, wire.RDMAPTypeProtection, wire.RDMAPCodeInvalidSTag},
+		{"siw-send-msn.bin", wire.LayerDDP, wire.DDPTypeUntagged, wire.DDPCodeMSNRange},
+	} {
+		t.Run(c.file, func(t *testing.T) {
+			b, err := os.ReadFile(filepath.Join("internal", "wire", "testdata", "terminate", c.file))
+			if err != nil {
+				t.Fatal(err)
+			}
+			e := setupHostile(t, true, 1, 0)
+			if _, err := e.raw.Write(b); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case <-e.ep.Done():
+			case <-time.After(10 * time.Second):
+				t.Fatal("endpoint did not end")
+			}
+			var te *TerminateError
+			if !errors.As(e.ep.Err(), &te) || !te.Received || te.Layer != c.layer || te.Type != c.typ || te.Code != c.code {
+				t.Fatalf("endpoint error %v, want a received Terminate %d/%d/0x%02x", e.ep.Err(), c.layer, c.typ, c.code)
+			}
+		})
+	}
+}

@@ -7,6 +7,24 @@
 // from the socket straight into their registered destination; outgoing data
 // is written from registered memory with writev, in FPDUs of up to
 // Config.MaxSegment bytes.
+//
+// # Locks
+//
+// An endpoint's locks nest in this order; a lock may be taken while
+// holding one to its left, never the other way round:
+//
+//	rxDrive.mu -> endpoint.recvMu -> endpoint.mu -> pd.mu, cq.mu
+//
+// rxDrive.mu (drive.go) is held by whichever goroutine runs the receive
+// path, for as long as it does, including while it runs a DirectReceiver
+// function. That function belongs to the ULP, which takes its own locks
+// in it and holds them when it posts (smbd: c.mu, then endpoint.mu), so
+// the receive path calls it holding rxDrive.mu only: never mu or
+// recvMu. Drive takes rxDrive.mu with TryLock, so a ULP may call it
+// holding its own locks (smbd's writeMu). Abort and end take mu only and
+// shut the socket down rather than close it, because closing waits for a
+// running read callback. The order across packages, with smbd's locks:
+// docs/iwarp.md.
 package iwarp
 
 import (

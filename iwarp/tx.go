@@ -71,8 +71,7 @@ func (b *txBatch) segment(appendHdr func([]byte) []byte, payload []byte) {
 	b.arena = wire.AppendMPALen(b.arena, 0) // patched below
 	b.arena = appendHdr(b.arena)
 	ulpdu := len(b.arena) - start - wire.MPALenSize + len(payload)
-	b.arena[start] = byte(ulpdu >> 8)
-	b.arena[start+1] = byte(ulpdu)
+	wire.PutMPALen(b.arena[start:], ulpdu)
 	var crc uint32
 	if b.crc {
 		crc = wire.UpdateCRC(0, b.arena[start:])
@@ -141,7 +140,7 @@ func (e *endpoint) txLoop() {
 	var fileBuf []byte
 	for {
 		e.mu.Lock()
-		if e.txBusy {
+		if e.life.txBusy {
 			// PostSend is writing inline; it kicks us when done.
 			e.mu.Unlock()
 			select {
@@ -157,28 +156,28 @@ func (e *endpoint) txLoop() {
 			// both use e.txb (a race smbd's hostile flood test found).
 			t := e.term
 			conn := e.conn
-			e.txBusy = true
+			e.life.takeTx()
 			e.mu.Unlock()
 			e.sendTerminate(b, conn, t)
 			e.mu.Lock()
-			e.txBusy = false
+			e.txDone()
 			e.mu.Unlock()
 			return
 		}
-		if e.state >= stEnding {
+		if e.life.state >= stEnding {
 			e.mu.Unlock()
 			return
 		}
 		var fileEnt *sqEntry
-		if !e.txHold && b.empty() {
+		if !e.life.txHold && b.empty() {
 			e.buildResponses(b)
 			fileEnt = e.buildSends(b)
 		}
 		idle := b.empty() && fileEnt == nil && b.sqFrom == b.sqTo
-		finish := idle && e.closing && e.sqTx == e.sqTail && e.irqHead == e.irqTail
+		finish := idle && e.life.closing && e.sqTx == e.sqTail && e.irqHead == e.irqTail
 		conn := e.conn
 		if !idle {
-			e.txBusy = true
+			e.life.takeTx()
 		}
 		e.mu.Unlock()
 
@@ -211,7 +210,7 @@ func (e *endpoint) txLoop() {
 			}
 		}
 		e.mu.Lock()
-		e.txBusy = false
+		e.txDone()
 		if err == nil {
 			e.txDoneLocked(b)
 			if fileEnt != nil {
@@ -225,6 +224,13 @@ func (e *endpoint) txLoop() {
 			return
 		}
 	}
+}
+
+// txDone gives the socket up: it clears txBusy and wakes a flush waiting
+// for the writer to finish. Called with e.mu held.
+func (e *endpoint) txDone() {
+	e.life.releaseTx()
+	e.txIdle.Broadcast()
 }
 
 // txDoneLocked marks the send-queue entries of a written batch done and
@@ -250,7 +256,7 @@ const inlineMax = 256 << 10
 // write is non-blocking; what the socket does not take goes to txLoop.
 // Called with e.mu held; returns with it held.
 func (e *endpoint) tryInlineLocked() bool {
-	if e.txBusy || e.txHold || e.term != nil || e.closing || e.raw == nil ||
+	if e.life.txBusy || e.life.txHold || e.term != nil || e.life.closing || e.raw == nil ||
 		e.irqHead != e.irqTail || !e.txb.empty() {
 		return false
 	}
@@ -269,11 +275,11 @@ func (e *endpoint) tryInlineLocked() bool {
 		e.txDoneLocked(b) // e.g. a local invalidate
 		return true
 	}
-	e.txBusy = true
+	e.life.takeTx() // checked free above
 	e.mu.Unlock()
 	n, err := e.raw.writev(b.iov)
 	e.mu.Lock()
-	e.txBusy = false
+	e.txDone()
 	if err != nil {
 		b.iov = b.iov[:0]
 		e.mu.Unlock()
@@ -287,7 +293,7 @@ func (e *endpoint) tryInlineLocked() bool {
 		b.runStart, b.bytes = 0, 0
 		e.txDoneLocked(b)
 	}
-	if len(b.iov) > 0 || e.sqTx != e.sqTail || e.irqHead != e.irqTail || e.term != nil || e.closing || e.state >= stEnding {
+	if len(b.iov) > 0 || e.sqTx != e.sqTail || e.irqHead != e.irqTail || e.term != nil || e.life.closing || e.life.state >= stEnding {
 		// The rest, or work posted or arrived meanwhile, is the
 		// transmit loop's. Waking it for nothing would cost a goroutine
 		// wake-up per message.

@@ -298,6 +298,14 @@ type Endpoint interface {
 	// Disconnect ends the connection gracefully after the posted sends have
 	// gone out. Outstanding work completes with ErrFlushed.
 	Disconnect(ctx context.Context) error
+	// Abort ends the connection at once and returns without waiting: the
+	// transport is torn down (the peer sees the end), Done closes, new
+	// posts fail, and outstanding work completes with ErrFlushed once the
+	// receive path has wound up, which Abort does not wait for. It takes
+	// no lock the receive path holds while it runs a DirectReceiver
+	// function, so a ULP may call it from one, or with its own locks held.
+	// Close is still needed: it releases the endpoint and waits.
+	Abort()
 	// Close ends the connection at once and releases the endpoint. After
 	// Close returns no data is placed into any memory region anymore.
 	Close() error

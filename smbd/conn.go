@@ -157,7 +157,7 @@ func (c *Conn) fail(err error) {
 	c.mu.Lock()
 	c.failLocked(err)
 	c.mu.Unlock()
-	go c.ep.Close()
+	c.ep.Abort()
 }
 
 // start runs the completion and keepalive loops after negotiation.

@@ -218,7 +218,7 @@ func (c *Conn) completionLocked(w *rdma.Completion) {
 	if err := c.receiveLocked(slot, c.recvMR[slot].Bytes()[:w.Bytes]); err != nil {
 		c.freeRecv = append(c.freeRecv, slot)
 		c.failLocked(err)
-		go c.ep.Close()
+		c.ep.Abort() // does not wait for the receive path, so c.mu may stay held
 		return
 	}
 	c.broadcastLocked()

@@ -105,7 +105,7 @@ func (c *Conn) sendFragment(payload []byte, remaining int, next bool, inv uint32
 				// ends here rather than carry a corrupt stream.
 				err := fmt.Errorf("smbd: write deadline passed in the middle of a message: %w", os.ErrDeadlineExceeded)
 				c.failLocked(err)
-				go c.ep.Close()
+				c.ep.Abort() // does not wait for the receive path, so c.mu may stay held
 				return err
 			}
 			return os.ErrDeadlineExceeded

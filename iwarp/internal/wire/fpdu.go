@@ -49,3 +49,32 @@ func CRCFromTrailer(b []byte) uint32 { return binary.LittleEndian.Uint32(b) }
 
 // UpdateCRC extends a running MPA CRC (start with 0) over p.
 func UpdateCRC(crc uint32, p []byte) uint32 { return crc32.Update(crc, Castagnoli, p) }
+
+// PutMPALen writes the MPA ULPDU length field at the start of b, for an
+// encoder that learns the length after appending the ULPDU.
+func PutMPALen(b []byte, ulpdu int) { binary.BigEndian.PutUint16(b, uint16(ulpdu)) }
+
+// FPDUPrefixLen is how much of an FPDU a receiver needs to know its
+// ULPDU length and its DDP/RDMAP header length: the MPA length field and
+// the control field.
+const FPDUPrefixLen = MPALenSize + 2
+
+// ParseFPDUPrefix reads the first FPDUPrefixLen bytes of an FPDU: the
+// ULPDU length, and the length of the DDP/RDMAP header the control field
+// announces (tagged, untagged, or a Read Request with its RDMAP fields).
+// It does not validate the header (ParseHeader does, once hdrLen bytes
+// are there), so it cannot fail; b must hold FPDUPrefixLen bytes.
+func ParseFPDUPrefix(b []byte) (ulpdu, hdrLen int) {
+	_ = b[FPDUPrefixLen-1]
+	ulpdu = int(binary.BigEndian.Uint16(b))
+	ctrl := binary.BigEndian.Uint16(b[MPALenSize:])
+	switch {
+	case ctrl&ctrlTagged != 0:
+		hdrLen = TaggedLen
+	case Opcode(ctrl&ctrlOpcode) == OpReadRequest:
+		hdrLen = ReadRequestLen
+	default:
+		hdrLen = UntaggedLen
+	}
+	return ulpdu, hdrLen
+}

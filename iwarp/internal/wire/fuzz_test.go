@@ -90,6 +90,12 @@ func FuzzTerminate(f *testing.F) {
 	rr := append([]byte{0, 44}, AppendReadRequest(nil, &ReadRequest{MSN: 1})...)
 	f.Add(AppendTerminate(nil, &Terminate{MSN: 1, Layer: LayerRDMAP, Type: RDMAPTypeProtection, Code: RDMAPCodeInvalidSTag, SegLenValid: true, HasDDP: true, HasRDMAP: true, Terminated: rr}))
 	f.Add(AppendTerminate(nil, &Terminate{MSN: 1, Layer: LayerLLP, Code: LLPCodeCRC}))
+	siw, _ := filepath.Glob("testdata/terminate/*.bin")
+	for _, name := range siw {
+		if b, err := os.ReadFile(name); err == nil && len(b) > MPALenSize {
+			f.Add(b[MPALenSize:]) // the ULPDU (and the trailer, which the parser ignores)
+		}
+	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		tm, err := ParseTerminate(b)
 		if err != nil {
@@ -99,6 +105,24 @@ func FuzzTerminate(f *testing.F) {
 		again, err := ParseTerminate(AppendTerminate(nil, &tm))
 		if err != nil || again.Layer != tm.Layer || again.Type != tm.Type || again.Code != tm.Code || !bytes.Equal(again.Terminated, tm.Terminated) {
 			t.Fatalf("round trip: %+v -> %+v, %v", tm, again, err)
+		}
+	})
+}
+
+func FuzzFPDUPrefix(f *testing.F) {
+	captureSeeds(f, true)
+	f.Add(AppendMPALen(AppendReadRequest(nil, &ReadRequest{MSN: 1}), ReadRequestLen))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if len(b) < FPDUPrefixLen {
+			return
+		}
+		ulpdu, hl := ParseFPDUPrefix(b)
+		if ulpdu != int(b[0])<<8|int(b[1]) {
+			t.Fatalf("ULPDU length %d from % x", ulpdu, b[:2])
+		}
+		// The header length announced is the one ParseHeader takes.
+		if _, n, err := ParseHeader(b[MPALenSize:]); err == nil && n != hl {
+			t.Fatalf("prefix says %d header bytes, ParseHeader took %d", hl, n)
 		}
 	})
 }

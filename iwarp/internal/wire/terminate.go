@@ -67,7 +67,63 @@ const (
 	termFlagM = 0x8000 // DDP segment length valid
 	termFlagD = 0x4000 // DDP header included
 	termFlagR = 0x2000 // RDMAP header included
+
+	// Linux siw declares the control word as C bitfields (struct
+	// iwarp_terminate in siw's iwarp.h) which a little-endian build lays
+	// out from the least significant bit: EType in the high nibble of the
+	// first byte, Layer in the low one, M, D and R in the low bits of the
+	// third byte, where the RFC has reserved zeros. Captured from Linux
+	// 6.12 on x86-64: testdata/terminate.
+	termSiwM = 0x0100
+	termSiwD = 0x0200
+	termSiwR = 0x0400
 )
+
+// TerminatedLen says which headers of the offending segment a Terminate
+// reporting (layer, typ, code) carries, and sets the Hdrct bits to match
+// (RFC 5040 section 4.8): M and D with the DDP header (14 bytes tagged, 18
+// untagged) after the 2-byte DDP segment length, and R only when the
+// 28-byte RDMA Read Request header follows that, for an RDMAP error on a
+// Read Request. D never covers the Read Request fields. Like Linux siw
+// (siw_send_terminate), it sends no header when the layout cannot be
+// trusted (a version or opcode error) or the error is not about one
+// segment (catastrophic, MPA). seg is the offending segment's MPA length
+// followed by its header; n is how many of its bytes to send.
+func (t *Terminate) TerminatedLen(seg []byte) (n int) {
+	t.SegLenValid, t.HasDDP, t.HasRDMAP = false, false, false
+	if len(seg) < MPALenSize+2 {
+		return 0
+	}
+	switch t.Layer {
+	case LayerDDP:
+		if t.Type == DDPTypeTagged && t.Code == DDPCodeTaggedVersion ||
+			t.Type == DDPTypeUntagged && t.Code == DDPCodeUntaggedVersion {
+			return 0
+		}
+	case LayerRDMAP:
+		if t.Type == RDMAPTypeCatastrophic || t.Code == RDMAPCodeVersion || t.Code == RDMAPCodeOpcode {
+			return 0
+		}
+	default:
+		return 0
+	}
+	ctrl := binary.BigEndian.Uint16(seg[MPALenSize:])
+	n = MPALenSize + UntaggedLen
+	if ctrl&ctrlTagged != 0 {
+		n = MPALenSize + TaggedLen
+	}
+	rr := ctrl&ctrlTagged == 0 && Opcode(ctrl&ctrlOpcode) == OpReadRequest
+	if t.Layer == LayerRDMAP && rr {
+		n = MPALenSize + ReadRequestLen
+		t.HasRDMAP = true
+	}
+	if len(seg) < n {
+		t.HasRDMAP = false
+		return 0
+	}
+	t.SegLenValid, t.HasDDP = true, true
+	return n
+}
 
 // Terminate is an RDMAP Terminate message.
 type Terminate struct {
@@ -75,6 +131,12 @@ type Terminate struct {
 	Layer, Type, Code uint8
 	// SegLenValid, HasDDP and HasRDMAP are the M, D and R flags.
 	SegLenValid, HasDDP, HasRDMAP bool
+	// SiwLayout: the parsed control word was in Linux siw's little-endian
+	// bitfield layout (see termSiwM), told apart by its flags in bits the
+	// RFC reserves. A siw Terminate without flags (an MPA or catastrophic
+	// error) cannot be told apart and reads with Layer and Type swapped.
+	// AppendTerminate always writes the RFC layout.
+	SiwLayout bool
 	// Terminated holds the DDP segment length (2 bytes) followed by the
 	// headers of the offending segment, as Linux siw and RFC 5040 lay them
 	// out. When parsing it aliases the input.
@@ -119,6 +181,13 @@ func ParseTerminate(b []byte) (Terminate, error) {
 	t.SegLenValid = c&termFlagM != 0
 	t.HasDDP = c&termFlagD != 0
 	t.HasRDMAP = c&termFlagR != 0
+	if c&(termFlagM|termFlagD|termFlagR) == 0 && c&(termSiwM|termSiwD|termSiwR) != 0 {
+		t.SiwLayout = true
+		t.Layer, t.Type = uint8(c>>24)&0xf, uint8(c>>28)
+		t.SegLenValid = c&termSiwM != 0
+		t.HasDDP = c&termSiwD != 0
+		t.HasRDMAP = c&termSiwR != 0
+	}
 	rest := b[n+4:]
 	if !t.SegLenValid && !t.HasDDP && !t.HasRDMAP {
 		return t, nil

@@ -3,123 +3,10 @@ package iwarp
 import (
 	"errors"
 	"fmt"
-	"io"
-	"net"
-	"time"
 
 	"github.com/smbdirect/smbdirect/iwarp/internal/wire"
 	"github.com/smbdirect/smbdirect/rdma"
 )
-
-// rxBufSize is the receive buffer: small FPDUs are read many at a time
-// into it; large payloads bypass it and go straight into their region.
-const rxBufSize = 64 << 10
-
-type rxReader struct {
-	conn net.Conn
-	buf  []byte
-	r, w int
-	// bulk is set while large payloads are arriving: then the buffer is
-	// filled only a little past what is needed (the next header), so the
-	// payload is read straight into its region instead of being copied
-	// out of the buffer.
-	bulk bool
-	// fd, when set, is read without blocking (see drive.go): a read that
-	// would block returns errWouldBlock, and the receive path resumes
-	// where it stopped once the socket is readable. Without it, reads
-	// block on conn.
-	fd       int
-	nonblock bool
-	short    bool // the last read returned less than asked
-	progress bool // bytes came in since the driver last looked
-	d        *rxDrive
-}
-
-// bulkPayload is the payload size from which the next read is kept short,
-// and bulkRead how far past the need such a read goes.
-const (
-	bulkPayload = 8 << 10
-	bulkRead    = 64
-)
-
-// rxBufMin is the receive buffer of a fresh endpoint. It doubles, up to
-// rxBufSize, whenever a read fills it: an idle connection holds 4 KiB, a
-// busy one batches reads of many small FPDUs.
-const rxBufMin = 4 << 10
-
-// grow replaces the buffer with one of size bytes holding the unread data.
-func (x *rxReader) grow(size int) {
-	nb := make([]byte, size)
-	x.w = copy(nb, x.buf[x.r:x.w])
-	x.r = 0
-	x.buf = nb
-}
-
-// need makes at least n bytes available at buf[r:].
-func (x *rxReader) need(n int) error {
-	if x.w-x.r >= n {
-		return nil
-	}
-	if n > len(x.buf) {
-		x.grow(max(n, min(2*len(x.buf), rxBufSize)))
-	} else if x.r > 0 {
-		x.w = copy(x.buf, x.buf[x.r:x.w])
-		x.r = 0
-	}
-	end := len(x.buf)
-	if x.bulk {
-		end = min(end, n+bulkRead)
-	}
-	for x.w < n {
-		k, err := x.read(x.buf[x.w:end])
-		x.w += k
-		if err != nil {
-			if err == io.EOF && x.w >= n {
-				return nil
-			}
-			return err
-		}
-	}
-	if x.w == len(x.buf) && len(x.buf) < rxBufSize && !x.bulk {
-		// The socket had more than the buffer holds: batch more next time.
-		x.grow(min(2*len(x.buf), rxBufSize))
-	}
-	return nil
-}
-
-// readInto fills dst[*got:] from the buffer, then directly from the
-// socket, counting in *got (so that it resumes after errWouldBlock).
-func (x *rxReader) readInto(dst []byte, got *int) error {
-	k := copy(dst[*got:], x.buf[x.r:x.w])
-	x.r += k
-	*got += k
-	for *got < len(dst) {
-		n, err := x.read(dst[*got:])
-		*got += n
-		if err != nil {
-			if err == io.EOF {
-				err = io.ErrUnexpectedEOF
-			}
-			return err
-		}
-	}
-	return nil
-}
-
-// skip discards n bytes.
-func (x *rxReader) skip(n int) error {
-	for n > 0 {
-		if x.r == x.w {
-			if err := x.need(1); err != nil {
-				return err
-			}
-		}
-		k := min(n, x.w-x.r)
-		x.r += k
-		n -= k
-	}
-	return nil
-}
 
 // rxState is the receive side's view of messages in flight.
 type rxState struct {
@@ -193,92 +80,6 @@ func (e *endpoint) commit(st *rxState, c *rxCommit) {
 	}
 }
 
-// protoErr is a violation the receiver answers with a Terminate.
-type protoErr struct {
-	layer, typ, code uint8
-	msg              string
-	hdr              []byte // offending ULPDU header, for the Terminate
-	hasDDP           bool
-}
-
-func (p *protoErr) Error() string { return p.msg }
-
-func perr(layer, typ, code uint8, format string, args ...any) *protoErr {
-	return &protoErr{layer: layer, typ: typ, code: code, msg: fmt.Sprintf(format, args...)}
-}
-
-// rxFinish winds the receive path up once rxStep ended with err: it reads
-// the rest of a Terminate, answers a protocol error with one, and records
-// why the connection ended. It runs outside any read callback, and its
-// reads block.
-func (e *endpoint) rxFinish(x *rxReader, st *rxState, f *rxFPDU, err error) {
-	x.nonblock = false
-	if err == errTermReceived {
-		e.recvTerminate(x, st.termLen, f.hdr[:f.hdrLen])
-	}
-	if st.curOK {
-		// A Send was being received when the stream ended: its receive
-		// buffer was taken from the queue, so flush it here.
-		id := st.curEnt.wr.ID
-		e.cq.push(rdma.Completion{ID: id, Op: rdma.OpRecv, Err: &rdma.WorkError{Op: rdma.OpRecv, ID: id, Err: rdma.ErrFlushed}})
-		st.curOK = false
-	}
-	var pe *protoErr
-	if errors.As(err, &pe) {
-		e.terminate(x, pe)
-		return
-	}
-	e.mu.Lock()
-	closing := e.closing
-	e.mu.Unlock()
-	switch {
-	case err == errTermReceived:
-		return // end already recorded
-	case errors.Is(err, io.EOF):
-		if closing {
-			e.end(rdma.ErrClosed)
-		} else {
-			e.end(rdma.ErrDisconnected)
-		}
-	case errors.Is(err, net.ErrClosed):
-		e.end(rdma.ErrClosed)
-	default:
-		e.end(fmt.Errorf("%w: %w", rdma.ErrDisconnected, err))
-	}
-}
-
-var errTermReceived = errors.New("terminate received")
-
-// terminate reports a protocol violation to the peer, then waits (bounded)
-// for it to close, discarding whatever else it sends.
-func (e *endpoint) terminate(x *rxReader, pe *protoErr) {
-	te := &TerminateError{Layer: pe.layer, Type: pe.typ, Code: pe.code, Reason: pe.msg}
-	e.log.Warn("iwarp: peer protocol error, terminating", "err", te)
-	t := &termOut{}
-	t.t = wire.Terminate{MSN: 1, Layer: pe.layer, Type: pe.typ, Code: pe.code}
-	if pe.hasDDP && len(pe.hdr) >= 2 {
-		n := copy(t.hdr[2:], pe.hdr[2:])
-		// The terminated header starts with the DDP segment length where
-		// the MPA length stood (RFC 5040 4.8, as Linux siw sends it).
-		t.hdr[0], t.hdr[1] = pe.hdr[0], pe.hdr[1]
-		t.t.Terminated = t.hdr[:2+n]
-		t.t.SegLenValid, t.t.HasDDP = true, true
-	}
-	e.mu.Lock()
-	if e.err == nil {
-		e.err = te
-	}
-	if e.state == stConnected {
-		e.term = t
-	}
-	e.mu.Unlock()
-	e.kickTx()
-	x.conn.SetReadDeadline(time.Now().Add(2 * time.Second))
-	for x.skip(rxBufSize) == nil {
-	}
-	e.end(te)
-}
-
 // rxFPDU is the FPDU being received, kept between calls of rxStep so
 // that it resumes where a read would have blocked.
 type rxFPDU struct {
@@ -307,17 +108,10 @@ func (e *endpoint) rxStep(x *rxReader, st *rxState, f *rxFPDU) error {
 	for {
 		switch f.phase {
 		case rxHeader:
-			if err := x.need(wire.MPALenSize + 2); err != nil {
+			if err := x.need(wire.FPDUPrefixLen); err != nil {
 				return err
 			}
-			ulpdu := int(x.buf[x.r])<<8 | int(x.buf[x.r+1])
-			ctrl := x.buf[x.r+2]
-			hl := wire.UntaggedLen
-			if ctrl&0x80 != 0 {
-				hl = wire.TaggedLen
-			} else if x.buf[x.r+3]&0x0f == byte(wire.OpReadRequest) {
-				hl = wire.ReadRequestLen
-			}
+			ulpdu, hl := wire.ParseFPDUPrefix(x.buf[x.r:])
 			if ulpdu < hl {
 				return perr(wire.LayerDDP, wire.DDPTypeCatastrophic, 0, "ULPDU of %d bytes shorter than its %d-byte header", ulpdu, hl)
 			}
@@ -330,7 +124,7 @@ func (e *endpoint) rxStep(x *rxReader, st *rxState, f *rxFPDU) error {
 			if err != nil {
 				var he *wire.HeaderError
 				if errors.As(err, &he) {
-					return &protoErr{layer: he.Layer, typ: he.Type, code: he.Code, msg: he.Msg}
+					return &protoErr{layer: he.Layer, typ: he.Type, code: he.Code, msg: he.Msg, hdr: raw}
 				}
 				return perr(wire.LayerDDP, wire.DDPTypeCatastrophic, 0, "bad header: %v", err)
 			}
@@ -345,8 +139,7 @@ func (e *endpoint) rxStep(x *rxReader, st *rxState, f *rxFPDU) error {
 				// now (txHold is set only before the receive path starts).
 				st.heard = true
 				e.mu.Lock()
-				if e.txHold {
-					e.txHold = false
+				if e.life.heard() {
 					e.kickTx()
 				}
 				e.mu.Unlock()
@@ -376,7 +169,7 @@ func (e *endpoint) rxStep(x *rxReader, st *rxState, f *rxFPDU) error {
 			if err != nil {
 				var pe *protoErr
 				if errors.As(err, &pe) {
-					pe.hdr, pe.hasDDP = raw, true
+					pe.hdr = raw
 				}
 				return err
 			}
@@ -523,31 +316,4 @@ func (e *endpoint) readRequest(st *rxState, h *wire.Header, c *rxCommit) error {
 	}
 	c.kind, c.irq = commitReadReq, irqEntry{src: src, sinkSTag: h.SinkSTag, sinkTO: h.SinkTO}
 	return nil
-}
-
-// recvTerminate reads the peer's Terminate and ends the connection.
-func (e *endpoint) recvTerminate(x *rxReader, n int, raw []byte) {
-	body := n
-	if body > 256 {
-		body = 256 // keep what we need; the rest is of no use
-	}
-	msg := make([]byte, 0, len(raw)+body)
-	msg = append(msg, raw[wire.MPALenSize:]...)
-	if err := x.need(body); err == nil {
-		msg = append(msg, x.buf[x.r:x.r+body]...)
-	}
-	te := &TerminateError{Received: true, Layer: wire.LayerRDMAP, Type: wire.RDMAPTypeCatastrophic, Code: wire.RDMAPCodeUnspecified}
-	if t, err := wire.ParseTerminate(msg); err == nil {
-		te.Layer, te.Type, te.Code = t.Layer, t.Type, t.Code
-	} else {
-		te.Reason = "unparsable Terminate: " + err.Error()
-	}
-	e.log.Info("iwarp: peer terminated the connection", "err", te)
-	// The oldest outstanding Read learns why; the rest is flushed.
-	e.mu.Lock()
-	if len(e.orq) > 0 {
-		e.sq[e.orq[0]%uint64(len(e.sq))].err = te
-	}
-	e.mu.Unlock()
-	e.end(te)
 }

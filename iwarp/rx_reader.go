@@ -1,0 +1,151 @@
+package iwarp
+
+import (
+	"io"
+	"net"
+	"os"
+	"syscall"
+)
+
+// rxBufSize is the receive buffer: small FPDUs are read many at a time
+// into it; large payloads bypass it and go straight into their region.
+const rxBufSize = 64 << 10
+
+type rxReader struct {
+	conn net.Conn
+	buf  []byte
+	r, w int
+	// bulk is set while large payloads are arriving: then the buffer is
+	// filled only a little past what is needed (the next header), so the
+	// payload is read straight into its region instead of being copied
+	// out of the buffer.
+	bulk bool
+	// fd, when set, is read without blocking (see drive.go): a read that
+	// would block returns errWouldBlock, and the receive path resumes
+	// where it stopped once the socket is readable. Without it, reads
+	// block on conn.
+	fd       int
+	nonblock bool
+	short    bool // the last read returned less than asked
+	progress bool // bytes came in since the driver last looked
+	d        *rxDrive
+}
+
+// bulkPayload is the payload size from which the next read is kept short,
+// and bulkRead how far past the need such a read goes.
+const (
+	bulkPayload = 8 << 10
+	bulkRead    = 64
+)
+
+// rxBufMin is the receive buffer of a fresh endpoint. It doubles, up to
+// rxBufSize, whenever a read fills it: an idle connection holds 4 KiB, a
+// busy one batches reads of many small FPDUs.
+const rxBufMin = 4 << 10
+
+// grow replaces the buffer with one of size bytes holding the unread data.
+func (x *rxReader) grow(size int) {
+	nb := make([]byte, size)
+	x.w = copy(nb, x.buf[x.r:x.w])
+	x.r = 0
+	x.buf = nb
+}
+
+// need makes at least n bytes available at buf[r:].
+func (x *rxReader) need(n int) error {
+	if x.w-x.r >= n {
+		return nil
+	}
+	if n > len(x.buf) {
+		x.grow(max(n, min(2*len(x.buf), rxBufSize)))
+	} else if x.r > 0 {
+		x.w = copy(x.buf, x.buf[x.r:x.w])
+		x.r = 0
+	}
+	end := len(x.buf)
+	if x.bulk {
+		end = min(end, n+bulkRead)
+	}
+	for x.w < n {
+		k, err := x.read(x.buf[x.w:end])
+		x.w += k
+		if err != nil {
+			if err == io.EOF && x.w >= n {
+				return nil
+			}
+			return err
+		}
+	}
+	if x.w == len(x.buf) && len(x.buf) < rxBufSize && !x.bulk {
+		// The socket had more than the buffer holds: batch more next time.
+		x.grow(min(2*len(x.buf), rxBufSize))
+	}
+	return nil
+}
+
+// readInto fills dst[*got:] from the buffer, then directly from the
+// socket, counting in *got (so that it resumes after errWouldBlock).
+func (x *rxReader) readInto(dst []byte, got *int) error {
+	k := copy(dst[*got:], x.buf[x.r:x.w])
+	x.r += k
+	*got += k
+	for *got < len(dst) {
+		n, err := x.read(dst[*got:])
+		*got += n
+		if err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return err
+		}
+	}
+	return nil
+}
+
+// skip discards n bytes.
+func (x *rxReader) skip(n int) error {
+	for n > 0 {
+		if x.r == x.w {
+			if err := x.need(1); err != nil {
+				return err
+			}
+		}
+		k := min(n, x.w-x.r)
+		x.r += k
+		n -= k
+	}
+	return nil
+}
+
+// read reads from the socket for the receive path: without blocking
+// inside the read callback (errWouldBlock when the socket is empty), with
+// a blocking conn.Read otherwise.
+func (x *rxReader) read(p []byte) (int, error) {
+	if !x.nonblock {
+		return x.conn.Read(p)
+	}
+	if x.short && x.d.shouldYield() {
+		// The last read took less than it asked for, so the socket was
+		// most likely empty, and the driver returns anyway: skip the read
+		// that would only say so. (Not when the driver goes on to wait:
+		// a FIN that came with the data makes no new readiness event.)
+		x.short = false
+		return 0, errWouldBlock
+	}
+	for {
+		n, err := readFD(x.fd, p)
+		switch {
+		case err == syscall.EINTR:
+			continue
+		case err == syscall.EAGAIN:
+			return 0, errWouldBlock
+		case err != nil:
+			return 0, &net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("read", err)}
+		case n == 0:
+			return 0, io.EOF
+		}
+		x.progress = true
+		x.short = n < len(p)
+		return n, nil
+	}
+}
