@@ -124,7 +124,7 @@ sleep 1
 dmesg -c >/dev/null
 echo KSMBD_READY
 n=0; i=0
-while [ ! -e /mnt/work/done ] && [ $i -lt 2400 ]; do
+while [ ! -e /mnt/work/done ] && [ $i -lt 3000 ]; do
 	for f in /mnt/work/cifs*; do
 		[ -e "$f" ] || continue
 		rm -f "$f"
@@ -151,9 +151,9 @@ func TestLinuxDisconnect(t *testing.T) {
 	vm := testbed.StartT(t, testbed.Options{
 		GuestScript: disconnectGuest,
 		Forwards:    []testbed.Forward{{GuestPort: 5445}},
-		Timeout:     240 * time.Second,
+		Timeout:     300 * time.Second,
 	})
-	ctx, cancel := context.WithTimeout(t.Context(), 220*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 280*time.Second)
 	defer cancel()
 	defer os.WriteFile(vm.ShareDir()+"/done", nil, 0o644)
 	if _, err := vm.WaitFor(ctx, "KSMBD_READY"); err != nil {
