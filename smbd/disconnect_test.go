@@ -111,7 +111,9 @@ func smb2Header(cmd uint16, response bool) []byte {
 // /mnt/work/dumpN (N = 0, 1, ...) the guest prints its kernel log since
 // the last dump between DMESG_N_BEGIN and DMESG_N_END; /mnt/work/cifsN
 // makes the guest run N cifs.ko mount/umount cycles over SMB Direct to
-// the same ksmbd first (CIFS_DONE when finished). /mnt/work/done ends it.
+// the same ksmbd first (CIFS_DONE when finished); /mnt/work/relaycifs one
+// cycle to 10.0.2.2, the host (CIFS_RELAY_END and mount's status).
+// /mnt/work/done ends it.
 const disconnectGuest = `rdma link add siw0 type siw netdev eth0 || exit 90
 ksmbd.adduser -a tester -p secret >/dev/null || exit 91
 mkdir -p /etc/ksmbd /srv/share /mnt/c && chmod 1777 /srv/share
@@ -138,6 +140,13 @@ while [ ! -e /mnt/work/done ] && [ $i -lt 3000 ]; do
 		sleep 1
 		echo CIFS_DONE
 	done
+	if [ -e /mnt/work/relaycifs ]; then
+		rm -f /mnt/work/relaycifs
+		rc=0
+		mount -t cifs //10.0.2.2/share /mnt/c -o rdma,vers=3.1.1,username=tester,password=secret,ip=10.0.2.2 || rc=$?
+		[ $rc = 0 ] && { ls /mnt/c >/dev/null; umount /mnt/c; }
+		echo "CIFS_RELAY_END $rc"
+	fi
 	if [ -e /mnt/work/dump$n ]; then
 		sleep 1
 		echo "DMESG_${n}_BEGIN"; dmesg -c; echo "DMESG_${n}_END"
@@ -212,6 +221,31 @@ func TestLinuxDisconnect(t *testing.T) {
 		t.Errorf("the last two Sends are not the LOGOFF request and its response")
 	}
 	t.Logf("guest log:\n%s", dump())
+
+	// cifs.ko's close on the wire: it mounts the share through a relay
+	// on the host, which passes the connection back into the VM's
+	// forwarded ksmbd port. cifs.ko dials port 5445 (then 445) and nothing
+	// else, so the relay needs 127.0.0.1:5445 (the guest's 10.0.2.2:5445).
+	if crec, _, err := startRelayOn(t, "127.0.0.1:5445", target); err != nil {
+		t.Logf("cifs.ko's close on the wire not recorded: %v", err)
+	} else {
+		if err := os.WriteFile(vm.ShareDir()+"/relaycifs", nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		line, err := vm.WaitFor(ctx, "CIFS_RELAY_END")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if line != "CIFS_RELAY_END 0" {
+			t.Fatalf("cifs.ko through the relay: %s", line)
+		}
+		if err := crec.wait(10 * time.Second); err != nil {
+			t.Error(err)
+		}
+		t.Logf("cifs.ko's mount, ls and umount through the relay:\n%s", crec)
+		checkClientCloses(t, crec.events())
+		t.Logf("guest log:\n%s", dump())
+	}
 
 	// The same close many times, direct: how often siw fails ksmbd's
 	// LOGOFF response although it was delivered. Then with Close held

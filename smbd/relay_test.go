@@ -64,13 +64,22 @@ type relay struct {
 	dec map[string]*streamDecoder
 }
 
-// startRelay listens on 127.0.0.1 and relays the first connection to
-// target. Its address is what the client dials.
+// startRelay listens on a free port of 127.0.0.1 and relays the first
+// connection to target. Its address is what the client dials.
 func startRelay(t *testing.T, target string) (*relay, string) {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	r, addr, err := startRelayOn(t, "127.0.0.1:0", target)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return r, addr
+}
+
+// startRelayOn is startRelay on a given address.
+func startRelayOn(t *testing.T, listen, target string) (*relay, string, error) {
+	l, err := net.Listen("tcp", listen)
+	if err != nil {
+		return nil, "", err
 	}
 	r := &relay{start: time.Now(), done: make(chan struct{}),
 		dec: map[string]*streamDecoder{toServer: {}, toClient: {}}}
@@ -98,7 +107,7 @@ func startRelay(t *testing.T, target string) (*relay, string) {
 		s.Close()
 	}()
 	t.Cleanup(func() { l.Close(); wg.Wait() })
-	return r, l.Addr().String()
+	return r, l.Addr().String(), nil
 }
 
 // pipe copies src to dst. A FIN is passed on as a FIN, a reset as a reset.
