@@ -83,6 +83,7 @@ func startRelayOn(t *testing.T, listen, target string) (*relay, string, error) {
 	}
 	r := &relay{start: time.Now(), done: make(chan struct{}),
 		dec: map[string]*streamDecoder{toServer: {}, toClient: {}}}
+	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
@@ -98,6 +99,18 @@ func startRelayOn(t *testing.T, listen, target string) (*relay, string, error) {
 			c.Close()
 			return
 		}
+		// A test that ends with the connection still open (it failed)
+		// must not wait for it: the cleanup ends it.
+		ended := make(chan struct{})
+		defer close(ended)
+		go func() {
+			select {
+			case <-stop:
+				c.Close()
+				s.Close()
+			case <-ended:
+			}
+		}()
 		var pipes sync.WaitGroup
 		pipes.Add(2)
 		go func() { defer pipes.Done(); r.pipe(toServer, s.(*net.TCPConn), c.(*net.TCPConn)) }()
@@ -106,7 +119,7 @@ func startRelayOn(t *testing.T, listen, target string) (*relay, string, error) {
 		c.Close()
 		s.Close()
 	}()
-	t.Cleanup(func() { l.Close(); wg.Wait() })
+	t.Cleanup(func() { l.Close(); close(stop); wg.Wait() })
 	return r, l.Addr().String(), nil
 }
 
