@@ -112,7 +112,7 @@ func smb2Header(cmd uint16, response bool) []byte {
 // the last dump between DMESG_N_BEGIN and DMESG_N_END; /mnt/work/cifsN
 // makes the guest run N cifs.ko mount/umount cycles over SMB Direct to
 // the same ksmbd first (CIFS_DONE when finished); /mnt/work/relaycifs one
-// cycle to 10.0.2.2, the host (CIFS_RELAY_END and mount's status).
+// cycle to 10.0.2.2, the host (mount's status, then CIFS_RELAY_END).
 // /mnt/work/done ends it.
 const disconnectGuest = `rdma link add siw0 type siw netdev eth0 || exit 90
 ksmbd.adduser -a tester -p secret >/dev/null || exit 91
@@ -122,7 +122,9 @@ ksmbd.mountd || exit 92
 ctl=/sys/kernel/debug/dynamic_debug/control
 echo 'format "processing failed" +p' > $ctl || exit 93
 echo 'func siw_cm_llp_state_change +p' > $ctl || exit 94
-sleep 1
+# The listener on 5445 comes up a moment after ksmbd.mountd returns.
+i=0; until grep -q ':1545 00000000:0000 0A' /proc/net/tcp; do [ $i -lt 300 ] || exit 96; sleep 0.1; i=$((i+1)); done
+echo "LISTENING after $i polls"
 dmesg -c >/dev/null
 echo KSMBD_READY
 n=0; i=0
@@ -145,7 +147,8 @@ while [ ! -e /mnt/work/done ] && [ $i -lt 3000 ]; do
 		rc=0
 		mount -t cifs //10.0.2.2/share /mnt/c -o rdma,vers=3.1.1,username=tester,password=secret,ip=10.0.2.2 || rc=$?
 		[ $rc = 0 ] && { ls /mnt/c >/dev/null; umount /mnt/c; }
-		echo "CIFS_RELAY_END $rc"
+		echo "CIFS_RELAY_STATUS $rc"
+		echo CIFS_RELAY_END
 	fi
 	if [ -e /mnt/work/dump$n ]; then
 		sleep 1
@@ -241,11 +244,12 @@ func TestLinuxDisconnect(t *testing.T) {
 		if err := os.WriteFile(vm.ShareDir()+"/relaycifs", nil, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		line, err := vm.WaitFor(ctx, "CIFS_RELAY_END")
-		if err != nil {
+		// WaitFor may return a line before its end has come: the status
+		// is on a line of its own, before the marker.
+		if _, err := vm.WaitFor(ctx, "CIFS_RELAY_END"); err != nil {
 			t.Fatal(err)
 		}
-		if line != "CIFS_RELAY_END 0" {
+		if line, _ := vm.WaitFor(ctx, "CIFS_RELAY_STATUS"); line != "CIFS_RELAY_STATUS 0" {
 			t.Fatalf("cifs.ko through the relay: %s", line)
 		}
 		if err := crec.wait(10 * time.Second); err != nil {
