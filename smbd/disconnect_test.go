@@ -124,7 +124,7 @@ echo 'format "processing failed" +p' > $ctl || exit 93
 echo 'func siw_cm_llp_state_change +p' > $ctl || exit 94
 # The listener on 5445 comes up a moment after ksmbd.mountd returns.
 i=0; until grep -q ':1545 00000000:0000 0A' /proc/net/tcp; do [ $i -lt 300 ] || exit 96; sleep 0.1; i=$((i+1)); done
-echo "LISTENING after $i polls"
+echo "LISTENING after $i polls of 0.1 s"
 dmesg -c >/dev/null
 echo KSMBD_READY
 n=0; i=0
@@ -171,6 +171,9 @@ func TestLinuxDisconnect(t *testing.T) {
 	if _, err := vm.WaitFor(ctx, "KSMBD_READY"); err != nil {
 		t.Fatalf("ksmbd did not start: %v", err)
 	}
+	// How long ksmbd's listener took to come up after ksmbd.mountd.
+	line, _ := vm.WaitFor(ctx, "LISTENING after")
+	t.Log(line)
 	target := net.JoinHostPort("127.0.0.1", strconv.Itoa(vm.HostPort(5445)))
 	dumps := 0
 	dump := func() string {
