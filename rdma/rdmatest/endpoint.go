@@ -428,8 +428,18 @@ func (e *endpoint) Err() error {
 // already, so there is nothing to wait for.
 func (e *endpoint) Disconnect(ctx context.Context) error { return e.Close() }
 
-// Abort ends the connection at once, like Close.
-func (e *endpoint) Abort() { e.Close() }
+// Abort ends the connection at once, as Close does, but does not wait for
+// the receive path (rdma.Endpoint's contract): a caller may hold a lock
+// that OnRecv's function takes, or be that function. Close still releases
+// the endpoint.
+func (e *endpoint) Abort() {
+	e.n.mu.Lock()
+	defer e.n.mu.Unlock()
+	if e.state == stConnected {
+		e.peer.endLocked(rdma.ErrDisconnected)
+	}
+	e.endLocked(rdma.ErrClosed)
+}
 
 // Close ends the connection: the peer sees rdma.ErrDisconnected, posted
 // receives on both sides complete flushed.

@@ -232,6 +232,57 @@ func TestAbort(t *testing.T) {
 	}
 }
 
+// TestAbortFromReceiveHandler: Abort called by OnRecv's function, which
+// Close would wait for, returns and ends the connection.
+func TestAbortFromReceiveHandler(t *testing.T) {
+	ctx := context.Background()
+	n := NewDirectNetwork()
+	pd, _ := n.NewPD()
+	ln, _ := pd.Listen(ctx, "s:1", rdma.ListenConfig{})
+	defer ln.Close()
+	srv, _ := pd.NewEndpoint(rdma.EndpointConfig{})
+	cli, _ := pd.NewEndpoint(rdma.EndpointConfig{})
+	buf, _ := pd.RegisterMemory(make([]byte, 8), rdma.AccessLocalWrite)
+	if err := srv.PostRecv(&rdma.RecvWR{ID: 1, Local: rdma.SGE{MR: buf, Length: 8}}); err != nil {
+		t.Fatal(err)
+	}
+	aborted := make(chan struct{})
+	srv.(rdma.DirectReceiver).OnRecv(func(c *rdma.Completion) {
+		srv.Abort()
+		close(aborted)
+	})
+	go func() {
+		if r, err := ln.Accept(ctx); err == nil {
+			r.Accept(ctx, srv, rdma.ConnParams{})
+		}
+	}()
+	if err := cli.Connect(ctx, "s:1", rdma.ConnParams{}); err != nil {
+		t.Fatal(err)
+	}
+	src, _ := pd.RegisterMemory([]byte("x"), 0)
+	if err := cli.PostSend(&rdma.SendWR{ID: 2, Op: rdma.OpSend, Local: rdma.SGE{MR: src, Length: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-aborted:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Abort inside the receive handler did not return")
+	}
+	ended(t, cli)
+	if !errors.Is(cli.Err(), rdma.ErrDisconnected) || !errors.Is(srv.Err(), rdma.ErrClosed) {
+		t.Fatalf("errors %v, %v", cli.Err(), srv.Err())
+	}
+	srv.Close()
+	cli.Close()
+	buf.Close()
+	src.Close()
+	ln.Close()
+	pd.Close()
+	if err := n.Leaks(); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestSendQueueSlots: a send queue slot is freed when its completion is
 // polled, an unsignaled request's with the next signaled one.
 func TestSendQueueSlots(t *testing.T) {
