@@ -21,8 +21,8 @@ for d in bin sbin lib lib64; do ln -s usr/$d "$root/$d"; done
 # absolute link there means the tree's file. The packages are not merged-/usr (/sbin/mount.cifs), so a
 # /usr/x that the tree lacks is looked for at /x.
 in_tree() {
-  local f=$1 t i
-  for i in 1 2 3 4 5 6 7 8; do
+  local f=$1 t _
+  for _ in 1 2 3 4 5 6 7 8; do
     if [ ! -e "$g$f" ] && [ ! -L "$g$f" ] && [ "${f#/usr/}" != "$f" ]; then f=${f#/usr}; fi
     [ -L "$g$f" ] || { echo "$g$f"; return; }
     t=$(readlink "$g$f")
@@ -60,7 +60,7 @@ cp "$(in_tree /bin/busybox)" "$root/bin/busybox"
 # After the tools, so that a tool is never written through an applet link onto busybox.
 for app in $("$root/bin/busybox" --list); do [ -e "$root/bin/$app" ] || ln -s busybox "$root/bin/$app"; done
 cp -L /lib64/ld-linux-x86-64.so.2 "$root/lib64/"
-for p in "$g"/usr/lib/$arch/libibverbs/lib{siw,rxe}-rdmav*.so; do copy_with_libs "${p#"$g"}"; done
+for p in "$g/usr/lib/$arch"/libibverbs/lib{siw,rxe}-rdmav*.so; do copy_with_libs "${p#"$g"}"; done
 mkdir -p "$root/etc/libibverbs.d"; cp "$g"/etc/libibverbs.d/{siw,rxe}.driver "$root/etc/libibverbs.d/"
 # ksmbd tools convert passwords to UTF-16 through iconv (the host's libc, so its gconv modules);
 # pthread_exit needs libgcc_s

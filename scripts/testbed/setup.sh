@@ -24,11 +24,8 @@ export DEBIAN_FRONTEND=noninteractive
 sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
 # apt's output is kept out of the way while it works and shown in full when it fails. The dpkg lock is
 # waited for, since another apt may be running on the machine.
-run_apt() {
-  if ! $sudo apt-get -o DPkg::Lock::Timeout=600 "$@" >"$tmp/apt.log" 2>&1; then
-    echo "setup: apt-get $* failed:" >&2; cat "$tmp/apt.log" >&2; return 1
-  fi
-}
+try_apt() { $sudo apt-get -o DPkg::Lock::Timeout=600 "$@" >"$tmp/apt.log" 2>&1; }
+run_apt() { try_apt "$@" || { echo "setup: apt-get $* failed:" >&2; cat "$tmp/apt.log" >&2; return 1; }; }
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
 
 host_pkgs=(qemu-system-x86 cpio)
@@ -37,7 +34,9 @@ for p in "${host_pkgs[@]}"; do installed "$p" || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]} on the host" >&2
   # --no-remove: a host tool is never worth uninstalling something else.
-  run_apt update && run_apt install -y --no-install-recommends --no-remove "${missing[@]}"
+  # The package lists are updated only when the install fails without it.
+  try_apt install -y --no-install-recommends --no-remove "${missing[@]}" ||
+    { run_apt update && run_apt install -y --no-install-recommends --no-remove "${missing[@]}"; }
 fi
 
 # The guest's packages. Which of their dependencies to fetch is what apt would install next to them on
@@ -46,20 +45,29 @@ fi
 # installed comes from the host.
 guest_pkgs=(busybox-static iproute2 ksmbd-tools cifs-utils rdma-core ibverbs-providers ibverbs-utils rdmacm-utils perftest)
 plan() {
-  $sudo apt-get -s install --no-install-recommends "${guest_pkgs[@]}" >"$tmp/plan" 2>&1 &&
-    # "Inst NAME (VERSION ...)" is a package to add; "Inst NAME [OLD] (NEW ...)" one the host has.
-    awk '$1 == "Inst" && $3 ~ /^\(/ {print $2 "=" substr($3, 2)}' "$tmp/plan" > "$tmp/deps" &&
-    for p in "${guest_pkgs[@]}"; do
-      v=$(apt-cache policy "$p" | awk '$1 == "Candidate:" {print $2}')
-      [ -n "$v" ] && [ "$v" != "(none)" ] || { echo "no candidate for $p" >> "$tmp/plan"; return 1; }
-      echo "$p=$v"
-    done > "$tmp/want" &&
-    { cat "$tmp/want"; grep '^lib' "$tmp/deps" || true; } | sort -u > "$tmp/fetch"
+  $sudo apt-get -s install --no-install-recommends "${guest_pkgs[@]}" >"$tmp/plan" 2>&1 || return 1
+  # "Inst NAME (VERSION ...)" is a package to add; "Inst NAME [OLD] (NEW ...)" one the host has.
+  awk '$1 == "Inst" && $3 ~ /^\(/ {print $2 "=" substr($3, 2)}' "$tmp/plan" > "$tmp/deps"
+  # The guest's own packages are fetched even when the host has them, at the version apt would install.
+  apt-cache policy "${guest_pkgs[@]}" 2>>"$tmp/plan" |
+    awk '/^[^ ]/ {p = $1; sub(/:$/, "", p)} $1 == "Candidate:" && $2 != "(none)" {print p "=" $2}' > "$tmp/want"
+  if [ "$(wc -l < "$tmp/want")" != ${#guest_pkgs[@]} ]; then
+    { echo "no candidate version for some of ${guest_pkgs[*]}:"; cat "$tmp/want"; } >> "$tmp/plan"; return 1
+  fi
+  { cat "$tmp/want"; grep '^lib' "$tmp/deps" || true; } | sort -u > "$tmp/fetch"
 }
-if ! plan; then
-  # A fresh machine may have no package lists yet, or stale ones.
-  run_apt update
-  plan || { echo "setup: cannot resolve the guest's packages:" >&2; cat "$tmp/plan" >&2; exit 1; }
+# Planning asks apt (seconds on a busy machine, and every test process runs this): its answer is kept
+# until the host's packages or package lists change.
+inputs=$( (echo "${guest_pkgs[*]}"; stat -c '%n %s %Y' /var/lib/dpkg/status /var/lib/apt/lists/*_Packages* 2>/dev/null) | sha256sum)
+if [ "$(cat "$cache/plan.inputs" 2>/dev/null)" = "$inputs" ] && [ -s "$cache/plan.fetch" ]; then
+  cp "$cache/plan.fetch" "$tmp/fetch"
+else
+  if ! plan; then
+    # A fresh machine may have no package lists yet, or stale ones.
+    run_apt update
+    plan || { echo "setup: cannot resolve the guest's packages:" >&2; cat "$tmp/plan" >&2; exit 1; }
+  fi
+  cp "$tmp/fetch" "$cache/plan.fetch"; echo "$inputs" > "$cache/plan.inputs"
 fi
 key=$(sha256sum < "$tmp/fetch" | cut -c1-16)
 guest=$cache/guest-$key
@@ -68,7 +76,8 @@ if [ ! -d "$guest/root" ]; then
   rm -rf "$guest.tmp"; mkdir -p "$guest.tmp/debs" "$guest.tmp/root"
   # apt-get download drops its privileges to _apt, which must be able to write there.
   chmod 777 "$guest.tmp/debs"
-  (cd "$guest.tmp/debs" && run_apt download $(cat "$tmp/fetch"))
+  mapfile -t fetch < "$tmp/fetch"
+  (cd "$guest.tmp/debs" && run_apt download "${fetch[@]}")
   for deb in "$guest.tmp"/debs/*.deb; do dpkg-deb -x "$deb" "$guest.tmp/root"; done
   cp "$tmp/fetch" "$guest.tmp/packages"
   rm -rf "$guest.tmp/debs"
