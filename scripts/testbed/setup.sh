@@ -24,6 +24,7 @@ export DEBIAN_FRONTEND=noninteractive
 sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
 # apt's output is kept out of the way while it works and shown in full when it fails. The dpkg lock is
 # waited for, since another apt may be running on the machine.
+# (apt-get download needs no root: sudo= for it.)
 try_apt() { $sudo apt-get -o DPkg::Lock::Timeout=600 "$@" >"$tmp/apt.log" 2>&1; }
 run_apt() { try_apt "$@" || { echo "setup: apt-get $* failed:" >&2; cat "$tmp/apt.log" >&2; return 1; }; }
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
@@ -74,10 +75,10 @@ guest=$cache/guest-$key
 if [ ! -d "$guest/root" ]; then
   echo "setup: fetching the guest's packages into $guest ($(wc -l < "$tmp/fetch") packages)" >&2
   rm -rf "$guest.tmp"; mkdir -p "$guest.tmp/debs" "$guest.tmp/root"
-  # apt-get download drops its privileges to _apt, which must be able to write there.
+  # apt-get download run as root drops its privileges to _apt, which must be able to write there.
   chmod 777 "$guest.tmp/debs"
   mapfile -t fetch < "$tmp/fetch"
-  (cd "$guest.tmp/debs" && run_apt download "${fetch[@]}")
+  (cd "$guest.tmp/debs" && sudo="" run_apt download "${fetch[@]}")
   for deb in "$guest.tmp"/debs/*.deb; do dpkg-deb -x "$deb" "$guest.tmp/root"; done
   cp "$tmp/fetch" "$guest.tmp/packages"
   rm -rf "$guest.tmp/debs"
