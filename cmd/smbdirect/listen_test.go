@@ -21,7 +21,9 @@ func TestLinuxCifsConnects(t *testing.T) {
 	errb := &syncBuffer{}
 	lctx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
-	// cifs.ko always dials port 5445 for SMB Direct first.
+	// cifs.ko always dials port 5445 for SMB Direct first: a fixed port, which a
+	// run of this test elsewhere on the machine must not hold at the same time.
+	testbed.LockHostPort(t, 5445)
 	go func() { done <- run(lctx, []string{"listen", "--dump", "127.0.0.1:5445"}, out, errb) }()
 	for !strings.Contains(errb.String(), "listening") {
 		select {

@@ -3,6 +3,7 @@
 package testbed
 
 import (
+	"errors"
 	"os"
 	"os/exec"
 )
@@ -13,3 +14,5 @@ import (
 func ownGroup(*exec.Cmd) {}
 
 func killGroup(p *os.Process) { p.Kill() }
+
+func tryLock(*os.File) (bool, error) { return false, errors.ErrUnsupported }

@@ -155,8 +155,8 @@ var setup struct {
 }
 
 // Paths returns the kernel and initramfs to boot. The first call runs scripts/testbed/setup.sh (which
-// installs what is missing and builds the initramfs); TESTBED_KERNEL and TESTBED_INITRD, when both are
-// set, are used instead.
+// installs the host's missing tools, fetches the guest's packages and builds the initramfs from them);
+// TESTBED_KERNEL and TESTBED_INITRD, when both are set, are used instead.
 func Paths() (kernel, initrd string, err error) {
 	setup.once.Do(func() {
 		k, i := os.Getenv("TESTBED_KERNEL"), os.Getenv("TESTBED_INITRD")
@@ -471,4 +471,45 @@ func ListenHost() (net.Listener, int, error) {
 		return nil, 0, err
 	}
 	return l, l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// LockHostPort holds a lock on 127.0.0.1:port that every process on the machine honours, until t ends.
+// For fixed ports only: cifs.ko dials SMB Direct on port 5445 (then 445) and nothing else, so a test that
+// listens there for it cannot pick a free port, and two such tests at once on one machine (two packages,
+// or two clones of the repository) found it taken. It waits while another holder runs, at most until t's
+// deadline.
+func LockHostPort(t testing.TB, port int) {
+	t.Helper()
+	name := portLockName(port)
+	// O_RDONLY suffices for flock, so a file another user created serves as well.
+	f, err := os.OpenFile(name, os.O_RDONLY|os.O_CREATE, 0o666)
+	if err != nil {
+		t.Fatalf("lock for port %d: %v", port, err)
+	}
+	deadline, ok := t.(interface{ Deadline() (time.Time, bool) })
+	for {
+		busy, err := tryLock(f)
+		if err != nil {
+			f.Close()
+			t.Fatalf("lock %s: %v", name, err)
+		}
+		if !busy {
+			break
+		}
+		if ok {
+			if d, has := deadline.Deadline(); has && time.Until(d) < time.Minute {
+				f.Close()
+				t.Fatalf("port %d: another test on this machine held %s until a minute before the deadline", port, name)
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	// Closing the file releases the lock.
+	t.Cleanup(func() { f.Close() })
+}
+
+// portLockName is LockHostPort's lock file: in the temporary directory rather than a user's cache, since
+// the port is the machine's.
+func portLockName(port int) string {
+	return filepath.Join(os.TempDir(), fmt.Sprintf("smbdirect-port-%d.lock", port))
 }

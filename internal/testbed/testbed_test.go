@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"strings"
 	"syscall"
 	"testing"
@@ -167,4 +168,52 @@ func groupGone(vm *VM) error {
 		time.Sleep(100 * time.Millisecond)
 	}
 	return fmt.Errorf("process group %d still there after 5 s (kill 0: %v)", vm.cmd.Process.Pid, err)
+}
+
+// TestLockHostPort: the lock excludes every other holder while the test holding it runs, waits for one
+// that holds it, and is free again once the holder's test has ended.
+func TestLockHostPort(t *testing.T) {
+	// Not a real port: a number of this process's own, so that neither a VM test nor this test run by
+	// another process on the machine holds the same lock.
+	port := 1<<20 + os.Getpid()
+	t.Cleanup(func() { os.Remove(portLockName(port)) })
+	tryLock := func() error {
+		f, err := os.Open(portLockName(port))
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		return syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+	}
+	t.Run("held", func(t *testing.T) {
+		LockHostPort(t, port)
+		if err := tryLock(); !errors.Is(err, syscall.EWOULDBLOCK) {
+			t.Fatalf("second holder while held: %v, want EWOULDBLOCK", err)
+		}
+	})
+	if err := tryLock(); err != nil {
+		t.Fatalf("after the holder ended: %v", err)
+	}
+
+	// Another holder (another process's open file) for 300 ms: LockHostPort waits it out.
+	f, err := os.Open(portLockName(port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		t.Fatal(err)
+	}
+	released := make(chan time.Time, 1)
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		released <- time.Now()
+		f.Close()
+	}()
+	t.Run("waits", func(t *testing.T) {
+		LockHostPort(t, port)
+		got := time.Now()
+		if r := <-released; got.Before(r) {
+			t.Fatalf("took the lock at %v, before the other holder let go at %v", got, r)
+		}
+	})
 }

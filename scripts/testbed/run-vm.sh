@@ -18,8 +18,8 @@ fwd=""; for r in "$@"; do fwd="$fwd,$r"; done
 log=$(mktemp); trap 'rm -f "$log"' EXIT
 # --foreground keeps timeout (and qemu) in our process group, so whoever started us can kill the whole group.
 # -display none -serial stdio (rather than -nographic) keeps SeaBIOS off the console; romfile= skips iPXE.
-# no_timer_check: on a busy host the emulated CPU can be too slow for the kernel's boot-time timer IRQ test,
-# which then panics ("IO-APIC + timer doesn't work!"); qemu's timer is known to work.
+# no_timer_check: the kernel's boot-time check that the IO-APIC timer ticks counts ticks over a delay loop;
+# emulated on a busy host the ticks come late, and the kernel panicked with "IO-APIC + timer doesn't work!".
 set +e
 timeout --foreground -k 5 "${TESTBED_TIMEOUT:-120}" \
   qemu-system-x86_64 -m "${TESTBED_MEM:-1024}" -smp "${TESTBED_CPUS:-2}" -display none -serial stdio \
