@@ -7,7 +7,6 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/smbdirect/smbdirect/rdma"
@@ -314,15 +313,21 @@ func (e *endpoint) end(err error) {
 // function calling Abort), where Close would wait for that very callback
 // to return. Reads then see EOF, writes fail, the peer sees a FIN, and the
 // reaper (start) closes the socket once both loops have exited.
+// (net.TCPConn's CloseRead and CloseWrite are shutdown(2) on every
+// system, and do not wait for a read in progress.)
 func shutdown(c net.Conn) {
-	if sc, ok := c.(syscall.Conn); ok {
-		if rc, err := sc.SyscallConn(); err == nil {
-			if rc.Control(func(fd uintptr) { syscall.Shutdown(int(fd), syscall.SHUT_RDWR) }) == nil {
-				return
-			}
-		}
+	if hc, ok := c.(interface {
+		CloseRead() error
+		CloseWrite() error
+	}); ok {
+		// Errors are ignored: ENOTCONN means the peer has ended it
+		// already, and a closed socket needs nothing more. Close here
+		// would wait for the read callback this may be running in.
+		hc.CloseWrite()
+		hc.CloseRead()
+		return
 	}
-	c.Close() // not a socket, or already closed
+	c.Close() // not a TCP socket, or already closed
 }
 
 // flush completes all outstanding work with ErrFlushed (the reason the
