@@ -327,7 +327,7 @@ func (c *client) hand(id, listener uint64, sc *smbd.Conn) {
 	err = c.reply(msg, fd)
 	unix.Close(fd)
 	if err != nil {
-		d.close()
+		d.discard()
 		return
 	}
 	d.start()

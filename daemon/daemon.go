@@ -106,6 +106,10 @@ type Server struct {
 	live    map[*dconn]struct{} // every connection, whoever holds its fd
 	closed  bool
 	wg      sync.WaitGroup
+	// stopped is closed when Close has finished: every peer disconnected
+	// and "stopped" logged. Serve and later Close calls wait for it, so a
+	// process exiting when Serve returns has shut down in order.
+	stopped chan struct{}
 
 	handles atomic.Uint64
 
@@ -139,7 +143,8 @@ func Listen(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("smbdirectd: %w", err)
 	}
 	ln.SetUnlinkOnClose(true)
-	s := &Server{cfg: cfg, log: cfg.Logger, ln: ln, clients: make(map[*client]struct{}), live: make(map[*dconn]struct{})}
+	s := &Server{cfg: cfg, log: cfg.Logger, ln: ln, clients: make(map[*client]struct{}), live: make(map[*dconn]struct{}),
+		stopped: make(chan struct{})}
 	s.handles.Store(uint64(time.Now().UnixNano()) &^ 0xffff) // handles do not repeat across restarts
 	return s, nil
 }
@@ -155,7 +160,9 @@ func (s *Server) Stats() Stats {
 }
 
 // Serve accepts clients until ctx ends or Close is called, then shuts
-// down gracefully: every SMB Direct connection is disconnected.
+// down gracefully: every SMB Direct connection is disconnected. It
+// returns only once that shutdown is complete (Close has returned), also
+// when accepting fails, so the caller may exit at once.
 func (s *Server) Serve(ctx context.Context) error {
 	stop := context.AfterFunc(ctx, func() { s.Close() })
 	defer stop()
@@ -166,8 +173,10 @@ func (s *Server) Serve(ctx context.Context) error {
 			s.mu.Lock()
 			closed := s.closed
 			s.mu.Unlock()
+			// Close may be running on the AfterFunc's goroutine; it, not
+			// the wait group draining, marks the end of the shutdown.
+			s.Close()
 			if closed {
-				s.wg.Wait()
 				return nil
 			}
 			return err
@@ -240,12 +249,13 @@ func (s *Server) allowed(cred *unix.Ucred) bool {
 }
 
 // Close stops accepting, ends every client session and disconnects every
-// SMB Direct connection. It waits for all of it.
+// SMB Direct connection. It waits for all of it; so does every later or
+// concurrent call.
 func (s *Server) Close() error {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
-		s.wg.Wait()
+		<-s.stopped
 		return nil
 	}
 	s.closed = true
@@ -269,5 +279,6 @@ func (s *Server) Close() error {
 	}
 	s.wg.Wait()
 	s.log.Info("smbdirectd: stopped")
+	close(s.stopped)
 	return nil
 }

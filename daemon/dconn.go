@@ -84,6 +84,14 @@ func (d *dconn) start() {
 	}()
 }
 
+// discard closes a connection that is not to be started (its client is
+// gone): no pump will release the wait group's count newDconn took, so
+// discard does, or Close would wait for it for ever.
+func (d *dconn) discard() {
+	d.close()
+	d.owner.s.wg.Done()
+}
+
 // up carries PDUs the client writes to the peer. Each PDU is passed on as
 // its bytes arrive (the SMB Direct send of a large PDU overlaps the
 // client's writing), under d.pdu so that Send requests from the control

@@ -6,9 +6,12 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -136,5 +139,105 @@ func TestPeerCredentials(t *testing.T) {
 	allowed := startDaemon(t, func(c *daemon.Config) { dirs(c); c.AllowUIDs = []int{nobody} })
 	if code := run(allowed); code != 0 {
 		t.Fatalf("an allowed user: child exit %d", code)
+	}
+}
+
+// slowLog is a slog handler that writes each record only after a pause,
+// as a stderr piped to a busy journal does: a Serve that returns before
+// Close has finished returns before "stopped" is written.
+type slowLog struct {
+	mu   sync.Mutex
+	msgs []string
+}
+
+func (*slowLog) Enabled(context.Context, slog.Level) bool { return true }
+func (l *slowLog) WithAttrs([]slog.Attr) slog.Handler     { return l }
+func (l *slowLog) WithGroup(string) slog.Handler          { return l }
+func (l *slowLog) Handle(_ context.Context, r slog.Record) error {
+	time.Sleep(20 * time.Millisecond)
+	l.mu.Lock()
+	l.msgs = append(l.msgs, r.Message)
+	l.mu.Unlock()
+	return nil
+}
+
+func (l *slowLog) logged() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.msgs)
+}
+
+// Serve returns only after the ordered shutdown is complete: every peer
+// disconnected, every client gone and "stopped" logged, whether the
+// shutdown came from the context (SIGTERM) or from Close. A second Close,
+// concurrent or later, also waits for it.
+func TestServeReturnsAfterShutdown(t *testing.T) {
+	for _, how := range []string{"context", "Close", "Close twice"} {
+		t.Run(how, func(t *testing.T) {
+			logs := &slowLog{}
+			s, err := daemon.Listen(daemon.Config{Socket: t.TempDir() + "/d.sock", SMBD: smbdConfig(), Logger: slog.New(logs)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			c, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			served := make(chan error, 1)
+			go func() { served <- s.Serve(c) }()
+			p := startPeer(t, false)
+			_, conn := through(t, s, p.l.Addr().String())
+			srv := <-p.conns
+			defer srv.Close()
+			closed := make(chan error, 2)
+			closes := 0
+			switch how {
+			case "context":
+				cancel()
+			case "Close twice":
+				closes++
+				go func() { closed <- s.Close() }()
+				fallthrough
+			case "Close":
+				closes++
+				go func() { closed <- s.Close() }()
+			}
+			check := func(what string, err error) {
+				t.Helper()
+				if err != nil {
+					t.Fatalf("%s: %v", what, err)
+				}
+				msgs := logs.logged()
+				if len(msgs) == 0 || msgs[len(msgs)-1] != "smbdirectd: stopped" {
+					t.Fatalf("%s returned before the shutdown was complete: want the last log \"smbdirectd: stopped\", got %q", what, msgs)
+				}
+				if st := s.Stats(); st.Clients != 0 || st.Conns != 0 {
+					t.Fatalf("%s returned with %d clients and %d connections left, want 0 and 0", what, st.Clients, st.Conns)
+				}
+			}
+			timeout := time.After(10 * time.Second)
+			select {
+			case err := <-served:
+				check("Serve", err)
+			case <-timeout:
+				t.Fatal("Serve did not return")
+			}
+			for range closes {
+				select {
+				case err := <-closed:
+					check("Close", err)
+				case <-timeout:
+					t.Fatal("Close did not return")
+				}
+			}
+			check("a later Close", s.Close())
+			// The disconnect the peer sees is orderly.
+			srv.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if _, err := srv.ReadMessage(make([]byte, 64)); !errors.Is(err, io.EOF) {
+				t.Fatalf("the peer read %v, want EOF", err)
+			}
+			conn.Stream.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if _, err := conn.Stream.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
+				t.Fatalf("the client's stream read %v, want EOF", err)
+			}
+		})
 	}
 }

@@ -64,6 +64,11 @@ type Config struct {
 	// MaxFragmentedSize + MaxReceiveSize); beyond it receive buffers are not
 	// reposted, so the peer runs out of credits: back-pressure.
 	MaxQueuedBytes int
+
+	// controlLooked, if set, runs in maybeControl after its look at the
+	// control message and before it lets go of the send lock: tests
+	// widen that window with it.
+	controlLooked func()
 }
 
 func (c *Config) resolve(dialing bool) (Config, error) {

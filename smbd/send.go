@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/smbdirect/smbdirect/internal/framing"
@@ -20,6 +21,9 @@ type writeState struct {
 	// its PDU still to come (under writeMu).
 	wHdr  framing.Header
 	wLeft int
+	// controlAgain: a maybeControl found writeMu held; its holder looks
+	// at the control message again after letting go (see maybeControl).
+	controlAgain atomic.Bool
 }
 
 // unlockControl releases c.mu, then sends a control message if one is
@@ -37,18 +41,36 @@ func (c *Conn) unlockControl() {
 // for a response, unless a writer is busy (its next fragment carries the
 // grant) or a message is half sent (an empty message must not slip in
 // between its fragments).
+//
+// A maybeControl that finds writeMu held leaves the work to its holder,
+// which may have looked already (its check done, writeMu not yet
+// released): so it raises controlAgain, and the holder, once it has let
+// go, looks again. Without that the grant was lost and both sides could
+// wait for ever (TestFewCredits, about 1 run in 40 under load).
 func (c *Conn) maybeControl() {
-	if !c.writeMu.TryLock() {
-		return
-	}
-	defer c.writeMu.Unlock()
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.midMessage || !c.controlDueLocked() {
-		return
-	}
-	if err := c.sendLocked(nil, 0, 0, false, 0); err != nil {
-		c.failLocked(err)
+	for {
+		if !c.writeMu.TryLock() {
+			c.controlAgain.Store(true)
+			// Still held: the holder lets go after our Store and sees it.
+			if !c.writeMu.TryLock() {
+				return
+			}
+		}
+		c.controlAgain.Store(false) // this look covers what came before
+		c.mu.Lock()
+		if !c.midMessage && c.controlDueLocked() {
+			if err := c.sendLocked(nil, 0, 0, false, 0); err != nil {
+				c.failLocked(err)
+			}
+		}
+		c.mu.Unlock()
+		if c.cfg.controlLooked != nil {
+			c.cfg.controlLooked()
+		}
+		c.writeMu.Unlock()
+		if !c.controlAgain.Load() {
+			return
+		}
 	}
 }
 

@@ -5,16 +5,22 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/smbdirect/smbdirect/daemon"
+	"github.com/smbdirect/smbdirect/iwarp"
+	"github.com/smbdirect/smbdirect/smbd"
 	"github.com/smbdirect/smbdirect/smbdirectd"
 )
 
@@ -49,20 +55,23 @@ func TestRunMetricsAndShutdown(t *testing.T) {
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if !strings.Contains(string(body), "smbdirectd_clients 1\n") || !strings.Contains(string(body), "# TYPE smbdirectd_rdma_written_bytes_total counter") {
-		t.Fatalf("metrics:\n%s", body)
+	for _, want := range []string{"smbdirectd_clients 1\n", "# TYPE smbdirectd_rdma_written_bytes_total counter\n"} {
+		if !strings.Contains(string(body), want) {
+			t.Fatalf("metrics: want a line %q, got:\n%s", want, body)
+		}
 	}
 	cancel() // SIGTERM
 	select {
 	case err := <-done:
 		if err != nil {
-			t.Fatal(err)
+			t.Fatalf("run after the context ended (SIGTERM): want nil, got %v", err)
 		}
 	case <-time.After(10 * time.Second):
-		t.Fatal("no shutdown")
+		t.Fatal("run did not return within 10 s of the context's end (SIGTERM)")
 	}
-	if !strings.Contains(logs.String(), `"msg":"smbdirectd: stopped"`) {
-		t.Fatalf("logs:\n%s", logs.String())
+	// run returns only after the ordered shutdown, so "stopped" is there.
+	if want := `"msg":"smbdirectd: stopped"`; !strings.Contains(logs.String(), want) {
+		t.Fatalf("logs when run returned: want a line with %s, got:\n%s", want, logs.String())
 	}
 }
 
@@ -130,4 +139,94 @@ func (l *lockedBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
+}
+
+// TestMain lets the test binary be the daemon itself (main, with its
+// signal handling) when TestSIGTERM runs it as a child.
+func TestMain(m *testing.M) {
+	if os.Getenv("SMBDIRECTD_TEST_MAIN") == "1" {
+		main()
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// The daemon process, sent SIGTERM while a client is connected and holds
+// an SMB Direct connection, disconnects the peer in order, logs "stopped"
+// and exits 0. The exit used to race the shutdown (7 of 30 runs lacked
+// "stopped"), hence several rounds.
+func TestSIGTERM(t *testing.T) {
+	peerCfg := &smbd.Config{Provider: iwarp.New(iwarp.Config{FirstSendDelay: -1})}
+	l, err := smbd.Listen(t.Context(), "127.0.0.1:0", peerCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	for round := range 10 {
+		sock := filepath.Join(t.TempDir(), "d.sock")
+		var stderr lockedBuffer
+		cmd := exec.Command(os.Args[0], "--socket", sock)
+		cmd.Env = append(os.Environ(), "SMBDIRECTD_TEST_MAIN=1")
+		cmd.Stderr = &stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		exited := make(chan error, 1)
+		go func() { exited <- cmd.Wait() }()
+		fail := func(format string, args ...any) {
+			t.Helper()
+			cmd.Process.Kill()
+			<-exited
+			t.Fatalf("round %d: %s; the daemon's log:\n%s", round, fmt.Sprintf(format, args...), stderr.String())
+		}
+		ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+		defer cancel()
+		// The socket exists once "listening" is logged.
+		for !strings.Contains(stderr.String(), "smbdirectd: listening") {
+			select {
+			case err := <-exited:
+				t.Fatalf("round %d: the daemon exited before listening: %v\n%s", round, err, stderr.String())
+			case <-ctx.Done():
+				fail("not listening after 20 s")
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+		cl, err := smbdirectd.Dial(ctx, sock)
+		if err != nil {
+			fail("dial: %v", err)
+		}
+		defer cl.Close()
+		conn, err := cl.Connect(ctx, l.Addr().String())
+		if err != nil {
+			fail("connect: %v", err)
+		}
+		defer conn.Close()
+		srv, err := l.AcceptSMBD(ctx)
+		if err != nil {
+			fail("accept: %v", err)
+		}
+		defer srv.Close()
+		if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			fail("SIGTERM: %v", err)
+		}
+		select {
+		case err := <-exited:
+			if err != nil {
+				t.Fatalf("round %d: after SIGTERM the daemon exited with %v, want status 0; its log:\n%s", round, err, stderr.String())
+			}
+		case <-ctx.Done():
+			fail("still running 20 s after SIGTERM")
+		}
+		if want := `msg="smbdirectd: stopped"`; !strings.Contains(stderr.String(), want) {
+			t.Fatalf("round %d: the daemon exited after SIGTERM without logging %s; its log:\n%s", round, want, stderr.String())
+		}
+		srv.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := srv.ReadMessage(make([]byte, 64)); !errors.Is(err, io.EOF) {
+			t.Fatalf("round %d: the peer read %v, want EOF (an orderly disconnect)", round, err)
+		}
+		conn.Stream.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := conn.Stream.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
+			t.Fatalf("round %d: the client's stream read %v, want EOF", round, err)
+		}
+	}
 }

@@ -142,12 +142,23 @@ type conn struct {
 	got map[rdma.Opcode]int
 	// last receive's byte count
 	recvBytes int
+	// err is the first failure seen, returned once no completion asked
+	// for is left (see wait).
+	err error
 }
 
 // wait polls until a completion of op arrives. Receives are re-posted at
 // once, as rping does, so the peer's next Send always finds a buffer.
+//
+// A failure in a batch is kept for a later wait, not returned at once: at
+// the end of a connection the flushed receive can come in the batch that
+// also holds the completion asked for (the peer disconnects as soon as it
+// has our last Send), and that Send did complete.
 func (c *conn) wait(ctx context.Context, op rdma.Opcode) error {
 	for c.got[op] == 0 {
+		if c.err != nil {
+			return c.err
+		}
 		n, err := c.ep.Poll(ctx, c.wc[:])
 		if err != nil {
 			if errors.Is(err, rdma.ErrClosed) {
@@ -160,17 +171,22 @@ func (c *conn) wait(ctx context.Context, op rdma.Opcode) error {
 		for _, w := range c.wc[:n] {
 			if w.Err != nil {
 				if errors.Is(w.Err, rdma.ErrFlushed) && c.ep.Err() != nil {
-					return c.ep.Err()
+					c.fail(c.ep.Err())
+				} else {
+					c.fail(fmt.Errorf("rping: %v completion failed: %w", w.Op, w.Err))
 				}
-				return fmt.Errorf("rping: %v completion failed: %w", w.Op, w.Err)
+				continue
 			}
 			if w.Op == rdma.OpRecv {
 				if w.Bytes != infoLen {
-					return fmt.Errorf("rping: received bogus data, size %d", w.Bytes)
+					c.fail(fmt.Errorf("rping: received bogus data, size %d", w.Bytes))
+					continue
 				}
 				c.recvBytes = w.Bytes
-				if err := c.ep.PostRecv(&rdma.RecvWR{ID: 1, Local: rdma.SGE{MR: c.recv}}); err != nil {
-					return err
+				if c.err == nil {
+					if err := c.ep.PostRecv(&rdma.RecvWR{ID: 1, Local: rdma.SGE{MR: c.recv}}); err != nil {
+						c.fail(err)
+					}
 				}
 			}
 			c.got[w.Op]++
@@ -178,4 +194,11 @@ func (c *conn) wait(ctx context.Context, op rdma.Opcode) error {
 	}
 	c.got[op]--
 	return nil
+}
+
+// fail keeps the first failure.
+func (c *conn) fail(err error) {
+	if c.err == nil {
+		c.err = err
+	}
 }

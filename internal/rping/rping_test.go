@@ -134,3 +134,65 @@ func TestSizeLimits(t *testing.T) {
 		}
 	}
 }
+
+// batchEP is an endpoint whose Poll hands out prepared batches.
+type batchEP struct {
+	rdma.Endpoint // not called
+	batches       [][]rdma.Completion
+	err           error
+	reposted      int
+}
+
+func (e *batchEP) Poll(ctx context.Context, wc []rdma.Completion) (int, error) {
+	if len(e.batches) == 0 {
+		return 0, rdma.ErrClosed
+	}
+	n := copy(wc, e.batches[0])
+	e.batches = e.batches[1:]
+	return n, nil
+}
+
+func (e *batchEP) Err() error { return e.err }
+
+func (e *batchEP) PostRecv(*rdma.RecvWR) error { e.reposted++; return nil }
+
+// The peer disconnects as soon as it has our last Send: that Send's
+// completion and the flushed receive can come in one batch. The Send did
+// complete; the end shows at the next wait. (The server failed its last
+// ping this way under load: "rdma: disconnected by peer".)
+func TestWaitSendThenFlushInOneBatch(t *testing.T) {
+	flushed := &rdma.WorkError{Op: rdma.OpRecv, ID: 1, Err: rdma.ErrFlushed}
+	ep := &batchEP{err: rdma.ErrDisconnected, batches: [][]rdma.Completion{{
+		{ID: 5, Op: rdma.OpSend},
+		{ID: 1, Op: rdma.OpRecv, Err: flushed},
+	}}}
+	c := &conn{ep: ep, got: map[rdma.Opcode]int{}}
+	if err := c.wait(t.Context(), rdma.OpSend); err != nil {
+		t.Fatalf("wait for the Send that completed: got %v, want nil", err)
+	}
+	if err := c.wait(t.Context(), rdma.OpRecv); !errors.Is(err, rdma.ErrDisconnected) || !ended(err) {
+		t.Fatalf("next wait: got %v, want rdma.ErrDisconnected", err)
+	}
+	if ep.reposted != 0 {
+		t.Fatalf("%d receives reposted after a flush, want 0", ep.reposted)
+	}
+}
+
+// A failure that is not a flush is reported as such, even behind a
+// completion in its batch, and received data of the wrong size too.
+func TestWaitFailures(t *testing.T) {
+	bad := &rdma.WorkError{Op: rdma.OpRead, ID: 2, Err: rdma.ErrRemoteAccess}
+	ep := &batchEP{batches: [][]rdma.Completion{{{ID: 3, Op: rdma.OpSend}, {ID: 2, Op: rdma.OpRead, Err: bad}}}}
+	c := &conn{ep: ep, got: map[rdma.Opcode]int{}}
+	if err := c.wait(t.Context(), rdma.OpSend); err != nil {
+		t.Fatalf("wait for the Send: got %v, want nil", err)
+	}
+	if err := c.wait(t.Context(), rdma.OpRead); !errors.Is(err, rdma.ErrRemoteAccess) || !strings.Contains(err.Error(), "rping: ") {
+		t.Fatalf("wait for the Read: got %v, want an rping error wrapping rdma.ErrRemoteAccess", err)
+	}
+	ep = &batchEP{batches: [][]rdma.Completion{{{ID: 1, Op: rdma.OpRecv, Bytes: 3}}}}
+	c = &conn{ep: ep, got: map[rdma.Opcode]int{}}
+	if err := c.wait(t.Context(), rdma.OpRecv); err == nil || !strings.Contains(err.Error(), "bogus data, size 3") {
+		t.Fatalf("a 3-byte receive: got %v, want \"received bogus data, size 3\"", err)
+	}
+}
