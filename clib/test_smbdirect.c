@@ -1,6 +1,6 @@
 /*
  * test_smbdirect.c - exercises the C library against smbdirectd and a Go
- * SMB Direct peer (daemon/clib_test.go drives the peer's side):
+ * SMB Direct peer (smbdirectd/server/clib_test.go drives the peer's side):
  *
  *   test_smbdirect SOCKET HOST:PORT
  */

@@ -62,7 +62,7 @@ type Stats struct {
 
 // Channel is what the offload needs under the SMB2 client: whole PDUs and
 // registrations. An smbd.Conn is one (Wrap); a connection held by
-// smbdirectd is another (package smbdirectd).
+// smbdirectd is another (smbdirectd/client).
 type Channel interface {
 	net.Conn // deadlines, addresses and Close; Read and Write are not used
 	// WriteMessage sends one PDU; ReadMessage receives one into buf.

@@ -10,10 +10,10 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/smbdirect/smbdirect/daemon"
 	"github.com/smbdirect/smbdirect/iwarp"
 	"github.com/smbdirect/smbdirect/smbd"
-	"github.com/smbdirect/smbdirect/smbdirectd"
+	"github.com/smbdirect/smbdirect/smbdirectd/client"
+	"github.com/smbdirect/smbdirect/smbdirectd/server"
 )
 
 func init() {
@@ -58,9 +58,9 @@ The file is created in the temporary directory (--file-size, default 1 GiB).`,
 
 type daemonBench struct {
 	dir  string
-	srv  *daemon.Server
+	srv  *server.Server
 	peer *smbd.Listener
-	cl   *smbdirectd.Client
+	cl   *client.Client
 }
 
 func benchProvider() *smbd.Config {
@@ -73,7 +73,7 @@ func benchDaemon(ctx context.Context, out *benchOut, d time.Duration, fsize int6
 		return err
 	}
 	defer os.RemoveAll(dir)
-	s, err := daemon.Listen(daemon.Config{Socket: filepath.Join(dir, "d.sock"), SMBD: benchProvider()})
+	s, err := server.Listen(server.Config{Socket: filepath.Join(dir, "d.sock"), SMBD: benchProvider()})
 	if err != nil {
 		return err
 	}
@@ -84,7 +84,7 @@ func benchDaemon(ctx context.Context, out *benchOut, d time.Duration, fsize int6
 		return err
 	}
 	defer peer.Close()
-	cl, err := smbdirectd.Dial(ctx, s.Addr())
+	cl, err := client.Dial(ctx, s.Addr())
 	if err != nil {
 		return err
 	}
@@ -138,7 +138,7 @@ func benchDaemon(ctx context.Context, out *benchOut, d time.Duration, fsize int6
 
 // connect opens a connection through the daemon and returns the client's
 // stream and the peer's side.
-func (b *daemonBench) connect(ctx context.Context) (*smbdirectd.Conn, *smbd.Conn, error) {
+func (b *daemonBench) connect(ctx context.Context) (*client.Conn, *smbd.Conn, error) {
 	ch := make(chan *smbd.Conn, 1)
 	go func() {
 		c, _ := b.peer.AcceptSMBD(ctx)
@@ -218,11 +218,11 @@ func (b *daemonBench) offload(ctx context.Context, write bool, fsize int64) (flo
 	}
 	defer reg.Close()
 	pd := reg.Descriptor()
-	desc := []smbdirectd.Descriptor{{Offset: pd.Offset, Token: pd.Token, Length: pd.Length}}
+	desc := []client.Descriptor{{Offset: pd.Offset, Token: pd.Token, Length: pd.Length}}
 	t0 := time.Now()
 	// Asynchronous requests, offloadDepth in flight, as a server would
 	// issue them.
-	var calls []*smbdirectd.Call
+	var calls []*client.Call
 	for off := int64(0); off+int64(rw) <= fsize; off += int64(rw) {
 		if len(calls) == offloadDepth {
 			if _, err := calls[0].Wait(ctx); err != nil {

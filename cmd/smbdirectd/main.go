@@ -22,11 +22,11 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/smbdirect/smbdirect/daemon"
 	"github.com/smbdirect/smbdirect/internal/cli"
 	"github.com/smbdirect/smbdirect/internal/ctl"
 	"github.com/smbdirect/smbdirect/iwarp"
 	"github.com/smbdirect/smbdirect/smbd"
+	"github.com/smbdirect/smbdirect/smbdirectd/server"
 )
 
 const usage = `smbdirectd: the SMB Direct daemon
@@ -103,7 +103,7 @@ func exitCode(err error, stderr io.Writer) int {
 
 // run runs the daemon until ctx ends. ready, if not nil, receives the
 // server and the metrics address once listening (for tests).
-func run(ctx context.Context, args []string, stderr io.Writer, ready func(*daemon.Server, string)) error {
+func run(ctx context.Context, args []string, stderr io.Writer, ready func(*server.Server, string)) error {
 	var o options
 	fs := flag.NewFlagSet("smbdirectd", flag.ContinueOnError)
 	// The flag package would print a parse error above the usage; it is
@@ -182,10 +182,10 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready func(*daemo
 	} else {
 		log = slog.New(slog.NewTextHandler(stderr, hopts))
 	}
-	cfg := daemon.Config{Socket: o.socket, SocketMode: os.FileMode(mode), AllowUIDs: uids, AllowGIDs: gids,
+	cfg := server.Config{Socket: o.socket, SocketMode: os.FileMode(mode), AllowUIDs: uids, AllowGIDs: gids,
 		MaxConnsPerClient: o.maxConns, MaxRegisteredPerClient: maxReg, DialTimeout: o.dialTimeout, Logger: log,
 		SMBD: &smbd.Config{Provider: iwarp.New(iwarp.Config{CRC: o.crc, Logger: log}), Logger: log, KeepaliveInterval: o.keepalive}}
-	s, err := daemon.Listen(cfg)
+	s, err := server.Listen(cfg)
 	if err != nil {
 		return err
 	}
@@ -243,7 +243,7 @@ func parseBytes(s string) (int64, error) {
 
 // metricsHandler serves the daemon's counters in the Prometheus text
 // format.
-func metricsHandler(s *daemon.Server) http.Handler {
+func metricsHandler(s *server.Server) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/metrics" {
 			http.NotFound(w, r)

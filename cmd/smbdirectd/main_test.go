@@ -18,17 +18,17 @@ import (
 	"testing"
 	"time"
 
-	"github.com/smbdirect/smbdirect/daemon"
 	"github.com/smbdirect/smbdirect/iwarp"
 	"github.com/smbdirect/smbdirect/smbd"
-	"github.com/smbdirect/smbdirect/smbdirectd"
+	"github.com/smbdirect/smbdirect/smbdirectd/client"
+	"github.com/smbdirect/smbdirect/smbdirectd/server"
 )
 
 func TestRunMetricsAndShutdown(t *testing.T) {
 	sock := filepath.Join(t.TempDir(), "run", "d.sock")
 	ctx, cancel := context.WithCancel(t.Context())
 	type up struct {
-		s       *daemon.Server
+		s       *server.Server
 		metrics string
 	}
 	ready := make(chan up, 1)
@@ -36,7 +36,7 @@ func TestRunMetricsAndShutdown(t *testing.T) {
 	var logs lockedBuffer
 	go func() {
 		done <- run(ctx, []string{"--socket", sock, "--metrics", "127.0.0.1:0", "--max-registered", "64MiB", "--log-json"}, &logs,
-			func(s *daemon.Server, m string) { ready <- up{s, m} })
+			func(s *server.Server, m string) { ready <- up{s, m} })
 	}()
 	var u up
 	select {
@@ -44,7 +44,7 @@ func TestRunMetricsAndShutdown(t *testing.T) {
 	case err := <-done:
 		t.Fatal(err)
 	}
-	cl, err := smbdirectd.Dial(ctx, sock)
+	cl, err := client.Dial(ctx, sock)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -191,7 +191,7 @@ func TestSIGTERM(t *testing.T) {
 			case <-time.After(5 * time.Millisecond):
 			}
 		}
-		cl, err := smbdirectd.Dial(ctx, sock)
+		cl, err := client.Dial(ctx, sock)
 		if err != nil {
 			fail("dial: %v", err)
 		}

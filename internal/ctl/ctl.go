@@ -18,7 +18,7 @@ const Magic = 0x4453
 
 // DefaultSocket is where the daemon listens and clients connect unless
 // told otherwise. This is its one definition: the exported name is
-// smbdirectd.DefaultSocket (the client package; the daemon package and
+// client.DefaultSocket (package smbdirectd/client; smbdirectd/server and
 // cmd/smbdirectd use this constant, which it equals), and clib's
 // SDD_DEFAULT_SOCKET is checked against it by a test.
 const DefaultSocket = "/run/smbdirect/smbdirectd.sock"

@@ -1,6 +1,6 @@
 //go:build linux
 
-package daemon_test
+package server_test
 
 import (
 	"bufio"
@@ -23,7 +23,7 @@ func buildC(t *testing.T, name string, srcs ...string) string {
 	out := filepath.Join(t.TempDir(), name)
 	args := []string{"-std=c11", "-Wall", "-Wextra", "-Werror", "-O2", "-o", out}
 	for _, s := range srcs {
-		args = append(args, filepath.Join("..", "clib", s))
+		args = append(args, filepath.Join("..", "..", "clib", s))
 	}
 	cmd := exec.Command("gcc", args...)
 	if b, err := cmd.CombinedOutput(); err != nil {

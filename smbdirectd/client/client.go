@@ -1,11 +1,11 @@
-// Package smbdirectd is the Go client of the smbdirectd daemon (package
-// daemon, command cmd/smbdirectd): it asks the daemon for SMB Direct
+// Package client is the Go client of the smbdirectd daemon (package
+// smbdirectd/server, command cmd/smbdirectd): it asks the daemon for SMB Direct
 // connections and gets each as an ordinary stream fd carrying
 // Direct-TCP-framed SMB2 PDUs, which survives fork and exec; and it
 // requests RDMA transfers of file ranges, which the daemon performs from
 // or into the file itself. The C library in clib/ speaks the same
 // protocol (docs/smbdirectd.md).
-package smbdirectd
+package client
 
 import (
 	"context"
@@ -21,7 +21,7 @@ import (
 )
 
 // DefaultSocket is the daemon's default control socket: where
-// daemon.Config and cmd/smbdirectd listen unless told otherwise, and where
+// server.Config and cmd/smbdirectd listen unless told otherwise, and where
 // Dial connects given "". It is the only exported name of this path.
 const DefaultSocket = ctl.DefaultSocket
 

@@ -1,4 +1,4 @@
-package smbdirectd
+package client
 
 import (
 	"context"

@@ -1,6 +1,6 @@
 //go:build unix && !linux
 
-package smbdirectd
+package client
 
 import "os"
 

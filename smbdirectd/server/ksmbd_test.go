@@ -1,6 +1,6 @@
 //go:build linux
 
-package daemon_test
+package server_test
 
 // End to end against Linux ksmbd in the testbed VM, through the daemon:
 // the C example (SMB2 NEGOTIATE, then ECHO from a forked child and from
@@ -22,10 +22,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/smbdirect/smbdirect/daemon"
 	"github.com/smbdirect/smbdirect/internal/testbed"
 	"github.com/smbdirect/smbdirect/smb2rdma"
 	"github.com/smbdirect/smbdirect/smbd"
+	"github.com/smbdirect/smbdirect/smbdirectd/server"
 )
 
 func TestLinuxDaemonKsmbd(t *testing.T) {
@@ -43,7 +43,7 @@ func TestLinuxDaemonKsmbd(t *testing.T) {
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(vm.HostPort(5445)))
 	// The default provider settings: against Linux siw the first send
 	// waits out its accept race (docs/iwarp.md).
-	s := startDaemon(t, func(c *daemon.Config) { c.SMBD = &smbd.Config{} })
+	s := startDaemon(t, func(c *server.Config) { c.SMBD = &smbd.Config{} })
 
 	t.Run("c-example", func(t *testing.T) {
 		cmd := exec.CommandContext(ctx, example, "-s", s.Addr(), addr)

@@ -1,6 +1,6 @@
 //go:build linux
 
-// Package daemon is smbdirectd, the second entity of the design: it owns
+// Package server is the smbdirectd daemon, the second entity of the design: it owns
 // SMB Direct connections and hands each client process an ordinary stream
 // fd (one end of a socketpair) carrying Direct-TCP-framed SMB2 PDUs, as a
 // TCP socket would. While the client blocks, the daemon keeps the
@@ -9,7 +9,7 @@
 // fd passed along, so the data never passes through the client.
 //
 // The control protocol is in docs/smbdirectd.md and internal/ctl.
-package daemon
+package server
 
 import (
 	"context"
@@ -34,7 +34,7 @@ import (
 
 // Config configures the daemon. Zero values take the documented defaults.
 type Config struct {
-	// Socket is the control socket's path (smbdirectd.DefaultSocket).
+	// Socket is the control socket's path (client.DefaultSocket in smbdirectd/client).
 	Socket string
 	// SocketMode is the socket file's permission bits (0660): together
 	// with the directory's, the first gate.

@@ -1,6 +1,6 @@
 //go:build linux
 
-package daemon_test
+package server_test
 
 import (
 	"context"
@@ -16,10 +16,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/smbdirect/smbdirect/daemon"
 	"github.com/smbdirect/smbdirect/iwarp"
 	"github.com/smbdirect/smbdirect/smbd"
-	"github.com/smbdirect/smbdirect/smbdirectd"
+	"github.com/smbdirect/smbdirect/smbdirectd/client"
+	"github.com/smbdirect/smbdirect/smbdirectd/server"
 )
 
 // While the client blocks (reads nothing, writes nothing) for many
@@ -29,7 +29,7 @@ func TestKeepaliveWhileClientBlocks(t *testing.T) {
 	fast := func() *smbd.Config {
 		return &smbd.Config{Provider: iwarp.New(iwarp.Config{FirstSendDelay: -1}), KeepaliveInterval: 100 * time.Millisecond}
 	}
-	s := startDaemon(t, func(c *daemon.Config) { c.SMBD = fast() })
+	s := startDaemon(t, func(c *server.Config) { c.SMBD = fast() })
 	l, err := smbd.Listen(t.Context(), "127.0.0.1:0", fast())
 	if err != nil {
 		t.Fatal(err)
@@ -52,8 +52,8 @@ func TestKeepaliveWhileClientBlocks(t *testing.T) {
 // Shutting the daemon down (SIGTERM) disconnects peers cleanly: the peer
 // reads EOF, the client's stream reads EOF, the socket file is gone.
 func TestShutdownDisconnectsPeers(t *testing.T) {
-	cfg := daemon.Config{Socket: t.TempDir() + "/d.sock", SMBD: smbdConfig()}
-	s, err := daemon.Listen(cfg)
+	cfg := server.Config{Socket: t.TempDir() + "/d.sock", SMBD: smbdConfig()}
+	s, err := server.Listen(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,7 +91,7 @@ func TestShutdownDisconnectsPeers(t *testing.T) {
 // as root); without it the test fails rather than pretend.
 func TestPeerCredentials(t *testing.T) {
 	if os.Getenv("SMBDIRECTD_CRED_CHILD") != "" {
-		_, err := smbdirectd.Dial(context.Background(), os.Getenv("SMBDIRECTD_CRED_CHILD"))
+		_, err := client.Dial(context.Background(), os.Getenv("SMBDIRECTD_CRED_CHILD"))
 		if err != nil {
 			os.Exit(3)
 		}
@@ -113,7 +113,7 @@ func TestPeerCredentials(t *testing.T) {
 	if err != nil || os.WriteFile(bin, b, 0o755) != nil {
 		t.Fatal("copying the test binary:", err)
 	}
-	run := func(s *daemon.Server) int {
+	run := func(s *server.Server) int {
 		os.Chmod(s.Addr(), 0o666)
 		cmd := exec.Command(bin, "-test.run=^TestPeerCredentials$")
 		cmd.Env = append(os.Environ(), "SMBDIRECTD_CRED_CHILD="+s.Addr())
@@ -128,15 +128,15 @@ func TestPeerCredentials(t *testing.T) {
 		}
 		return 0
 	}
-	dirs := func(c *daemon.Config) { open(filepath.Dir(c.Socket)) }
-	refused := startDaemon(t, func(c *daemon.Config) { dirs(c) })
+	dirs := func(c *server.Config) { open(filepath.Dir(c.Socket)) }
+	refused := startDaemon(t, func(c *server.Config) { dirs(c) })
 	if code := run(refused); code != 3 {
 		t.Fatalf("a user not allowed: child exit %d, want 3 (refused)", code)
 	}
 	if st := refused.Stats(); st.Refused != 1 {
 		t.Fatalf("refused count %d", st.Refused)
 	}
-	allowed := startDaemon(t, func(c *daemon.Config) { dirs(c); c.AllowUIDs = []int{nobody} })
+	allowed := startDaemon(t, func(c *server.Config) { dirs(c); c.AllowUIDs = []int{nobody} })
 	if code := run(allowed); code != 0 {
 		t.Fatalf("an allowed user: child exit %d", code)
 	}
@@ -175,7 +175,7 @@ func TestServeReturnsAfterShutdown(t *testing.T) {
 	for _, how := range []string{"context", "Close", "Close twice"} {
 		t.Run(how, func(t *testing.T) {
 			logs := &slowLog{}
-			s, err := daemon.Listen(daemon.Config{Socket: t.TempDir() + "/d.sock", SMBD: smbdConfig(), Logger: slog.New(logs)})
+			s, err := server.Listen(server.Config{Socket: t.TempDir() + "/d.sock", SMBD: smbdConfig(), Logger: slog.New(logs)})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -1,6 +1,6 @@
 //go:build linux
 
-package daemon_test
+package server_test
 
 import (
 	"bytes"
@@ -19,11 +19,11 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/smbdirect/smbdirect/daemon"
 	"github.com/smbdirect/smbdirect/internal/framing"
 	"github.com/smbdirect/smbdirect/iwarp"
 	"github.com/smbdirect/smbdirect/smbd"
-	"github.com/smbdirect/smbdirect/smbdirectd"
+	"github.com/smbdirect/smbdirect/smbdirectd/client"
+	"github.com/smbdirect/smbdirect/smbdirectd/server"
 )
 
 func smbdConfig() *smbd.Config {
@@ -31,13 +31,13 @@ func smbdConfig() *smbd.Config {
 }
 
 // startDaemon runs a daemon on a socket in a temporary directory.
-func startDaemon(t *testing.T, mod func(*daemon.Config)) *daemon.Server {
+func startDaemon(t *testing.T, mod func(*server.Config)) *server.Server {
 	t.Helper()
-	cfg := daemon.Config{Socket: filepath.Join(t.TempDir(), "d.sock"), SMBD: smbdConfig()}
+	cfg := server.Config{Socket: filepath.Join(t.TempDir(), "d.sock"), SMBD: smbdConfig()}
 	if mod != nil {
 		mod(&cfg)
 	}
-	s, err := daemon.Listen(cfg)
+	s, err := server.Listen(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,9 +97,9 @@ func startPeer(t *testing.T, echo bool) *peer {
 
 // through opens a session with the daemon and, through it, a connection
 // to addr; both are closed when t ends.
-func through(t *testing.T, s *daemon.Server, addr string) (*smbdirectd.Client, *smbdirectd.Conn) {
+func through(t *testing.T, s *server.Server, addr string) (*client.Client, *client.Conn) {
 	t.Helper()
-	cl, err := smbdirectd.Dial(ctx(t), s.Addr())
+	cl, err := client.Dial(ctx(t), s.Addr())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -266,7 +266,7 @@ func TestOffloadThroughDaemon(t *testing.T) {
 
 	// Peer -> registered memfd.
 	mf := memfd(t, 1<<20)
-	reg, err := cl.Register(c, conn.Handle, mf, 0, 1<<20, smbdirectd.PeerWrite)
+	reg, err := cl.Register(c, conn.Handle, mf, 0, 1<<20, client.PeerWrite)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -308,7 +308,7 @@ func TestOffloadThroughDaemon(t *testing.T) {
 	}
 	defer pb.Close()
 	pd := pb.Descriptor()
-	n, err := cl.RDMAWrite(c, conn.Handle, sf, 777, []smbdirectd.Descriptor{{Offset: pd.Offset, Token: pd.Token, Length: pd.Length}})
+	n, err := cl.RDMAWrite(c, conn.Handle, sf, 777, []client.Descriptor{{Offset: pd.Offset, Token: pd.Token, Length: pd.Length}})
 	if err != nil || n != int64(len(data)) {
 		t.Fatal(n, err)
 	}
@@ -335,7 +335,7 @@ func TestOffloadThroughDaemon(t *testing.T) {
 	}
 	defer out.Close()
 	rd := rb.Descriptor()
-	call := cl.StartRDMARead(conn.Handle, out, 4096, []smbdirectd.Descriptor{{Offset: rd.Offset, Token: rd.Token, Length: rd.Length}})
+	call := cl.StartRDMARead(conn.Handle, out, 4096, []client.Descriptor{{Offset: rd.Offset, Token: rd.Token, Length: rd.Length}})
 	if n, err := call.Wait(c); err != nil || n != int64(len(data)) {
 		t.Fatal(n, err)
 	}
@@ -348,7 +348,7 @@ func TestOffloadThroughDaemon(t *testing.T) {
 		t.Fatalf("stats %+v", st)
 	}
 	// A read-only fd cannot be registered for the peer's write.
-	if _, err := cl.Register(c, conn.Handle, sf, 0, 4096, smbdirectd.PeerWrite); err == nil {
+	if _, err := cl.Register(c, conn.Handle, sf, 0, 4096, client.PeerWrite); err == nil {
 		t.Fatal("registered a read-only file for the peer's write")
 	}
 }
@@ -356,14 +356,14 @@ func TestOffloadThroughDaemon(t *testing.T) {
 // Clients are isolated; garbage on the control socket gets an error and
 // the daemon goes on; a client's death releases its registrations.
 func TestIsolationAndGarbage(t *testing.T) {
-	s := startDaemon(t, func(c *daemon.Config) { c.MaxConnsPerClient = 1 })
+	s := startDaemon(t, func(c *server.Config) { c.MaxConnsPerClient = 1 })
 	p := startPeer(t, true)
-	a, err := smbdirectd.Dial(ctx(t), s.Addr())
+	a, err := client.Dial(ctx(t), s.Addr())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer a.Close()
-	b, err := smbdirectd.Dial(ctx(t), s.Addr())
+	b, err := client.Dial(ctx(t), s.Addr())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -403,7 +403,7 @@ func TestIsolationAndGarbage(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer bc.Close()
-	if _, err := b.Register(ctx(t), bc.Handle, memfd(t, 65536), 0, 65536, smbdirectd.PeerWrite); err != nil {
+	if _, err := b.Register(ctx(t), bc.Handle, memfd(t, 65536), 0, 65536, client.PeerWrite); err != nil {
 		t.Fatal(err)
 	}
 	if s.Stats().Registered != 65536 {
@@ -412,7 +412,7 @@ func TestIsolationAndGarbage(t *testing.T) {
 	b.Close()
 	// The daemon releases b's registrations, then counts b gone: wait for
 	// both, not just the first.
-	gone := func(st daemon.Stats) bool { return st.Registered == 0 && st.Clients == 2 }
+	gone := func(st server.Stats) bool { return st.Registered == 0 && st.Clients == 2 }
 	deadline := time.Now().Add(5 * time.Second)
 	for !gone(s.Stats()) && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
@@ -442,7 +442,7 @@ func openFDs(t *testing.T) int {
 func TestConnectCloseCycles(t *testing.T) {
 	s := startDaemon(t, nil)
 	p := startPeer(t, true)
-	cl, err := smbdirectd.Dial(ctx(t), s.Addr())
+	cl, err := client.Dial(ctx(t), s.Addr())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -501,8 +501,8 @@ func TestConnectCloseCycles(t *testing.T) {
 // port is ECONNREFUSED, an address without a port EINVAL, a peer that
 // accepts TCP but never answers ETIMEDOUT.
 func TestDialErrors(t *testing.T) {
-	s := startDaemon(t, func(c *daemon.Config) { c.DialTimeout = 300 * time.Millisecond })
-	cl, err := smbdirectd.Dial(t.Context(), s.Addr())
+	s := startDaemon(t, func(c *server.Config) { c.DialTimeout = 300 * time.Millisecond })
+	cl, err := client.Dial(t.Context(), s.Addr())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,6 @@
 //go:build linux
 
-package daemon_test
+package server_test
 
 import (
 	"bytes"

@@ -1,6 +1,6 @@
 //go:build unix
 
-package smbdirectd
+package client
 
 import (
 	"errors"
