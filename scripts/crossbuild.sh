@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Cross-compiles and vets the module for the systems besides linux/amd64:
-# the library packages (rdma, iwarp, smbd, smb2rdma, smbdirectd), the
+# the library packages (rdma, iwarp, smbd, smb2rdma, smbdirectd/client), the
 # commands (cmd/smbdirectd is a stub that exits on anything but Linux) and
 # the tests (go vet type-checks them). Exits non-zero if any target fails;
 # all targets are tried first.
@@ -14,7 +14,7 @@ export CGO_ENABLED=0 # the default build has no cgo
 targets=${CROSSBUILD_TARGETS:-darwin/amd64 darwin/arm64 windows/amd64 freebsd/amd64 linux/arm64}
 # These must keep their code on every target (an empty package would build
 # too): they are the portable part.
-portable="./rdma ./iwarp ./smbd ./smb2rdma ./smbdirectd ./cmd/smbdirect"
+portable="./rdma ./iwarp ./smbd ./smb2rdma ./smbdirectd/client ./cmd/smbdirect"
 
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
