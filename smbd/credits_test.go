@@ -3,6 +3,8 @@ package smbd
 import (
 	"errors"
 	"testing"
+
+	"github.com/smbdirect/smbdirect/iwarp"
 )
 
 // The credit rules, each with exact numbers. A row's k is the state
@@ -296,6 +298,32 @@ func TestCreditsNoStall(t *testing.T) {
 			default:
 				t.Fatalf("budget %d: stalled after %d messages, nothing unread: a %v, b %v", budget, got, &a, &b)
 			}
+		}
+	}
+}
+
+// TestConfigQueuedBytes: MaxQueuedBytes holds two receive buffers at
+// least, and the first receives fit in it, so target's bound holds from
+// the negotiation on.
+func TestConfigQueuedBytes(t *testing.T) {
+	for _, tc := range []struct {
+		queued, initial         int
+		wantQueued, wantInitial int
+	}{
+		{0, 0, 1<<20 + 8192, 4},    // defaults
+		{64 << 10, 0, 64 << 10, 4}, // room for 8
+		{20000, 0, 20000, 2},       // room for 2 receives only
+		{1000, 1, 16384, 1},        // raised to two buffers; one first receive asked for
+		{1000, 8, 16384, 2},
+	} {
+		c := Config{Provider: iwarp.New(iwarp.Config{}), MaxQueuedBytes: tc.queued, InitialReceives: tc.initial}
+		r, err := c.resolve(false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.MaxQueuedBytes != tc.wantQueued || r.InitialReceives != tc.wantInitial {
+			t.Errorf("MaxQueuedBytes %d, InitialReceives %d: resolved to %d, %d; want %d, %d",
+				tc.queued, tc.initial, r.MaxQueuedBytes, r.InitialReceives, tc.wantQueued, tc.wantInitial)
 		}
 	}
 }
