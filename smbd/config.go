@@ -61,8 +61,13 @@ type Config struct {
 	// so an idle connection holds little memory (default 4).
 	InitialReceives int
 	// MaxQueuedBytes bounds the received data waiting for Read (default
-	// MaxFragmentedSize + MaxReceiveSize); beyond it receive buffers are not
-	// reposted, so the peer runs out of credits: back-pressure.
+	// MaxFragmentedSize + MaxReceiveSize): unread data never exceeds it.
+	// Every posted receive counts as MaxReceiveSize bytes against it (the
+	// peer may fill each one), so receives are reposted only while unread
+	// data plus MaxReceiveSize per posted receive fits; the peer then runs
+	// out of credits: back-pressure. It is raised to at least 2 *
+	// MaxReceiveSize, so that two receives stay posted while nothing is
+	// unread, and InitialReceives is lowered to what fits in it.
 	MaxQueuedBytes int
 
 	// controlLooked, if set, runs in maybeControl after its look at the
@@ -102,6 +107,10 @@ func (c *Config) resolve(dialing bool) (Config, error) {
 	r.MaxSendSize = max(r.MaxSendSize, wire.MinReceiveSize)
 	r.MaxFragmentedSize = max(r.MaxFragmentedSize, wire.MinFragmentedSize)
 	def(&r.MaxQueuedBytes, r.MaxFragmentedSize+r.MaxReceiveSize)
+	r.MaxQueuedBytes = max(r.MaxQueuedBytes, minPosted*r.MaxReceiveSize)
+	// The first receives are posted before anything is read, and count
+	// like any other.
+	r.InitialReceives = min(r.InitialReceives, r.MaxQueuedBytes/r.MaxReceiveSize)
 	if r.KeepaliveInterval <= 0 {
 		r.KeepaliveInterval = wire.DefaultKeepaliveInterval
 	}

@@ -165,6 +165,57 @@ func TestReadHeaderBytes(t *testing.T) {
 // credit grants keep it moving.
 func TestFewCredits(t *testing.T) { fewCredits(t, nil) }
 
+// With the smallest MaxQueuedBytes (two receive buffers), a peer that
+// only writes to it keeps going, whichever side reads: the reader, with
+// nothing unread, keeps receives posted and grants them before it waits.
+func TestSmallestQueue(t *testing.T) {
+	for _, dialerReads := range []bool{true, false} {
+		t.Run(fmt.Sprintf("dialer-reads=%v", dialerReads), func(t *testing.T) {
+			small := testConfig()
+			small.MaxQueuedBytes = 1
+			var w, r *Conn
+			if dialerReads {
+				r, w = pair(t, small, testConfig())
+			} else {
+				w, r = pair(t, testConfig(), small)
+			}
+			const n = 200
+			done := make(chan error, 1)
+			go func() {
+				for i := 0; i < n; i++ {
+					if err := w.WriteMessage(pdu(3000, byte(i))); err != nil {
+						done <- err
+						return
+					}
+				}
+				done <- nil
+			}()
+			buf := make([]byte, 4000)
+			for i := 0; i < n; i++ {
+				if err := r.SetReadDeadline(time.Now().Add(10 * time.Second)); err != nil {
+					t.Fatal(err)
+				}
+				k, err := r.ReadMessage(buf)
+				if err != nil || !bytes.Equal(buf[:k], pdu(3000, byte(i))) {
+					r.mu.Lock()
+					cr := r.cr.String()
+					r.mu.Unlock()
+					t.Fatalf("message %d: %d bytes, %v (reader: %s)", i, k, err, cr)
+				}
+			}
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			// Two receives and the negotiate message's.
+			if r.cfg.MaxQueuedBytes != 2*r.cfg.MaxReceiveSize || len(r.recvMR) > 3 {
+				t.Fatalf("MaxQueuedBytes %d, %d receive buffers", r.cfg.MaxQueuedBytes, len(r.recvMR))
+			}
+		})
+	}
+}
+
 // A grant that falls due while another goroutine has looked at the
 // control message but still holds the send lock is sent all the same: its
 // holder looks again. The window, a few instructions wide, is held open

@@ -24,6 +24,12 @@ import "fmt"
 //     wait for each other).
 //   - The receive window doubles while the peer runs low, up to what it
 //     asks for and ReceiveCreditMax: grow.
+//   - Unread data and posted receives together stay within
+//     MaxQueuedBytes, each posted receive counted as the full buffer it
+//     may bring (a granted credit cannot be taken back): target. With
+//     nothing unread, at least two receives stay posted, so a reader
+//     never waits with no credit out and a peer with nothing to grant
+//     can still send one message beside the credit it keeps.
 type credits struct {
 	// What we grant the peer (receive credits).
 	posted     int  // receives posted
@@ -33,17 +39,42 @@ type credits struct {
 	max        int  // receives posted at most (Config.ReceiveCreditMax)
 	peerTarget int  // credits the peer asks for (CreditsRequested)
 	ackDue     bool // the peer asked for a response (SMB_DIRECT_RESPONSE_REQUESTED)
+	bufSize    int  // bytes one receive may bring (Config.MaxReceiveSize)
+	budget     int  // unread bytes plus posted receives' bytes, at most (Config.MaxQueuedBytes)
 
 	// What the peer granted us (send credits).
 	send int
 }
 
-func newCredits(initial, max int) credits {
-	return credits{window: initial, initial: initial, max: max}
+func newCredits(initial, max, bufSize, budget int) credits {
+	return credits{window: initial, initial: initial, max: max, bufSize: bufSize, budget: budget}
 }
 
-// want is the number of receives to keep posted.
+// want is the number of receives the window asks to keep posted.
 func (k *credits) want() int { return max(k.window, k.initial) }
+
+// minPosted is the number of receives kept posted while nothing is
+// unread, whatever the budget: with a single credit, a peer with nothing
+// to grant keeps it (canSend) and could send nothing.
+const minPosted = 2
+
+// target is the number of receives to keep posted with queued bytes
+// unread: the window, cut so that queued plus a full buffer for each
+// posted receive stays within the budget. Receives already posted are
+// counted (they are credits out, or about to be), so the unread data that
+// can pile up is bounded by the budget itself, not by the budget plus the
+// window.
+func (k *credits) target(queued int) int {
+	fit := 0
+	if k.bufSize > 0 && queued < k.budget {
+		fit = (k.budget - queued) / k.bufSize
+	}
+	if queued <= 0 {
+		// No reader will free a buffer: the peer must be able to send.
+		fit = max(fit, minPosted)
+	}
+	return min(k.want(), fit)
+}
 
 // grantable is the number of posted receives the peer holds no credit for.
 func (k *credits) grantable() int { return k.posted - k.granted }

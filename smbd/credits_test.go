@@ -3,6 +3,8 @@ package smbd
 import (
 	"errors"
 	"testing"
+
+	"github.com/smbdirect/smbdirect/iwarp"
 )
 
 // The credit rules, each with exact numbers. A row's k is the state
@@ -116,7 +118,7 @@ func TestCreditsGrow(t *testing.T) {
 		// receives stay posted.
 		{"peer asks for less", 16, 1, 3, 255, 3, 4},
 	} {
-		k := newCredits(4, tc.max)
+		k := newCredits(4, tc.max, 8192, 1<<30)
 		k.window, k.granted, k.peerTarget = tc.window, tc.granted, tc.target
 		k.grow()
 		if k.window != tc.wantWindow || k.want() != tc.wantWant {
@@ -176,7 +178,7 @@ func TestCreditsControlDue(t *testing.T) {
 // reader reposts the buffer of the first fragment and must grant it before
 // it waits for the rest.
 func TestCreditsExchange(t *testing.T) {
-	a, b := newCredits(3, 3), newCredits(3, 3)
+	a, b := newCredits(3, 3, 8192, 1<<20), newCredits(3, 3, 8192, 1<<20)
 	a.posted, a.granted, a.send = 3, 3, 3
 	b.posted, b.granted, b.send = 3, 3, 3
 	deliver := func(from, to *credits) {
@@ -211,4 +213,117 @@ func TestCreditsExchange(t *testing.T) {
 		t.Fatalf("after b's grant: a %v, b %v", &a, &b)
 	}
 	deliver(&a, &b)
+}
+
+func TestCreditsTarget(t *testing.T) {
+	const buf = 8192
+	for _, tc := range []struct {
+		name           string
+		window, budget int
+		queued, want   int
+	}{
+		{"the window, when the budget holds it", 16, 1 << 20, 0, 16},
+		{"the budget cuts the window", 255, 64 << 10, 0, 8},
+		{"queued data counts", 255, 64 << 10, 3 * 8168, 5},
+		{"a part of a buffer left is no buffer", 255, 64 << 10, 1, 7},
+		{"budget used up: back-pressure", 255, 64 << 10, 64 << 10, 0},
+		{"over the budget: back-pressure", 255, 64 << 10, 65 << 10, 0},
+		{"nothing unread: two at least, whatever the budget", 255, buf, 0, 2},
+		{"nothing unread: two at least, even with no budget", 255, 0, 0, 2},
+		{"something unread: the reader frees a buffer", 255, buf, 1, 0},
+		{"never more than the window", 1, 0, 0, 1},
+	} {
+		k := newCredits(tc.window, 0xffff, buf, tc.budget)
+		if n := k.target(tc.queued); n != tc.want {
+			t.Errorf("%s: target(%d) = %d; want %d", tc.name, tc.queued, n, tc.want)
+		}
+	}
+}
+
+// TestCreditsNoStall plays a peer a that sends full messages to b as
+// fast as its credits let it, while b's reader reads only when nothing
+// else can happen (an application slower than the network), for several
+// budgets. b's unread data must stay within its budget, and the two must
+// never both wait: b with nothing unread must always leave a able to
+// send, or owe it a grant (the last-credit rule keeps a from sending
+// with its last credit and nothing to grant).
+func TestCreditsNoStall(t *testing.T) {
+	const buf, payload, msgs = 8192, 8192 - 24, 2000
+	for _, budget := range []int{0, buf, 2*buf - 1, 2 * buf, 3 * buf, 64 << 10, 1 << 20} {
+		a := newCredits(4, 255, buf, 1<<30)
+		b := newCredits(4, 255, buf, budget)
+		// After the negotiation: each side posted its first receives
+		// (within its budget) and the other holds credits for them.
+		a.posted = a.target(0)
+		b.posted = min(4, max(budget/buf, minPosted))
+		a.granted, b.send = a.posted, a.posted
+		b.granted, a.send = b.posted, b.posted
+		queued, unread, got := 0, 0, 0
+		// deliver sends one message from one side to the other; the
+		// receiver reposts up to its target.
+		deliver := func(from, to *credits, toQueued int) {
+			g := from.take()
+			if err := to.arrived(); err != nil {
+				t.Fatalf("budget %d: %v", budget, err)
+			}
+			to.posted--
+			if err := to.peerSays(g, 255, false); err != nil {
+				t.Fatalf("budget %d: %v", budget, err)
+			}
+			to.posted = max(to.posted, to.target(toQueued))
+		}
+		for steps := 0; got < msgs; steps++ {
+			if steps > 100*msgs {
+				t.Fatalf("budget %d: no progress after %d messages: a %v, b %v", budget, got, &a, &b)
+			}
+			switch {
+			case a.canSend():
+				queued += payload
+				unread++
+				deliver(&a, &b, queued)
+				b.grow()
+				if queued > max(budget, minPosted*buf) {
+					t.Fatalf("budget %d: %d bytes unread: b %v", budget, queued, &b)
+				}
+			case b.controlDue():
+				deliver(&b, &a, 0)
+			case a.controlDue():
+				deliver(&a, &b, queued)
+			case unread > 0:
+				// b's reader reads a message and reposts its buffer.
+				queued -= payload
+				unread--
+				got++
+				b.posted = max(b.posted, b.target(queued))
+			default:
+				t.Fatalf("budget %d: stalled after %d messages, nothing unread: a %v, b %v", budget, got, &a, &b)
+			}
+		}
+	}
+}
+
+// TestConfigQueuedBytes: MaxQueuedBytes holds two receive buffers at
+// least, and the first receives fit in it, so target's bound holds from
+// the negotiation on.
+func TestConfigQueuedBytes(t *testing.T) {
+	for _, tc := range []struct {
+		queued, initial         int
+		wantQueued, wantInitial int
+	}{
+		{0, 0, 1<<20 + 8192, 4},    // defaults
+		{64 << 10, 0, 64 << 10, 4}, // room for 8
+		{20000, 0, 20000, 2},       // room for 2 receives only
+		{1000, 1, 16384, 1},        // raised to two buffers; one first receive asked for
+		{1000, 8, 16384, 2},
+	} {
+		c := Config{Provider: iwarp.New(iwarp.Config{}), MaxQueuedBytes: tc.queued, InitialReceives: tc.initial}
+		r, err := c.resolve(false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.MaxQueuedBytes != tc.wantQueued || r.InitialReceives != tc.wantInitial {
+			t.Errorf("MaxQueuedBytes %d, InitialReceives %d: resolved to %d, %d; want %d, %d",
+				tc.queued, tc.initial, r.MaxQueuedBytes, r.InitialReceives, tc.wantQueued, tc.wantInitial)
+		}
+	}
 }

@@ -375,11 +375,19 @@ func testHostileFlood(t *testing.T, env *hostEnv) {
 	queued, bufs := c.queued, len(c.recvMR)
 	c.mu.Unlock()
 	t.Logf("flood: %d messages accepted, %d bytes queued, %d receive buffers", sent, queued, bufs)
-	// Unread data lives in the receive buffers themselves: what is queued
-	// is at most MaxQueuedBytes plus the credits already out when the
-	// limit was reached, and no buffer is added after that.
-	if queued > c.cfg.MaxQueuedBytes+16*c.cfg.MaxReceiveSize || bufs > 32 {
-		t.Fatalf("flood not bounded: %d bytes queued, %d receive buffers, %d messages accepted", queued, bufs, sent)
+	// Unread data lives in the receive buffers themselves, and every
+	// posted receive counts as a full buffer against MaxQueuedBytes: what
+	// is queued is at most MaxQueuedBytes, and the buffers are those that
+	// fit in it (8 of 8 KiB), or the first ones and the negotiate
+	// message's.
+	maxBufs := max(c.cfg.MaxQueuedBytes/c.cfg.MaxReceiveSize, c.cfg.InitialReceives+1)
+	if queued > c.cfg.MaxQueuedBytes || bufs > maxBufs {
+		t.Fatalf("flood not bounded: %d bytes queued (at most %d), %d receive buffers (at most %d), %d messages accepted",
+			queued, c.cfg.MaxQueuedBytes, bufs, maxBufs, sent)
+	}
+	// The flood did reach the limit: all the buffers that fit were filled.
+	if want := c.cfg.MaxQueuedBytes / c.cfg.MaxReceiveSize * len(payload); queued != want {
+		t.Fatalf("flood stopped early: %d bytes queued, want %d", queued, want)
 	}
 	// Now it sends without credits.
 	for i := 0; i < 300 && p.Endpoint().Err() == nil; i++ {

@@ -76,12 +76,13 @@ func (c *Conn) postRecvLocked(n int) error {
 }
 
 // replenishLocked reposts receive buffers: as many as the peer asks for
-// (within ReceiveCreditMax), unless unread data is piling up.
+// (within ReceiveCreditMax), as long as unread data plus what the posted
+// receives may bring stays within MaxQueuedBytes (credits.target).
 func (c *Conn) replenishLocked() {
-	if c.err != nil || c.queued > c.cfg.MaxQueuedBytes {
+	if c.err != nil {
 		return
 	}
-	if err := c.postRecvLocked(c.cr.want()); err != nil {
+	if err := c.postRecvLocked(c.cr.target(c.queued)); err != nil {
 		c.failLocked(err)
 	}
 }
