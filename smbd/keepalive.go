@@ -67,6 +67,9 @@ func (c *Conn) sendKeepalive() {
 	if !c.writeMu.TryLock() {
 		return // a writer is sending: its messages will answer for us
 	}
+	// As a writer does: a maybeControl that found writeMu held left its
+	// grant to us (controlAgain), so look once writeMu is free.
+	defer c.maybeControl()
 	defer c.writeMu.Unlock()
 	c.mu.Lock()
 	defer c.mu.Unlock()

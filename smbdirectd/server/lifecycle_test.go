@@ -27,7 +27,7 @@ import (
 // connection stays up.
 func TestKeepaliveWhileClientBlocks(t *testing.T) {
 	fast := func() *smbd.Config {
-		return &smbd.Config{Provider: iwarp.New(iwarp.Config{FirstSendDelay: -1}), KeepaliveInterval: 100 * time.Millisecond}
+		return &smbd.Config{Provider: iwarp.New(iwarp.Config{FirstSendDelay: -1}), KeepaliveInterval: time.Second}
 	}
 	s := startDaemon(t, func(c *server.Config) { c.SMBD = fast() })
 	l, err := smbd.Listen(t.Context(), "127.0.0.1:0", fast())
@@ -40,7 +40,11 @@ func TestKeepaliveWhileClientBlocks(t *testing.T) {
 	_, conn := through(t, s, l.Addr().String())
 	srv := <-acc
 	defer srv.Close()
-	time.Sleep(1500 * time.Millisecond) // 15 keepalive intervals of silence from the client
+	// Five keepalive intervals of silence from the client. The peer must
+	// answer a keepalive within one interval: with 100 ms, a loaded
+	// 2-core machine under -race missed that 1 run in 50 (stalls of
+	// several hundred ms), which says nothing about the daemon.
+	time.Sleep(5 * time.Second)
 	if err := srv.WriteMessage([]byte("still there?")); err != nil {
 		t.Fatalf("the peer dropped the connection while the client blocked: %v", err)
 	}
