@@ -1,3 +1,5 @@
+//go:build ignore
+
 /*
  * example.c - an SMB2 exchange through smbdirectd, in C.
  *

@@ -1,3 +1,5 @@
+//go:build ignore
+
 /* smbdirect.c - see smbdirect.h and docs/smbdirectd.md. */
 #define _GNU_SOURCE
 #include "smbdirect.h"
@@ -129,6 +131,10 @@ static ssize_t recv_msg(sdd_client *c, int *fd)
 	ssize_t n;
 	*fd = -1;
 	do n = recvmsg(c->fd, &m, MSG_CMSG_CLOEXEC); while (n < 0 && errno == EINTR);
+	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+		seterr(c, errno, "nothing pending (the control socket is non-blocking)");
+		return -1;
+	}
 	if (n <= 0) {
 		seterr(c, n == 0 ? ECONNRESET : errno, "the daemon closed the session");
 		return -1;
@@ -328,6 +334,16 @@ int sdd_dial(sdd_client *c, const char *addr, uint32_t timeout_ms, struct sdd_co
 
 int sdd_listen(sdd_client *c, const char *addr, uint64_t *listener, char *bound, size_t bound_len)
 {
+	return sdd_listen_flags(c, addr, 0, listener, bound, bound_len);
+}
+
+int sdd_fileno(const sdd_client *c) { return c->fd; }
+
+void sdd_set_fileno(sdd_client *c, int fd) { c->fd = fd; }
+
+int sdd_listen_flags(sdd_client *c, const char *addr, uint32_t flags, uint64_t *listener, char *bound,
+		     size_t bound_len)
+{
 	size_t al = strlen(addr);
 	if (al > 1024) {
 		seterr(c, EINVAL, "address too long");
@@ -338,6 +354,8 @@ int sdd_listen(sdd_client *c, const char *addr, uint64_t *listener, char *bound,
 	p = put16(p, (uint16_t)al);
 	memcpy(p, addr, al);
 	p += al;
+	/* Flags are optional on the wire: without them older daemons understand us. */
+	if (flags) p = put32(p, flags);
 	size_t blen;
 	int t = roundtrip(c, p, id, -1, &blen, NULL);
 	if (t < 0) return -1;

@@ -67,10 +67,28 @@ int sdd_dial(sdd_client *c, const char *addr, uint32_t timeout_ms, struct sdd_co
  * writes the bound address to bound (if not NULL). */
 int sdd_listen(sdd_client *c, const char *addr, uint64_t *listener, char *bound, size_t bound_len);
 
+/* SDD_LISTEN_SERVER_CHANNEL: connections accepted by the listener get the
+ * daemon's server-side RDMA channel (it turns SMB2 READ/WRITE with an RDMA
+ * channel into inline ones for the program and does the RDMA itself). */
+#define SDD_LISTEN_SERVER_CHANNEL 1
+
+/* sdd_listen_flags is sdd_listen with flags (SDD_LISTEN_*); with flags 0
+ * it sends exactly what sdd_listen sends. */
+int sdd_listen_flags(sdd_client *c, const char *addr, uint32_t flags, uint64_t *listener, char *bound,
+		     size_t bound_len);
+
 /* sdd_accept waits for the next connection accepted by listener and
  * returns its stream fd. Connections that arrive while other calls are in
  * progress are kept (up to 64; beyond that the oldest is dropped). */
 int sdd_accept(sdd_client *c, uint64_t listener, struct sdd_conn_info *info);
+
+/* sdd_fileno is the control socket: readable when an accepted connection
+ * (or a reply) waits, for poll/epoll. With O_NONBLOCK set on it, sdd_accept
+ * fails with EAGAIN instead of waiting. sdd_set_fileno makes the client use
+ * fd, a duplicate of that socket the caller made (dup2 to a number a
+ * program expects; the caller closes the old one). */
+int sdd_fileno(const sdd_client *c);
+void sdd_set_fileno(sdd_client *c, int fd);
 
 /* sdd_close_handle ends a connection or listener at once, whoever holds
  * its fd. */

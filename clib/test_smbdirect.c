@@ -1,3 +1,5 @@
+//go:build ignore
+
 /*
  * test_smbdirect.c - exercises the C library against smbdirectd and a Go
  * SMB Direct peer (smbdirectd/server/clib_test.go drives the peer's side):
