@@ -177,7 +177,7 @@ static struct conn *add_conn(int fd)
 	if (sock_id(fd, &d, &i) < 0) return NULL;
 	if (nconns == capconns) {
 		gc();
-		if (nconns * 2 > capconns) {
+		if (nconns * 2 >= capconns) { /* still half full: grow */
 			size_t cap = capconns ? capconns * 2 : 64;
 			struct conn *c = realloc(conns, cap * sizeof *c);
 			if (!c) return NULL;

@@ -1,0 +1,393 @@
+//go:build linux
+
+package clib_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/smbdirect/smbdirect/clib"
+	"github.com/smbdirect/smbdirect/internal/ctl"
+	"github.com/smbdirect/smbdirect/iwarp"
+	"github.com/smbdirect/smbdirect/smbd"
+	"github.com/smbdirect/smbdirect/smbdirectd/server"
+)
+
+var (
+	buildOnce sync.Once
+	preload   string
+	testProg  string
+	buildErr  error
+)
+
+// built compiles the preload library (through clib.BuildPreload, as
+// smbdirect exec does) and the C test program once per test binary.
+func built(t *testing.T) (string, string) {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "preload-test-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		// The directory lives as long as the test binary; TestMain removes it.
+		buildDir = dir
+		var fresh bool
+		preload, fresh, buildErr = clib.BuildPreload(dir)
+		if buildErr == nil && !fresh {
+			buildErr = fmt.Errorf("BuildPreload into an empty directory did not build")
+		}
+		if buildErr != nil {
+			return
+		}
+		testProg = filepath.Join(dir, "test_preload")
+		out, err := exec.Command("gcc", "-std=c11", "-Wall", "-Wextra", "-Werror", "-O2", "-o", testProg, "test_preload.c").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("gcc: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return preload, testProg
+}
+
+var buildDir string
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if buildDir != "" {
+		os.RemoveAll(buildDir)
+	}
+	os.Exit(code)
+}
+
+func smbdConfig() *smbd.Config {
+	return &smbd.Config{Provider: iwarp.New(iwarp.Config{FirstSendDelay: -1})}
+}
+
+func startDaemon(t *testing.T) *server.Server {
+	t.Helper()
+	s, err := server.Listen(server.Config{Socket: filepath.Join(t.TempDir(), "d.sock"), SMBD: smbdConfig()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(context.Background()) }()
+	t.Cleanup(func() {
+		s.Close()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
+	return s
+}
+
+// freePort is a TCP port on 127.0.0.1 below the ephemeral range, so that
+// no port-0 listener of a concurrent test is handed it meanwhile.
+func freePort(t *testing.T) int {
+	t.Helper()
+	for range 100 {
+		p := 20000 + rand.IntN(10000)
+		if l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p)); err == nil {
+			l.Close()
+			return p
+		}
+	}
+	t.Fatal("no free port")
+	return 0
+}
+
+// prog is the C test program running under the preload.
+type prog struct {
+	cmd    *exec.Cmd
+	lines  chan string // stdout
+	stderr lockedBuffer
+	out    lockedBuffer // stdout, for failure messages
+	done   chan struct{} // closed when it has exited; err is then set
+	err    error
+}
+
+// wait waits for the program to exit and returns Wait's error.
+func (p *prog) wait() error {
+	<-p.done
+	return p.err
+}
+
+func startProg(t *testing.T, env []string, args ...string) *prog {
+	t.Helper()
+	lib, bin := built(t)
+	p := &prog{cmd: exec.Command(bin, args...), lines: make(chan string, 64), done: make(chan struct{})}
+	p.cmd.Env = append(append(os.Environ(), "LD_PRELOAD="+lib), env...)
+	p.cmd.Stderr = &p.stderr
+	stdout, err := p.cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			p.out.Write([]byte(sc.Text() + "\n"))
+			p.lines <- sc.Text()
+		}
+		close(p.lines)
+		p.err = p.cmd.Wait()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		p.cmd.Process.Kill()
+		p.wait()
+	})
+	return p
+}
+
+// next returns the program's next stdout line.
+func (p *prog) next(t *testing.T) string {
+	t.Helper()
+	select {
+	case l, ok := <-p.lines:
+		if !ok {
+			t.Fatalf("the C program ended: %v\nstdout:\n%s\nstderr:\n%s", p.wait(), p.out.String(), p.stderr.String())
+		}
+		if strings.HasPrefix(l, "FAIL") {
+			t.Fatalf("C program: %s\nstdout:\n%s\nstderr:\n%s", l, p.out.String(), p.stderr.String())
+		}
+		return l
+	case <-time.After(30 * time.Second):
+		t.Fatalf("no line from the C program\nstdout:\n%s\nstderr:\n%s", p.out.String(), p.stderr.String())
+	}
+	return ""
+}
+
+func (p *prog) expect(t *testing.T, want string) {
+	t.Helper()
+	if l := p.next(t); l != want {
+		t.Fatalf("C program said %q, want %q\nstdout:\n%s\nstderr:\n%s", l, want, p.out.String(), p.stderr.String())
+	}
+}
+
+// smbDirectAddr waits for the preload's line saying where the port went.
+func (p *prog) smbDirectAddr(t *testing.T, port int) string {
+	t.Helper()
+	prefix := fmt.Sprintf("smbdirect-preload: pid %d: TCP port %d is SMB Direct on ", p.cmd.Process.Pid, port)
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		for _, l := range strings.Split(p.stderr.String(), "\n") {
+			if a, ok := strings.CutPrefix(l, prefix); ok {
+				return a
+			}
+		}
+	}
+	t.Fatalf("no line %q on stderr:\n%s", prefix, p.stderr.String())
+	return ""
+}
+
+func dial(t *testing.T, addr string) *smbd.Conn {
+	t.Helper()
+	c, err := smbd.Dial(t.Context(), addr, smbdConfig())
+	if err != nil {
+		t.Fatalf("SMB Direct to %s: %v", addr, err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	return c
+}
+
+func readMsg(t *testing.T, c *smbd.Conn) (string, error) {
+	t.Helper()
+	buf := make([]byte, 1<<16)
+	n, err := c.ReadMessage(buf)
+	return string(buf[:n]), err
+}
+
+// The preload against a real daemon and Go SMB Direct peers: the
+// listening fd wakes epoll, accept and accept4 (blocking, non-blocking,
+// flags), addresses, TCP options and TCP_INFO, FIONREAD/SIOCOUTQ, a
+// forked child serving the accepted fd until the peer hangs up, and a
+// plain TCP listener on another port left alone. With the listen address
+// a wildcard, getsockname gives the address the peer reached.
+func TestPreload(t *testing.T) {
+	for _, listen := range []string{"127.0.0.1:0", ":0"} {
+		t.Run(listen, func(t *testing.T) {
+			s := startDaemon(t)
+			port := freePort(t)
+			p := startProg(t, []string{"SMBDIRECT_SOCKET=" + s.Addr(), "SMBDIRECT_LISTEN=" + listen,
+				fmt.Sprintf("SMBDIRECT_PORT=%d", port), "SMBDIRECT_CHANNEL=0"}, "main", fmt.Sprint(port))
+			p.expect(t, "DIAL 1")
+			addr := p.smbDirectAddr(t, port)
+			_, aport, _ := net.SplitHostPort(addr)
+			target := net.JoinHostPort("127.0.0.1", aport)
+			checkAddr := func(n int, c *smbd.Conn) {
+				t.Helper()
+				want := fmt.Sprintf("ADDR %d peer=%s local=%s", n, c.LocalAddr(), target)
+				if l := p.next(t); l != want {
+					t.Fatalf("C program said %q, want %q", l, want)
+				}
+			}
+
+			c1 := dial(t, target)
+			checkAddr(1, c1)
+			if err := c1.WriteMessage([]byte("ping1")); err != nil {
+				t.Fatal(err)
+			}
+			if m, err := readMsg(t, c1); err != nil || m != "pong1 from the child" {
+				t.Fatalf("reply %q, %v\n%s", m, err, p.out.String())
+			}
+			c1.Close() // the child reads EOF and exits 0
+
+			p.expect(t, "DIAL 2")
+			c2 := dial(t, target)
+			checkAddr(2, c2)
+
+			p.expect(t, "DIAL 3")
+			c3 := dial(t, target)
+			checkAddr(3, c3)
+			if m, err := readMsg(t, c3); err != nil || m != "hello 3" {
+				t.Fatalf("from the C program: %q, %v", m, err)
+			}
+			// Its closes hang up connections 2 and 3.
+			for i, c := range []*smbd.Conn{c2, c3} {
+				if m, err := readMsg(t, c); err == nil {
+					t.Fatalf("connection %d: %q after the program closed it", i+2, m)
+				}
+			}
+			p.expect(t, "C_PRELOAD_OK")
+			if err := p.wait(); err != nil {
+				t.Fatalf("C program: %v\n%s", err, p.stderr.String())
+			}
+			// Its one line on stderr, nothing else.
+			if n := strings.Count(p.stderr.String(), "\n"); n != 1 {
+				t.Errorf("stderr has %d lines:\n%s", n, p.stderr.String())
+			}
+		})
+	}
+}
+
+// Without a daemon, listen fails with the connect's errno and one line
+// on stderr says why.
+func TestPreloadNoDaemon(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "none.sock")
+	port := freePort(t)
+	p := startProg(t, []string{"SMBDIRECT_SOCKET=" + sock, fmt.Sprintf("SMBDIRECT_PORT=%d", port)}, "listen", fmt.Sprint(port))
+	p.expect(t, fmt.Sprintf("LISTEN_FAIL %d", syscall.ENOENT))
+	p.wait()
+	want := fmt.Sprintf("smbdirect-preload: cannot reach smbdirectd at %s: %s\n", sock, syscall.ENOENT.Error())
+	if got := p.stderr.String(); !strings.EqualFold(got, want) {
+		t.Errorf("stderr %q, want %q", got, want)
+	}
+	// Bad settings fail every TCP listen the same way.
+	for _, env := range []string{"SMBDIRECT_CHANNEL=yes", "SMBDIRECT_PORT=70000"} {
+		p := startProg(t, []string{"SMBDIRECT_SOCKET=" + sock, fmt.Sprintf("SMBDIRECT_PORT=%d", port), env}, "listen", fmt.Sprint(port))
+		p.expect(t, fmt.Sprintf("LISTEN_FAIL %d", syscall.EINVAL))
+		p.wait()
+		if !strings.HasPrefix(p.stderr.String(), "smbdirect-preload: "+env+": ") {
+			t.Errorf("%s: stderr %q", env, p.stderr.String())
+		}
+	}
+}
+
+// Other ports than SMBDIRECT_PORT pass through: without a daemon, a
+// listener on another port listens.
+func TestPreloadOtherPort(t *testing.T) {
+	port := freePort(t)
+	p := startProg(t, []string{"SMBDIRECT_SOCKET=" + filepath.Join(t.TempDir(), "none.sock"),
+		fmt.Sprintf("SMBDIRECT_PORT=%d", port+1)}, "listen", fmt.Sprint(port))
+	p.expect(t, "LISTEN_OK")
+	p.wait()
+	if s := p.stderr.String(); s != "" {
+		t.Errorf("stderr %q", s)
+	}
+}
+
+// The Listen the preload sends: SMBDIRECT_CHANNEL=1 (the default) adds
+// the u32 flags SDD_LISTEN_SERVER_CHANNEL after the address, 0 sends the
+// address alone (what daemons before the flags understand). A fake daemon
+// checks the exact bytes.
+func TestPreloadListenFlags(t *testing.T) {
+	for _, tc := range []struct {
+		env  []string
+		tail []byte
+	}{
+		{nil, []byte{1, 0, 0, 0}},
+		{[]string{"SMBDIRECT_CHANNEL=1"}, []byte{1, 0, 0, 0}},
+		{[]string{"SMBDIRECT_CHANNEL=0"}, nil},
+	} {
+		sock := filepath.Join(t.TempDir(), "fake.sock")
+		ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: sock, Net: "unixpacket"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := make(chan []byte, 1)
+		go func() {
+			defer ln.Close()
+			c, err := ln.AcceptUnix()
+			if err != nil {
+				got <- nil
+				return
+			}
+			defer c.Close()
+			buf := make([]byte, 1<<16)
+			n, _ := c.Read(buf) // Hello
+			h, _, _ := ctl.ParseHeader(buf[:n])
+			m := ctl.AppendHeader(nil, ctl.TypeHelloOK, h.ID)
+			m = append(m, 1, 0)
+			m = ctl.Finish(ctl.AppendBytes16(m, []byte("fake")), 0)
+			c.Write(m)
+			n, _ = c.Read(buf) // Listen
+			msg := append([]byte(nil), buf[:n]...)
+			h, _, _ = ctl.ParseHeader(msg)
+			m = ctl.AppendHeader(nil, ctl.TypeListening, h.ID)
+			m = binary.LittleEndian.AppendUint64(m, 7)
+			m = ctl.Finish(ctl.AppendBytes16(m, []byte("127.0.0.1:5445")), 0)
+			c.Write(m)
+			got <- msg
+			io.Copy(io.Discard, c) // until the program exits
+		}()
+		port := freePort(t)
+		p := startProg(t, append([]string{"SMBDIRECT_SOCKET=" + sock, "SMBDIRECT_LISTEN=127.0.0.1:5445",
+			fmt.Sprintf("SMBDIRECT_PORT=%d", port)}, tc.env...), "listen", fmt.Sprint(port))
+		p.expect(t, "LISTEN_OK")
+		p.wait()
+		msg := <-got
+		want := ctl.AppendHeader(nil, ctl.TypeListen, 2)
+		want = append(ctl.AppendBytes16(want, []byte("127.0.0.1:5445")), tc.tail...)
+		want = ctl.Finish(want, 0)
+		if !bytes.Equal(msg, want) {
+			t.Errorf("%v: Listen\n% x\nwant\n% x", tc.env, msg, want)
+		}
+	}
+}
+
+// lockedBuffer collects a child's output from several goroutines.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
