@@ -117,7 +117,7 @@ type prog struct {
 	cmd    *exec.Cmd
 	lines  chan string // stdout
 	stderr lockedBuffer
-	out    lockedBuffer // stdout, for failure messages
+	out    lockedBuffer  // stdout, for failure messages
 	done   chan struct{} // closed when it has exited; err is then set
 	err    error
 }
