@@ -59,6 +59,10 @@ func exitCode(err error, stderr io.Writer) int {
 	if err == nil {
 		return 0
 	}
+	var es exitStatus
+	if errors.As(err, &es) {
+		return int(es)
+	}
 	var re reportedError
 	if !errors.As(err, &re) {
 		fmt.Fprintln(stderr, "smbdirect:", err)
@@ -74,6 +78,12 @@ func exitCode(err error, stderr io.Writer) int {
 type usageError string
 
 func (e usageError) Error() string { return string(e) }
+
+// exitStatus is the status to exit with, nothing printed (smbdirect exec
+// passes on its program's).
+type exitStatus int
+
+func (e exitStatus) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
 
 // reportedError is a failure the command has already reported (in its
 // JSON output): the exit status says it, nothing more is printed.
