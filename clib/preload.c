@@ -176,7 +176,7 @@ static struct conn *add_conn(int fd)
 	ino_t i;
 	if (sock_id(fd, &d, &i) < 0) return NULL;
 	if (nconns == capconns) {
-		gc();
+		if (capconns) gc();
 		if (nconns * 2 >= capconns) { /* still half full: grow */
 			size_t cap = capconns ? capconns * 2 : 64;
 			struct conn *c = realloc(conns, cap * sizeof *c);
