@@ -83,6 +83,12 @@ static int ctl_family;                    /* the program's listening socket's */
 static struct sockaddr_storage ctl_tcp;   /* its TCP address, for getsockname */
 static socklen_t ctl_tcp_len;
 static struct sockaddr_storage ctl_bound; /* the SMB Direct address */
+static char ctl_bound_str[128];
+/* The family of each listener fd number (smbd may listen on :: and
+ * 0.0.0.0, both copies of the one session): accept reports addresses in
+ * the family of the socket it is called on, as the kernel would. */
+enum { MAX_LFD = 1024 };
+static unsigned char lfamily[MAX_LFD];
 static int daemon_gone;
 
 /* TCP options a program may set and read back. */
@@ -213,9 +219,14 @@ static socklen_t parse_addr(const char *s, int family, struct sockaddr_storage *
 		host[colon - s] = 0;
 		port = colon + 1;
 	}
-	char *endp;
-	long p = strtol(port, &endp, 10);
-	if (*port == 0 || *endp != 0 || p < 0 || p > 65535) return 0;
+	long p = 0;
+	size_t nd = strlen(port);
+	if (nd == 0 || nd > 5) return 0;
+	for (size_t k = 0; k < nd; k++) {
+		if (port[k] < '0' || port[k] > '9') return 0;
+		p = p * 10 + (port[k] - '0');
+	}
+	if (p > 65535) return 0;
 	struct in_addr a4 = { htonl(INADDR_ANY) };
 	struct in6_addr a6 = in6addr_any;
 	int v6 = 0;
@@ -263,11 +274,12 @@ static int is_wildcard(const struct sockaddr_storage *ss)
  * nothing). */
 static socklen_t local_for(const struct sockaddr_storage *peer, socklen_t peer_len, struct sockaddr_storage *local)
 {
-	uint16_t port = ctl_bound.ss_family == AF_INET ? ((struct sockaddr_in *)&ctl_bound)->sin_port
-						       : ((struct sockaddr_in6 *)&ctl_bound)->sin6_port;
-	socklen_t len = ctl_bound.ss_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
-	*local = ctl_bound;
-	if (!is_wildcard(&ctl_bound)) return len;
+	/* In the peer's family (IPv4-mapped if the listener is AF_INET6). */
+	socklen_t len = parse_addr(ctl_bound_str, peer->ss_family, local);
+	if (!len) *local = ctl_bound, len = sizeof *local;
+	uint16_t port = local->ss_family == AF_INET ? ((struct sockaddr_in *)local)->sin_port
+						    : ((struct sockaddr_in6 *)local)->sin6_port;
+	if (!is_wildcard(local)) return len;
 	memset(local, 0, sizeof *local);
 	local->ss_family = peer->ss_family;
 	len = peer_len;
@@ -394,7 +406,9 @@ static int takeover(int fd, const struct settings *st, const struct sockaddr_sto
 	ctl_tcp = *tcp;
 	ctl_tcp_len = tcp_len;
 	ctl_bound = b;
+	snprintf(ctl_bound_str, sizeof ctl_bound_str, "%s", bound);
 	daemon_gone = 0;
+	if (fd < MAX_LFD) lfamily[fd] = (unsigned char)tcp->ss_family;
 	pthread_mutex_unlock(&mu);
 	/* One line: where the port went (with port 0 the only way to learn it). */
 	fprintf(stderr, "smbdirect-preload: pid %d: TCP port %d is SMB Direct on %s\n", (int)getpid(), st->port, bound);
@@ -429,6 +443,11 @@ API int listen(int fd, int backlog)
 		int fdflags = fcntl(fd, F_GETFD);
 		/* Status flags (O_NONBLOCK) belong to the session socket, shared by all copies. */
 		r = fdflags < 0 || dup3(sdd_fileno(session), fd, fdflags & FD_CLOEXEC ? O_CLOEXEC : 0) < 0 ? -1 : 0;
+		if (r == 0 && fd < MAX_LFD) {
+			pthread_mutex_lock(&mu);
+			lfamily[fd] = (unsigned char)ss.ss_family;
+			pthread_mutex_unlock(&mu);
+		}
 	} else {
 		r = takeover(fd, &st, &ss, len);
 	}
@@ -481,11 +500,12 @@ static int conn_accept(int fd, struct sockaddr *addr, socklen_t *alen, int flags
 		errno = ENOMEM;
 		return -1;
 	}
-	c->peer_len = parse_addr(info.remote, ctl_family, &c->peer);
+	int family = fd < MAX_LFD && lfamily[fd] ? lfamily[fd] : ctl_family;
+	c->peer_len = parse_addr(info.remote, family, &c->peer);
 	if (!c->peer_len) { /* cannot happen with our daemon; keep the connection */
 		memset(&c->peer, 0, sizeof c->peer);
-		c->peer.ss_family = ctl_family;
-		c->peer_len = ctl_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
+		c->peer.ss_family = family;
+		c->peer_len = family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
 	}
 	c->local_len = local_for(&c->peer, c->peer_len, &c->local);
 	c->mss = info.max_send_size ? info.max_send_size : 1364;

@@ -279,6 +279,26 @@ func TestPreload(t *testing.T) {
 	}
 }
 
+// An AF_INET6 listener reports an IPv4 peer and our side IPv4-mapped,
+// with the listen address a wildcard or not.
+func TestPreloadIPv6Listener(t *testing.T) {
+	for _, listen := range []string{"127.0.0.1:0", ":0"} {
+		s := startDaemon(t)
+		port := freePort(t)
+		p := startProg(t, []string{"SMBDIRECT_SOCKET=" + s.Addr(), "SMBDIRECT_LISTEN=" + listen,
+			fmt.Sprintf("SMBDIRECT_PORT=%d", port), "SMBDIRECT_CHANNEL=0"}, "v6", fmt.Sprint(port))
+		p.expect(t, "DIAL 1")
+		_, aport, _ := net.SplitHostPort(p.smbDirectAddr(t, port))
+		c := dial(t, net.JoinHostPort("127.0.0.1", aport))
+		_, cport, _ := net.SplitHostPort(c.LocalAddr().String())
+		p.expect(t, fmt.Sprintf("ADDR 1 peer=[::ffff:127.0.0.1]:%s local=[::ffff:127.0.0.1]:%s", cport, aport))
+		p.expect(t, "C_PRELOAD_OK")
+		if err := p.wait(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // Without a daemon, listen fails with the connect's errno and one line
 // on stderr says why.
 func TestPreloadNoDaemon(t *testing.T) {

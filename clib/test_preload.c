@@ -7,6 +7,7 @@
  * "C_PRELOAD_OK" at the end; any failed check prints "FAIL" and exits 1.
  *
  *   test_preload main PORT     the whole script on TCP port PORT
+ *   test_preload v6 PORT       an AF_INET6 listener, one IPv4 peer
  *   test_preload listen PORT   listen on PORT only, print LISTEN_OK or
  *                              LISTEN_FAIL <errno>
  */
@@ -280,6 +281,38 @@ static int main_script(int port)
 	return 0;
 }
 
+/* v6_script: an AF_INET6 listener on [::]:PORT reports an IPv4 peer as
+ * IPv4-mapped, as a dual-stack socket does. */
+static int v6_script(int port)
+{
+	int l = socket(AF_INET6, SOCK_STREAM, 0);
+	CHECK(l >= 0);
+	struct sockaddr_in6 sa = { .sin6_family = AF_INET6, .sin6_port = htons(port), .sin6_addr = IN6ADDR_ANY_INIT };
+	CHECK(bind(l, (struct sockaddr *)&sa, sizeof sa) == 0);
+	CHECK(listen(l, 4) == 0);
+	struct sockaddr_in6 la;
+	socklen_t ll = sizeof la;
+	CHECK(getsockname(l, (struct sockaddr *)&la, &ll) == 0 && ll == sizeof la && la.sin6_family == AF_INET6);
+	say("DIAL %d\n", 1);
+	struct sockaddr_in6 pa, pn, sn;
+	socklen_t pal = sizeof pa, pnl = sizeof pn, snl = sizeof sn;
+	int c = accept(l, (struct sockaddr *)&pa, &pal);
+	CHECK(c >= 0 && pal == sizeof pa && pa.sin6_family == AF_INET6);
+	CHECK(getpeername(c, (struct sockaddr *)&pn, &pnl) == 0 && pnl == sizeof pn && !memcmp(&pa, &pn, sizeof pa));
+	CHECK(getsockname(c, (struct sockaddr *)&sn, &snl) == 0 && snl == sizeof sn && sn.sin6_family == AF_INET6);
+	int got;
+	socklen_t gl = sizeof got;
+	CHECK(getsockopt(c, SOL_SOCKET, SO_DOMAIN, &got, &gl) == 0 && got == AF_INET6);
+	char a[INET6_ADDRSTRLEN], b[INET6_ADDRSTRLEN];
+	inet_ntop(AF_INET6, &pa.sin6_addr, a, sizeof a);
+	inet_ntop(AF_INET6, &sn.sin6_addr, b, sizeof b);
+	printf("ADDR 1 peer=[%s]:%d local=[%s]:%d\n", a, ntohs(pa.sin6_port), b, ntohs(sn.sin6_port));
+	close(c);
+	close(l);
+	printf("C_PRELOAD_OK\n");
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	setvbuf(stdout, NULL, _IOLBF, 0);
@@ -289,6 +322,7 @@ int main(int argc, char **argv)
 	}
 	int port = atoi(argv[2]);
 	if (!strcmp(argv[1], "main")) return main_script(port);
+	if (!strcmp(argv[1], "v6")) return v6_script(port);
 	int l = tcp_listener(port, 0);
 	if (listen(l, 4) < 0) {
 		printf("LISTEN_FAIL %d\n", errno);
