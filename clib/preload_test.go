@@ -11,9 +11,11 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -70,6 +72,13 @@ var buildDir string
 
 func TestMain(m *testing.M) {
 	code := m.Run()
+	if parser.cmd != nil && parser.cmd.Process != nil {
+		parser.in.Close()
+		if err := parser.cmd.Wait(); err != nil && code == 0 {
+			fmt.Fprintln(os.Stderr, "fuzz_preload:", err)
+			code = 1
+		}
+	}
 	if buildDir != "" {
 		os.RemoveAll(buildDir)
 	}
@@ -410,4 +419,140 @@ func (l *lockedBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
+}
+
+// addrParser is fuzz_preload.c, the preload's address parser under
+// AddressSanitizer and UBSan, one process per test binary.
+type addrParser struct {
+	cmd *exec.Cmd
+	mu  sync.Mutex
+	in  io.WriteCloser
+	out *bufio.Scanner
+	err error
+}
+
+var (
+	parserOnce sync.Once
+	parser     addrParser
+)
+
+func startParser(t *testing.T) *addrParser {
+	t.Helper()
+	built(t)
+	parserOnce.Do(func() {
+		bin := filepath.Join(buildDir, "fuzz_preload")
+		out, err := exec.Command("gcc", "-std=c11", "-Wall", "-Wextra", "-Werror", "-g", "-O1",
+			"-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-o", bin, "fuzz_preload.c", "smbdirect.c").CombinedOutput()
+		if err != nil {
+			parser.err = fmt.Errorf("gcc: %v\n%s", err, out)
+			return
+		}
+		cmd := exec.Command(bin)
+		parser.cmd = cmd
+		cmd.Stderr = os.Stderr // a sanitizer's report
+		if parser.in, parser.err = cmd.StdinPipe(); parser.err != nil {
+			return
+		}
+		stdout, err := cmd.StdoutPipe()
+		if err != nil {
+			parser.err = err
+			return
+		}
+		parser.out = bufio.NewScanner(stdout)
+		// It ends when TestMain closes its stdin.
+		parser.err = cmd.Start()
+	})
+	if parser.err != nil {
+		t.Fatal(parser.err)
+	}
+	return &parser
+}
+
+func (p *addrParser) parse(t *testing.T, v6 bool, s string) string {
+	t.Helper()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	fam := "4"
+	if v6 {
+		fam = "6"
+	}
+	if _, err := fmt.Fprintf(p.in, "%s %x\n", fam, s); err != nil || !p.out.Scan() {
+		t.Fatalf("the parser died on %q (see its sanitizer report above)", s)
+	}
+	return p.out.Text()
+}
+
+// FuzzPreloadAddr: the preload parses "host:port" and "[v6]:port" from
+// the daemon without memory errors, and every address Go can parse comes
+// out as Go parses it (IPv4-mapped when the listener is AF_INET6).
+func FuzzPreloadAddr(f *testing.F) {
+	for _, s := range []string{"127.0.0.1:5445", "[::1]:5445", ":0", "[::]:445", "0.0.0.0:65535", "1.2.3.4:65536",
+		"[fe80::1%eth0]:1", "host:1", "[::1]", "::1:80", "1.2.3.4: 80", "1.2.3.4:+80", "1.2.3.4:-1", "01.2.3.4:1",
+		"[::ffff:1.2.3.4]:9", "[::1.2.3.4]:9", "[" + strings.Repeat("1", 80) + "]:1", "[]:1", "[:1", "]:1", "", ":", "1.2.3.4:00080"} {
+		f.Add(false, s)
+		f.Add(true, s)
+	}
+	f.Fuzz(func(t *testing.T, v6 bool, s string) {
+		if len(s) > 1000 {
+			return
+		}
+		got := startParser(t).parse(t, v6, s)
+		if i := strings.IndexByte(s, 0); i >= 0 {
+			s = s[:i] // a C string
+		}
+		var host, port string
+		ok := true
+		if strings.HasPrefix(s, "[") {
+			end := strings.IndexByte(s, ']')
+			ok = end > 0 && end+1 < len(s) && s[end+1] == ':'
+			if ok {
+				host, port = s[1:end], s[end+2:]
+			}
+		} else if i := strings.LastIndexByte(s, ':'); i >= 0 {
+			host, port = s[:i], s[i+1:]
+		} else {
+			ok = false
+		}
+		pn := 0
+		if ok {
+			ok = len(host) < 64 && len(port) >= 1 && len(port) <= 5
+			for _, c := range port {
+				ok = ok && c >= '0' && c <= '9'
+				pn = pn*10 + int(c-'0')
+			}
+			ok = ok && pn <= 65535
+		}
+		if !ok {
+			if got != "bad" {
+				t.Fatalf("%q: %q, want bad", s, got)
+			}
+			return
+		}
+		var want netip.Addr
+		if host == "" {
+			want = netip.IPv4Unspecified()
+			if v6 {
+				want = netip.IPv6Unspecified()
+			}
+		} else if a, err := netip.ParseAddr(host); err == nil && a.Zone() == "" {
+			want = a
+			if v6 && a.Is4() {
+				want = netip.AddrFrom16(a.As16())
+			}
+		} else {
+			return // Go does not parse it; only memory safety is checked
+		}
+		f := strings.Fields(got)
+		if len(f) != 5 || f[0] != "ok" {
+			t.Fatalf("%q: %q, want %v port %d", s, got, want, pn)
+		}
+		ip, err := netip.ParseAddr(f[2])
+		wantFam, wantLen := "4", "16"
+		if want.Is6() {
+			wantFam, wantLen = "6", "28"
+		}
+		if err != nil || ip.As16() != want.As16() || f[1] != wantFam || f[3] != strconv.Itoa(pn) || f[4] != wantLen {
+			t.Fatalf("%q (v6 listener %v): %q, want %s %v port %d", s, v6, got, wantFam, want, pn)
+		}
+	})
 }
