@@ -38,6 +38,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -455,6 +456,18 @@ API int listen(int fd, int backlog)
 	return r;
 }
 
+/* retire replaces a listener fd whose daemon session has ended by an
+ * eventfd nobody writes: the session's socket would stay readable (EOF)
+ * and spin the program's event loop on accept errors. */
+static void retire(int fd)
+{
+	int fdflags = fcntl(fd, F_GETFD), fl = fcntl(fd, F_GETFL);
+	int e = eventfd(0, EFD_CLOEXEC | (fl >= 0 && (fl & O_NONBLOCK) ? EFD_NONBLOCK : 0));
+	if (e < 0) return;
+	dup3(e, fd, fdflags >= 0 && (fdflags & FD_CLOEXEC) ? O_CLOEXEC : 0);
+	close(e);
+}
+
 /* conn_accept serves accept/accept4 on a listener fd of ours. */
 static int conn_accept(int fd, struct sockaddr *addr, socklen_t *alen, int flags)
 {
@@ -464,6 +477,7 @@ static int conn_accept(int fd, struct sockaddr *addr, socklen_t *alen, int flags
 	}
 	pthread_mutex_lock(&accept_mu);
 	if (daemon_gone) {
+		retire(fd);
 		pthread_mutex_unlock(&accept_mu);
 		errno = ECONNABORTED;
 		return -1;
@@ -474,8 +488,9 @@ static int conn_accept(int fd, struct sockaddr *addr, socklen_t *alen, int flags
 	int s = sdd_accept(session, listener, &info);
 	int e = errno;
 	if (s < 0 && e != EAGAIN && e != EWOULDBLOCK && e != EINTR) {
-		warn("the smbdirectd session ended: %s", sdd_last_error(session));
+		warn("the smbdirectd session ended (%s): no more SMB Direct connections", sdd_last_error(session));
 		daemon_gone = 1;
+		retire(fd);
 		e = ECONNABORTED;
 	}
 	pthread_mutex_unlock(&accept_mu);

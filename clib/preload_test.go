@@ -308,6 +308,23 @@ func TestPreloadIPv6Listener(t *testing.T) {
 	}
 }
 
+// When the daemon goes away, the listener says so once and goes quiet.
+func TestPreloadDaemonGone(t *testing.T) {
+	s := startDaemon(t)
+	port := freePort(t)
+	p := startProg(t, []string{"SMBDIRECT_SOCKET=" + s.Addr(), "SMBDIRECT_LISTEN=127.0.0.1:0",
+		fmt.Sprintf("SMBDIRECT_PORT=%d", port), "SMBDIRECT_CHANNEL=0"}, "gone", fmt.Sprint(port))
+	p.expect(t, "STOP 1")
+	s.Close()
+	p.expect(t, "C_PRELOAD_OK")
+	if err := p.wait(); err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(p.stderr.String(), "smbdirect-preload: the smbdirectd session ended"); n != 1 {
+		t.Errorf("stderr:\n%s", p.stderr.String())
+	}
+}
+
 // Without a daemon, listen fails with the connect's errno and one line
 // on stderr says why.
 func TestPreloadNoDaemon(t *testing.T) {

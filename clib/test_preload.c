@@ -8,6 +8,7 @@
  *
  *   test_preload main PORT     the whole script on TCP port PORT
  *   test_preload v6 PORT       an AF_INET6 listener, one IPv4 peer
+ *   test_preload gone PORT     the daemon goes away ("STOP 1")
  *   test_preload listen PORT   listen on PORT only, print LISTEN_OK or
  *                              LISTEN_FAIL <errno>
  */
@@ -313,6 +314,24 @@ static int v6_script(int port)
 	return 0;
 }
 
+/* gone_script: when the daemon goes away, accept fails once with
+ * ECONNABORTED and the listener no longer wakes epoll (no busy loop). */
+static int gone_script(int port)
+{
+	int l = tcp_listener(port, 1);
+	CHECK(listen(l, 4) == 0);
+	int ep = epoll_create1(EPOLL_CLOEXEC);
+	struct epoll_event ev = { .events = EPOLLIN, .data.fd = l };
+	CHECK(ep >= 0 && epoll_ctl(ep, EPOLL_CTL_ADD, l, &ev) == 0);
+	say("STOP %d\n", 1);
+	CHECK(epoll_wait(ep, &ev, 1, 20000) == 1 && ev.data.fd == l);
+	CHECK(accept(l, NULL, NULL) < 0 && errno == ECONNABORTED);
+	CHECK(epoll_wait(ep, &ev, 1, 300) == 0);
+	CHECK(fcntl(l, F_GETFD) == FD_CLOEXEC && (fcntl(l, F_GETFL) & O_NONBLOCK));
+	printf("C_PRELOAD_OK\n");
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	setvbuf(stdout, NULL, _IOLBF, 0);
@@ -323,6 +342,7 @@ int main(int argc, char **argv)
 	int port = atoi(argv[2]);
 	if (!strcmp(argv[1], "main")) return main_script(port);
 	if (!strcmp(argv[1], "v6")) return v6_script(port);
+	if (!strcmp(argv[1], "gone")) return gone_script(port);
 	int l = tcp_listener(port, 0);
 	if (listen(l, 4) < 0) {
 		printf("LISTEN_FAIL %d\n", errno);
