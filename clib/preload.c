@@ -371,7 +371,8 @@ static int takeover(int fd, const struct settings *st, const struct sockaddr_sto
 	char bound[128];
 	if (sdd_listen_flags(c, st->listen, st->channel ? SDD_LISTEN_SERVER_CHANNEL : 0, &h, bound, sizeof bound) < 0) {
 		int e = errno;
-		warn("smbdirectd refused to listen on %s: %s (%s)", st->listen, sdd_last_error(c), strerror(e));
+		warn("smbdirectd refused to listen on %s: %s (%s)%s", st->listen, sdd_last_error(c), strerror(e),
+		     st->channel && e == EINVAL ? "; an smbdirectd without the server RDMA channel? SMBDIRECT_CHANNEL=0 listens without" : "");
 		sdd_close(c);
 		errno = e;
 		return -1;
