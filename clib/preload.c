@@ -417,6 +417,24 @@ static int takeover(int fd, const struct settings *st, const struct sockaddr_sto
 	return 0;
 }
 
+/* session_fd finds an fd of this process that is still the session's
+ * socket (the program may have closed the one we hold), makes the session
+ * use it and returns it; -1 if there is none. Called with accept_mu held. */
+static int session_fd(void)
+{
+	dev_t d;
+	ino_t i;
+	int fd = sdd_fileno(session);
+	if (fd >= 0 && sock_id(fd, &d, &i) == 0 && d == ctl_dev && i == ctl_ino) return fd;
+	for (fd = 0; fd < MAX_LFD; fd++) {
+		if (lfamily[fd] && sock_id(fd, &d, &i) == 0 && d == ctl_dev && i == ctl_ino) {
+			sdd_set_fileno(session, fd);
+			return fd;
+		}
+	}
+	return -1;
+}
+
 API int listen(int fd, int backlog)
 {
 	if (is_listener(fd)) return 0; /* listening already */
@@ -439,7 +457,16 @@ API int listen(int fd, int backlog)
 	if (port != st.port) return REAL(listen)(fd, backlog);
 	pthread_mutex_lock(&accept_mu);
 	int r;
-	if (session && !daemon_gone) {
+	if (session && (daemon_gone || session_fd() < 0)) {
+		/* The program closed every copy (smbd reopens its listeners on a
+		 * reload), or the daemon went away: start afresh. */
+		sdd_set_fileno(session, -1); /* its socket is gone or not ours to close */
+		sdd_close(session);
+		pthread_mutex_lock(&mu);
+		session = NULL;
+		pthread_mutex_unlock(&mu);
+	}
+	if (session) {
 		/* Another listener on the port (smbd opens one per address):
 		 * a second copy of the one session wakes and accepts alike. */
 		int fdflags = fcntl(fd, F_GETFD);

@@ -192,15 +192,20 @@ func (p *prog) expect(t *testing.T, want string) {
 	}
 }
 
-// smbDirectAddr waits for the preload's line saying where the port went.
+// smbDirectAddr waits for the preload's line saying where the port went
+// and returns the address (of the last such line).
 func (p *prog) smbDirectAddr(t *testing.T, port int) string {
 	t.Helper()
 	prefix := fmt.Sprintf("smbdirect-preload: pid %d: TCP port %d is SMB Direct on ", p.cmd.Process.Pid, port)
 	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		addr := ""
 		for _, l := range strings.Split(p.stderr.String(), "\n") {
 			if a, ok := strings.CutPrefix(l, prefix); ok {
-				return a
+				addr = a
 			}
+		}
+		if addr != "" {
+			return addr
 		}
 	}
 	t.Fatalf("no line %q on stderr:\n%s", prefix, p.stderr.String())
@@ -305,6 +310,30 @@ func TestPreloadIPv6Listener(t *testing.T) {
 		if err := p.wait(); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// A program that closes its listener and listens again (smbd on a
+// reload) gets a fresh session.
+func TestPreloadRelisten(t *testing.T) {
+	s := startDaemon(t)
+	port := freePort(t)
+	p := startProg(t, []string{"SMBDIRECT_SOCKET=" + s.Addr(), "SMBDIRECT_LISTEN=127.0.0.1:0",
+		fmt.Sprintf("SMBDIRECT_PORT=%d", port), "SMBDIRECT_CHANNEL=0"}, "relisten", fmt.Sprint(port))
+	p.expect(t, "DIAL 1")
+	// stderr arrives through its own pipe, maybe after stdout's line.
+	for deadline := time.Now().Add(10 * time.Second); strings.Count(p.stderr.String(), "is SMB Direct on") != 2; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("want 2 takeovers:\n%s", p.stderr.String())
+		}
+	}
+	c := dial(t, p.smbDirectAddr(t, port))
+	if m, err := readMsg(t, c); err != nil || m != "relistened" {
+		t.Fatalf("%q, %v", m, err)
+	}
+	p.expect(t, "C_PRELOAD_OK")
+	if err := p.wait(); err != nil {
+		t.Fatal(err)
 	}
 }
 

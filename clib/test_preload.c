@@ -9,6 +9,7 @@
  *   test_preload main PORT     the whole script on TCP port PORT
  *   test_preload v6 PORT       an AF_INET6 listener, one IPv4 peer
  *   test_preload gone PORT     the daemon goes away ("STOP 1")
+ *   test_preload relisten PORT listen, close, listen again
  *   test_preload listen PORT   listen on PORT only, print LISTEN_OK or
  *                              LISTEN_FAIL <errno>
  */
@@ -332,6 +333,25 @@ static int gone_script(int port)
 	return 0;
 }
 
+/* relisten_script: the program closes its listener and listens anew on
+ * the port (as smbd may on a reload): a fresh session takes over. */
+static int relisten_script(int port)
+{
+	int l = tcp_listener(port, 0);
+	CHECK(listen(l, 4) == 0);
+	close(l);
+	l = tcp_listener(port, 0);
+	CHECK(listen(l, 4) == 0);
+	say("DIAL %d\n", 1);
+	int c = accept(l, NULL, NULL);
+	CHECK(c >= 0);
+	CHECK(write_pdu(c, "relistened") == 0);
+	close(c);
+	close(l);
+	printf("C_PRELOAD_OK\n");
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	setvbuf(stdout, NULL, _IOLBF, 0);
@@ -343,6 +363,7 @@ int main(int argc, char **argv)
 	if (!strcmp(argv[1], "main")) return main_script(port);
 	if (!strcmp(argv[1], "v6")) return v6_script(port);
 	if (!strcmp(argv[1], "gone")) return gone_script(port);
+	if (!strcmp(argv[1], "relisten")) return relisten_script(port);
 	int l = tcp_listener(port, 0);
 	if (listen(l, 4) < 0) {
 		printf("LISTEN_FAIL %d\n", errno);
