@@ -37,30 +37,20 @@ var (
 )
 
 // built compiles the preload library (through clib.BuildPreload, as
-// smbdirect exec does) and the C test program once per test binary.
+// smbdirect exec does) and the C test program once per test binary, into
+// buildDir.
 func built(t *testing.T) (string, string) {
 	t.Helper()
 	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "preload-test-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		// The directory lives as long as the test binary; TestMain removes it.
-		buildDir = dir
 		var fresh bool
-		preload, fresh, buildErr = clib.BuildPreload(dir)
-		if buildErr == nil && !fresh {
+		preload, fresh, buildErr = clib.BuildPreload(buildDir)
+		if buildErr == nil && !fresh && !fuzzWorker {
 			buildErr = fmt.Errorf("BuildPreload into an empty directory did not build")
 		}
 		if buildErr != nil {
 			return
 		}
-		testProg = filepath.Join(dir, "test_preload")
-		out, err := exec.Command("gcc", "-std=c11", "-Wall", "-Wextra", "-Werror", "-O2", "-o", testProg, "test_preload.c").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("gcc: %v\n%s", err, out)
-		}
+		testProg, buildErr = gcc(buildDir, "test_preload", "-O2", "test_preload.c")
 	})
 	if buildErr != nil {
 		t.Fatal(buildErr)
@@ -68,9 +58,45 @@ func built(t *testing.T) (string, string) {
 	return preload, testProg
 }
 
-var buildDir string
+// gcc compiles srcs into dir/name with warnings as errors. Fuzz workers
+// build side by side into one directory: the output is renamed into place.
+func gcc(dir, name string, args ...string) (string, error) {
+	f, err := os.CreateTemp(dir, name+".tmp-")
+	if err != nil {
+		return "", err
+	}
+	f.Close()
+	out, err := exec.Command("gcc", append([]string{"-std=c11", "-Wall", "-Wextra", "-Werror", "-o", f.Name()}, args...)...).CombinedOutput()
+	if err != nil {
+		os.Remove(f.Name())
+		return "", fmt.Errorf("gcc: %v\n%s", err, out)
+	}
+	path := filepath.Join(dir, name)
+	return path, os.Rename(f.Name(), path)
+}
+
+// buildDir holds what the tests build. The process that made it removes
+// it at the end; fuzz workers, which the coordinator kills, share the
+// coordinator's through the environment.
+var (
+	buildDir   string
+	fuzzWorker bool
+)
+
+const buildDirEnv = "SMBDIRECT_CLIB_TEST_DIR"
 
 func TestMain(m *testing.M) {
+	if buildDir = os.Getenv(buildDirEnv); buildDir != "" {
+		fuzzWorker = true
+		os.Exit(m.Run())
+	}
+	dir, err := os.MkdirTemp("", "preload-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	buildDir = dir
+	os.Setenv(buildDirEnv, dir)
 	code := m.Run()
 	if parser.cmd != nil && parser.cmd.Process != nil {
 		parser.in.Close()
@@ -79,9 +105,7 @@ func TestMain(m *testing.M) {
 			code = 1
 		}
 	}
-	if buildDir != "" {
-		os.RemoveAll(buildDir)
-	}
+	os.RemoveAll(buildDir)
 	os.Exit(code)
 }
 
@@ -486,11 +510,10 @@ func startParser(t *testing.T) *addrParser {
 	t.Helper()
 	built(t)
 	parserOnce.Do(func() {
-		bin := filepath.Join(buildDir, "fuzz_preload")
-		out, err := exec.Command("gcc", "-std=c11", "-Wall", "-Wextra", "-Werror", "-g", "-O1",
-			"-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-o", bin, "fuzz_preload.c", "smbdirect.c").CombinedOutput()
+		bin, err := gcc(buildDir, "fuzz_preload", "-g", "-O1", "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
+			"fuzz_preload.c", "smbdirect.c")
 		if err != nil {
-			parser.err = fmt.Errorf("gcc: %v\n%s", err, out)
+			parser.err = err
 			return
 		}
 		cmd := exec.Command(bin)
