@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -249,6 +250,20 @@ func TestExecSamba(t *testing.T) {
 	child2 := waitChild(t, parent, append(before, child1))
 	if child1 == child2 || !alive(child1) || !alive(child2) {
 		t.Fatalf("children %d and %d", child1, child2)
+	}
+	// smbd knows each client by its SMB Direct address (getpeername).
+	out, err := exec.Command("smbstatus", "-s", sb.conf, "-b").CombinedOutput()
+	if err != nil {
+		t.Fatalf("smbstatus: %v\n%s", err, out)
+	}
+	for _, c := range []struct {
+		pid int
+		s   *session
+	}{{child1, s1}, {child2, s2}} {
+		want := regexp.MustCompile(fmt.Sprintf(`(?m)^%d\s+root\s+.*\(ipv4:%s\)`, c.pid, regexp.QuoteMeta(c.s.conn.LocalAddr().String())))
+		if !want.Match(out) {
+			t.Errorf("smbstatus has no line %q:\n%s", want, out)
+		}
 	}
 	both := make(chan error, 1)
 	go func() { both <- putGetErr(s1, sb, "both1.bin", 3<<20) }() // both at once
