@@ -13,12 +13,18 @@
  * 4-byte Direct TCP header, exactly as TCP would). What a TCP server asks
  * of its connected socket and a socketpair cannot answer is answered
  * here: getpeername/getsockname give IPv4/IPv6 addresses, IPPROTO_TCP
- * options (TCP_NODELAY, keepalive times, TCP_INFO, ...) succeed. Every
- * other fd passes through untouched.
+ * options (TCP_NODELAY, keepalive times, TCP_INFO, ...) succeed.
+ *
+ * It also turns an unmodified TCP client (smbclient) into an SMB Direct
+ * one: a connect() to an address listed in SMBDIRECT_DIAL becomes a
+ * daemon Dial of the SMB Direct address listed with it, whose stream fd
+ * takes the program's socket's number; the same faked calls answer on it.
+ * Every other fd passes through untouched.
  *
  * Environment: SMBDIRECT_SOCKET (the daemon's control socket, default
  * SDD_DEFAULT_SOCKET), SMBDIRECT_LISTEN, SMBDIRECT_PORT, SMBDIRECT_CHANNEL
- * (1, the default: the daemon's server-side RDMA channel; 0: none).
+ * (1, the default: the daemon's server-side RDMA channel; 0: none),
+ * SMBDIRECT_DIAL ("IP:PORT=SMBDIRECTADDR,..."; IPv6 as [v6]:port).
  *
  * Built with -fvisibility=hidden: only the interposed libc calls are
  * exported. libc and libdl only.
@@ -47,6 +53,7 @@
 
 /* The next definitions of the calls we interpose (libc's). */
 static int (*real_listen)(int, int);
+static int (*real_connect)(int, const struct sockaddr *, socklen_t);
 static int (*real_accept)(int, struct sockaddr *, socklen_t *);
 static int (*real_accept4)(int, struct sockaddr *, socklen_t *, int);
 static int (*real_getpeername)(int, struct sockaddr *, socklen_t *);
@@ -57,6 +64,7 @@ static int (*real_setsockopt)(int, int, int, const void *, socklen_t);
 static void resolve(void)
 {
 	real_listen = (int (*)(int, int))dlsym(RTLD_NEXT, "listen");
+	real_connect = (int (*)(int, const struct sockaddr *, socklen_t))dlsym(RTLD_NEXT, "connect");
 	real_accept = (int (*)(int, struct sockaddr *, socklen_t *))dlsym(RTLD_NEXT, "accept");
 	real_accept4 = (int (*)(int, struct sockaddr *, socklen_t *, int))dlsym(RTLD_NEXT, "accept4");
 	real_getpeername = (int (*)(int, struct sockaddr *, socklen_t *))dlsym(RTLD_NEXT, "getpeername");
@@ -288,7 +296,7 @@ static socklen_t local_for(const struct sockaddr_storage *peer, socklen_t peer_l
 	if (u >= 0) {
 		struct sockaddr_storage to = *peer;
 		socklen_t l = sizeof *local;
-		if (connect(u, (struct sockaddr *)&to, peer_len) == 0 &&
+		if (REAL(connect)(u, (struct sockaddr *)&to, peer_len) == 0 &&
 		    REAL(getsockname)(u, (struct sockaddr *)local, &l) == 0)
 			len = l;
 		close(u);
@@ -567,6 +575,198 @@ API int accept4(int fd, struct sockaddr *addr, socklen_t *alen, int flags)
 {
 	if (is_listener(fd)) return conn_accept(fd, addr, alen, flags);
 	return REAL(accept4)(fd, addr, alen, flags);
+}
+
+/* Outgoing connections (SMBDIRECT_DIAL). */
+
+/* same_endpoint: a and b (AF_INET or AF_INET6, IPv4-mapped counting as IPv4)
+ * name the same address and port. */
+static int same_endpoint(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+{
+	unsigned char ia[16], ib[16];
+	uint16_t pa, pb;
+	const struct sockaddr_storage *x[2] = { a, b };
+	unsigned char *ip[2] = { ia, ib };
+	uint16_t *port[2] = { &pa, &pb };
+	for (int k = 0; k < 2; k++) {
+		memset(ip[k], 0, 16);
+		if (x[k]->ss_family == AF_INET) {
+			const struct sockaddr_in *s4 = (const struct sockaddr_in *)x[k];
+			ip[k][10] = ip[k][11] = 0xff;
+			memcpy(ip[k] + 12, &s4->sin_addr, 4);
+			*port[k] = s4->sin_port;
+		} else {
+			const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)x[k];
+			memcpy(ip[k], &s6->sin6_addr, 16);
+			*port[k] = s6->sin6_port;
+		}
+	}
+	return pa == pb && !memcmp(ia, ib, 16);
+}
+
+/* dial_target looks up the TCP address to in SMBDIRECT_DIAL, a comma-
+ * separated list of "IP:PORT=SMBDIRECTADDR" (IP numeric: smbdirect exec
+ * resolves names for us), and copies the SMB Direct address into target.
+ * Returns 1 if found, 0 if not, -1 if the list is malformed. */
+static int dial_target(const struct sockaddr_storage *to, char *target, size_t cap)
+{
+	const char *list = getenv("SMBDIRECT_DIAL");
+	if (!list || !*list) return 0;
+	const char *p = list;
+	while (*p) {
+		const char *end = strchr(p, ',');
+		size_t n = end ? (size_t)(end - p) : strlen(p);
+		char item[300];
+		if (n >= sizeof item) goto bad;
+		memcpy(item, p, n);
+		item[n] = 0;
+		char *eq = strchr(item, '=');
+		if (!eq || !eq[1]) goto bad;
+		*eq = 0;
+		struct sockaddr_storage a;
+		if (!parse_addr(item, AF_INET6, &a)) goto bad;
+		if (same_endpoint(&a, to)) {
+			if (strlen(eq + 1) >= cap) goto bad;
+			strcpy(target, eq + 1);
+			return 1;
+		}
+		p += n;
+		if (*p == ',') p++;
+	}
+	return 0;
+bad:
+	warn("SMBDIRECT_DIAL=%s: want IP:PORT=HOST:PORT[,...] ([v6]:port for IPv6)", list);
+	return -1;
+}
+
+/* dial_errno maps a failed daemon Dial to what connect() would report. */
+static int dial_errno(int e)
+{
+	switch (e) {
+	case ECONNREFUSED: case ETIMEDOUT: case EHOSTUNREACH: case ENETUNREACH: case EINTR: return e;
+	case ENXIO: return EHOSTUNREACH; /* the SMB Direct host name did not resolve */
+	default: return ECONNREFUSED;
+	}
+}
+
+/* local_of fills local with a plausible address of our side towards
+ * peer: the source the routing table picks (a UDP connect sends nothing)
+ * with a port in the ephemeral range standing for the connection. */
+static socklen_t local_of(const struct sockaddr_storage *peer, socklen_t peer_len, ino_t ino,
+			  struct sockaddr_storage *local)
+{
+	memset(local, 0, sizeof *local);
+	local->ss_family = peer->ss_family;
+	socklen_t len = peer->ss_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
+	int u = socket(peer->ss_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (u >= 0) {
+		struct sockaddr_storage to = *peer;
+		socklen_t l = sizeof *local;
+		if (REAL(connect)(u, (struct sockaddr *)&to, peer_len) < 0 ||
+		    REAL(getsockname)(u, (struct sockaddr *)local, &l) < 0) {
+			memset(local, 0, sizeof *local);
+			local->ss_family = peer->ss_family;
+		}
+		close(u);
+	}
+	uint16_t port = htons((uint16_t)(32768 + ino % 28232));
+	if (local->ss_family == AF_INET) ((struct sockaddr_in *)local)->sin_port = port;
+	else ((struct sockaddr_in6 *)local)->sin6_port = port;
+	return len;
+}
+
+/* dial_over makes fd, the program's TCP socket, an SMB Direct connection
+ * to target through the daemon; peer is the address it connected to.
+ *
+ * The Dial completes before connect returns, also for a non-blocking
+ * socket: connect may succeed at once (as on loopback with AF_UNIX), and
+ * programs that expect EINPROGRESS accept 0 (smbclient does), so no
+ * thread is needed to finish it behind the program's back. The cost: a
+ * non-blocking connect waits for the SMB Direct connection (the daemon's
+ * dial timeout, 30 s, bounds it). */
+static int dial_over(int fd, const struct sockaddr_storage *peer, socklen_t peer_len, const char *target)
+{
+	struct settings st;
+	if (settings(&st) < 0) {
+		errno = EINVAL;
+		return -1;
+	}
+	sdd_client *c = sdd_open(st.socket);
+	if (!c) {
+		int e = errno;
+		warn("cannot reach smbdirectd at %s to dial %s: %s", st.socket, target, strerror(e));
+		errno = ECONNREFUSED;
+		return -1;
+	}
+	struct sdd_conn_info info;
+	int s = sdd_dial(c, target, 0, &info);
+	if (s < 0) {
+		int e = errno;
+		warn("SMB Direct to %s: %s", target, sdd_last_error(c));
+		sdd_close(c);
+		errno = dial_errno(e);
+		return -1;
+	}
+	/* The connection lives on without the session (while its fd is open). */
+	sdd_close(c);
+	int fdflags = fcntl(fd, F_GETFD), flflags = fcntl(fd, F_GETFL);
+	if (fdflags < 0 || flflags < 0 || dup3(s, fd, fdflags & FD_CLOEXEC ? O_CLOEXEC : 0) < 0) {
+		int e = errno;
+		close(s);
+		errno = e;
+		return -1;
+	}
+	close(s);
+	if (fcntl(fd, F_SETFL, (fcntl(fd, F_GETFL) & ~O_NONBLOCK) | (flflags & O_NONBLOCK)) < 0) return -1;
+	pthread_mutex_lock(&mu);
+	struct conn *cn = add_conn(fd);
+	if (!cn) {
+		pthread_mutex_unlock(&mu);
+		/* A connected socket the library cannot describe: still usable. */
+		errno = ENOMEM;
+		return -1;
+	}
+	cn->peer = *peer;
+	cn->peer_len = peer_len;
+	cn->local_len = local_of(peer, peer_len, cn->ino, &cn->local);
+	cn->mss = info.max_send_size ? info.max_send_size : 1364;
+	pthread_mutex_unlock(&mu);
+	return 0;
+}
+
+API int connect(int fd, const struct sockaddr *addr, socklen_t len)
+{
+	if (!addr || (addr->sa_family != AF_INET && addr->sa_family != AF_INET6) ||
+	    len < (addr->sa_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6)))
+		goto pass;
+	pthread_mutex_lock(&mu);
+	int ours = find_conn(fd) != NULL;
+	pthread_mutex_unlock(&mu);
+	if (ours) { /* connected already, as TCP says to a second connect */
+		errno = EISCONN;
+		return -1;
+	}
+	struct sockaddr_storage to;
+	memset(&to, 0, sizeof to);
+	socklen_t tolen = addr->sa_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
+	memcpy(&to, addr, tolen);
+	char target[256];
+	int found = dial_target(&to, target, sizeof target);
+	if (found <= 0) {
+		if (found < 0) {
+			errno = EINVAL;
+			return -1;
+		}
+		goto pass;
+	}
+	int type = 0, proto = 0;
+	socklen_t tl = sizeof type, pl = sizeof proto;
+	if (REAL(getsockopt)(fd, SOL_SOCKET, SO_TYPE, &type, &tl) < 0 || type != SOCK_STREAM ||
+	    REAL(getsockopt)(fd, SOL_SOCKET, SO_PROTOCOL, &proto, &pl) < 0 || proto != IPPROTO_TCP)
+		goto pass;
+	return dial_over(fd, &to, tolen, target);
+pass:
+	return REAL(connect)(fd, addr, len);
 }
 
 API int getpeername(int fd, struct sockaddr *addr, socklen_t *alen)

@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -29,8 +30,8 @@ import (
 func init() {
 	register(&command{
 		name:  "exec",
-		usage: "[--socket PATH] [--listen ADDR] [--port N] [--no-rdma-channel] -- PROGRAM [ARGS...]",
-		short: "run an unmodified TCP SMB server (Samba's smbd) so that it serves SMB Direct",
+		usage: "[--socket PATH] [--listen ADDR] [--port N] [--no-rdma-channel] [--dial HOST[:PORT][=RDMAHOST:RDMAPORT]]... -- PROGRAM [ARGS...]",
+		short: "run an unmodified TCP SMB server (smbd) or client (smbclient) over SMB Direct",
 		long: `Runs PROGRAM with libsmbdirect-preload.so in LD_PRELOAD (appended to one already
 set). When PROGRAM listens on TCP port --port, the library asks smbdirectd to
 listen for SMB Direct on --listen instead, and PROGRAM's accept() returns the
@@ -43,6 +44,18 @@ Example, Samba's smbd (SMB Direct on port 5445 for Linux cifs.ko, mount -o rdma)
 
     smbdirect exec -- smbd -F --no-process-group -s /etc/samba/smb.conf
 
+With --dial (repeatable), PROGRAM's outgoing TCP connections become SMB Direct
+ones: a connect() to an address HOST resolves to, on PORT (default 445), is
+dialed by the daemon to RDMAHOST:RDMAPORT (default HOST:5445) and PROGRAM's
+socket becomes the stream fd. PROGRAM resolves HOST itself, as over TCP; this
+command resolves HOST (numbers as they are, names with the system resolver:
+/etc/hosts, DNS) when it starts and hands the library every address found,
+so give PROGRAM the same name or one of those addresses. RDMAHOST is
+resolved by the daemon. Other connections are TCP as before. Example, Samba's
+smbclient against a server with SMB Direct on 5445:
+
+    smbdirect exec --dial fileserver -- smbclient //fileserver/share -U user
+
 If no smbdirectd answers on --socket, one runs inside this process while
 PROGRAM runs (one line on stderr says so) and stops when it exits.
 Signals (INT, TERM, HUP, QUIT, USR1, USR2) are passed on to PROGRAM; the exit
@@ -54,8 +67,9 @@ the C sources in this binary into the user cache directory
 ($XDG_CACHE_HOME/smbdirect, keyed by a hash of the sources; one line on stderr
 says so when it builds).
 
-PROGRAM's environment gets SMBDIRECT_SOCKET, SMBDIRECT_LISTEN, SMBDIRECT_PORT and
-SMBDIRECT_CHANNEL (1 or 0), which the library reads (docs/samba.md). The library
+PROGRAM's environment gets SMBDIRECT_SOCKET, SMBDIRECT_LISTEN, SMBDIRECT_PORT,
+SMBDIRECT_CHANNEL (1 or 0) and SMBDIRECT_DIAL (IP:PORT=RDMAADDR,...), which the
+library reads (docs/samba.md). The library
 prints one line on stderr per listener it takes over:
     smbdirect-preload: pid N: TCP port P is SMB Direct on ADDR`,
 		setup: func(fs *flag.FlagSet) func(context.Context, []string) error {
@@ -64,6 +78,10 @@ prints one line on stderr per listener it takes over:
 			fs.StringVar(&o.listen, "listen", fmt.Sprintf(":%d", smbd.PortIWARP), "SMB Direct address to listen on (host:port; port 0 picks one)")
 			fs.IntVar(&o.port, "port", 445, "the TCP port of PROGRAM that becomes SMB Direct")
 			fs.BoolVar(&o.noChannel, "no-rdma-channel", false, "no server-side RDMA channel: PROGRAM sees READ/WRITE as the client sent them")
+			fs.Func("dial", "`HOST[:PORT][=RDMAHOST:RDMAPORT]`: PROGRAM's TCP connections to HOST:PORT (445) go over SMB Direct to RDMAHOST:RDMAPORT (HOST:5445); repeatable", func(v string) error {
+				o.dial = append(o.dial, v)
+				return nil
+			})
 			return func(ctx context.Context, args []string) error { return runExec(ctx, o, args) }
 		},
 	})
@@ -73,6 +91,7 @@ type execOptions struct {
 	socket, listen string
 	port           int
 	noChannel      bool
+	dial           []string // --dial as given
 }
 
 // maxSocketPath: sun_path holds 108 bytes with the terminating NUL.
@@ -94,6 +113,10 @@ func runExec(ctx context.Context, o execOptions, args []string) error {
 		return usageError(fmt.Sprintf("--listen %q: want host:port", o.listen))
 	} else if n, err := strconv.Atoi(p); err != nil || n < 0 || n > 65535 {
 		return usageError(fmt.Sprintf("--listen %q: bad port", o.listen))
+	}
+	dialEnv, err := dialList(ctx, o.dial)
+	if err != nil {
+		return err
 	}
 	socket, err := filepath.Abs(o.socket)
 	if err != nil {
@@ -120,7 +143,8 @@ func runExec(ctx context.Context, o execOptions, args []string) error {
 	}
 	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Env = programEnv(os.Environ(), lib, map[string]string{"SMBDIRECT_SOCKET": socket,
-		"SMBDIRECT_LISTEN": o.listen, "SMBDIRECT_PORT": strconv.Itoa(o.port), "SMBDIRECT_CHANNEL": channel})
+		"SMBDIRECT_LISTEN": o.listen, "SMBDIRECT_PORT": strconv.Itoa(o.port), "SMBDIRECT_CHANNEL": channel,
+		"SMBDIRECT_DIAL": dialEnv})
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, stdoutOf(ctx), stderr
 	// Signals arriving before PROGRAM starts wait in the channel.
 	sigs := make(chan os.Signal, 16)
@@ -178,8 +202,10 @@ func programEnv(env []string, lib string, vars map[string]string) []string {
 		out = append(out, kv)
 	}
 	out = append(out, "LD_PRELOAD="+preload)
-	for _, k := range []string{"SMBDIRECT_SOCKET", "SMBDIRECT_LISTEN", "SMBDIRECT_PORT", "SMBDIRECT_CHANNEL"} {
-		out = append(out, k+"="+vars[k])
+	for _, k := range []string{"SMBDIRECT_SOCKET", "SMBDIRECT_LISTEN", "SMBDIRECT_PORT", "SMBDIRECT_CHANNEL", "SMBDIRECT_DIAL"} {
+		if v, ok := vars[k]; ok {
+			out = append(out, k+"="+v)
+		}
 	}
 	return out
 }
@@ -252,4 +278,52 @@ func ensureDaemon(ctx context.Context, socket, program string, stderr io.Writer)
 		scancel()
 		<-done
 	}, nil
+}
+
+// dialList turns the --dial values into SMBDIRECT_DIAL: one
+// "IP:PORT=RDMAADDR" per address HOST resolves to, comma-separated. The
+// library matches connect()'s numeric address, so names are resolved
+// here, once, as PROGRAM would resolve them (the system resolver).
+func dialList(ctx context.Context, dials []string) (string, error) {
+	var items []string
+	for _, d := range dials {
+		tcp, target, hasTarget := strings.Cut(d, "=")
+		host, port := tcp, "445"
+		if h, p, err := net.SplitHostPort(tcp); err == nil {
+			host, port = h, p
+		} else if strings.HasPrefix(tcp, "[") && strings.HasSuffix(tcp, "]") {
+			host = tcp[1 : len(tcp)-1]
+		}
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			return "", usageError(fmt.Sprintf("--dial %q: bad port %q", d, port))
+		}
+		if host == "" || strings.ContainsAny(host, ",=[]") {
+			return "", usageError(fmt.Sprintf("--dial %q: want HOST[:PORT][=RDMAHOST:RDMAPORT]", d))
+		}
+		if !hasTarget {
+			target = net.JoinHostPort(host, strconv.Itoa(smbd.PortIWARP))
+		} else if h, p, err := net.SplitHostPort(target); err != nil || h == "" || strings.ContainsAny(target, ",=") {
+			return "", usageError(fmt.Sprintf("--dial %q: want RDMAHOST:RDMAPORT after =", d))
+		} else if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+			return "", usageError(fmt.Sprintf("--dial %q: bad port %q", d, p))
+		}
+		var ips []netip.Addr
+		if a, err := netip.ParseAddr(host); err == nil {
+			ips = []netip.Addr{a}
+		} else {
+			rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			ips, err = net.DefaultResolver.LookupNetIP(rctx, "ip", host)
+			cancel()
+			if err != nil {
+				return "", fmt.Errorf("--dial %s: %w", d, err)
+			}
+		}
+		for _, a := range ips {
+			if a.Zone() != "" {
+				continue // the library matches addresses without zones
+			}
+			items = append(items, net.JoinHostPort(a.Unmap().String(), port)+"="+target)
+		}
+	}
+	return strings.Join(items, ","), nil
 }
