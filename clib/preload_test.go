@@ -473,6 +473,167 @@ func TestPreloadListenFlags(t *testing.T) {
 	}
 }
 
+// echoPeer is an SMB Direct listener that answers each message m with
+// "echo: m"; conns counts the connections it has seen end.
+func echoPeer(t *testing.T) (addr string, ended func() int) {
+	t.Helper()
+	l, err := smbd.Listen(t.Context(), "127.0.0.1:0", smbdConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	n := 0
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := l.AcceptSMBD(context.Background())
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				buf := make([]byte, 1<<16)
+				for {
+					k, err := c.ReadMessage(buf)
+					if err != nil {
+						mu.Lock()
+						n++
+						mu.Unlock()
+						return
+					}
+					if c.WriteMessage(append([]byte("echo: "), buf[:k]...)) != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		l.Close()
+		wg.Wait()
+	})
+	return l.Addr().String(), func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return n
+	}
+}
+
+// tcpEcho is a TCP echo server on 127.0.0.1; it returns the port and
+// the peers' ports, as they connect.
+func tcpEcho(t *testing.T) (int, chan int) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	peers := make(chan int, 16)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			select {
+			case peers <- c.RemoteAddr().(*net.TCPAddr).Port:
+			default:
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				io.Copy(c, c)
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		l.Close()
+		wg.Wait()
+	})
+	return l.Addr().(*net.TCPAddr).Port, peers
+}
+
+// Outgoing connections (SMBDIRECT_DIAL): blocking and non-blocking
+// connect (epoll for writability, SO_ERROR), close-on-exec and
+// O_NONBLOCK kept, the asked address from getpeername, our side of its
+// family, EISCONN, an AF_INET6 socket to the IPv4-mapped address, a
+// forked child on a dup; a refused SMB Direct dial fails connect with
+// ECONNREFUSED (one line on stderr each); other addresses are TCP.
+// connect returns 0 at once also on a non-blocking socket ("NB 0").
+func TestPreloadConnect(t *testing.T) {
+	s := startDaemon(t)
+	peer, ended := echoPeer(t)
+	port := freePort(t)
+	refused := fmt.Sprintf("127.0.0.1:%d", freePort(t)) // nothing listens there
+	tport, tpeers := tcpEcho(t)
+	dialEnv := fmt.Sprintf("SMBDIRECT_DIAL=127.0.0.1:%d=%s,127.0.0.2:%d=%s", port, peer, port, refused)
+	p := startProg(t, []string{"SMBDIRECT_SOCKET=" + s.Addr(), dialEnv}, "connect", fmt.Sprint(port), fmt.Sprint(tport))
+	p.expect(t, "NB 0")
+	p.expect(t, "CLOSED 3")
+	// The program closed its three connections: the peer sees them end.
+	for deadline := time.Now().Add(20 * time.Second); ended() != 3; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of 3 connections ended at the peer", ended())
+		}
+	}
+	if l := p.next(t); !strings.EqualFold(l, "NB "+syscall.ECONNREFUSED.Error()) {
+		t.Fatalf("non-blocking connect to a refusing peer: %q", l)
+	}
+	select {
+	case tp := <-tpeers:
+		p.expect(t, fmt.Sprintf("TCP %d", tp))
+	case <-time.After(20 * time.Second):
+		t.Fatal("no TCP connection")
+	}
+	p.expect(t, "C_CONNECT_OK")
+	if err := p.wait(); err != nil {
+		t.Fatalf("C program: %v\n%s", err, p.stderr.String())
+	}
+	lines := strings.Split(strings.TrimSuffix(p.stderr.String(), "\n"), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("stderr has %d lines, want 2 (the refused dials):\n%s", len(lines), p.stderr.String())
+	}
+	for _, l := range lines {
+		if !strings.HasPrefix(l, "smbdirect-preload: SMB Direct to "+refused+": ") {
+			t.Errorf("stderr line %q", l)
+		}
+	}
+	if st := s.Stats(); st.ConnsTotal != 3 {
+		t.Errorf("the daemon made %d connections, want 3", st.ConnsTotal)
+	}
+}
+
+// Connect's failures: no daemon (ECONNREFUSED and one line why), a
+// malformed SMBDIRECT_DIAL (EINVAL and one line), an address not in the
+// list (the kernel's own refusal, nothing on stderr).
+func TestPreloadConnectFail(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "none.sock")
+	port := freePort(t)
+	for _, tc := range []struct {
+		dial, want, stderr string
+	}{
+		{fmt.Sprintf("127.0.0.1:%d=127.0.0.1:5445", port), fmt.Sprintf("CONNECT_FAIL %d", syscall.ECONNREFUSED),
+			fmt.Sprintf("smbdirect-preload: cannot reach smbdirectd at %s to dial 127.0.0.1:5445: %s\n", sock, syscall.ENOENT.Error())},
+		{"127.0.0.1=127.0.0.1:5445", fmt.Sprintf("CONNECT_FAIL %d", syscall.EINVAL),
+			"smbdirect-preload: SMBDIRECT_DIAL=127.0.0.1=127.0.0.1:5445: want IP:PORT=HOST:PORT[,...] ([v6]:port for IPv6)\n"},
+		{fmt.Sprintf("127.0.0.1:%d=127.0.0.1:5445", port+1), fmt.Sprintf("CONNECT_FAIL %d", syscall.ECONNREFUSED), ""},
+	} {
+		p := startProg(t, []string{"SMBDIRECT_SOCKET=" + sock, "SMBDIRECT_DIAL=" + tc.dial}, "connect1", fmt.Sprint(port))
+		p.expect(t, tc.want)
+		p.wait()
+		if got := p.stderr.String(); !strings.EqualFold(got, tc.stderr) {
+			t.Errorf("%s: stderr %q, want %q", tc.dial, got, tc.stderr)
+		}
+	}
+}
+
 // lockedBuffer collects a child's output from several goroutines.
 type lockedBuffer struct {
 	mu sync.Mutex

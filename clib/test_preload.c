@@ -12,6 +12,16 @@
  *   test_preload relisten PORT listen, close, listen again
  *   test_preload listen PORT   listen on PORT only, print LISTEN_OK or
  *                              LISTEN_FAIL <errno>
+ *   test_preload connect PORT TCPPORT
+ *                              connects to 127.0.0.1:PORT (SMBDIRECT_DIAL
+ *                              sends it to an echoing SMB Direct peer) in
+ *                              the ways a TCP client does, to 127.0.0.2:PORT
+ *                              (dialed to where nothing listens) and to
+ *                              127.0.0.1:TCPPORT (a TCP echo server; not
+ *                              in SMBDIRECT_DIAL, "TCP <local port>");
+ *                              prints C_CONNECT_OK
+ *   test_preload connect1 PORT connect to 127.0.0.1:PORT blocking, print
+ *                              CONNECT_OK or CONNECT_FAIL <errno>
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -352,14 +362,175 @@ static int relisten_script(int port)
 	return 0;
 }
 
+static struct sockaddr_in ip4(const char *ip, int port)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(port) };
+	inet_pton(AF_INET, ip, &sa.sin_addr);
+	return sa;
+}
+
+/* echo_check: a PDU out, "echo: " and it back (the Go peer's reply). */
+static void echo_check(int fd, const char *msg)
+{
+	char want[128], buf[256];
+	snprintf(want, sizeof want, "echo: %s", msg);
+	CHECK(write_pdu(fd, msg) == 0);
+	CHECK(wait_readable(fd));
+	CHECK(read_pdu(fd, buf, sizeof buf) == (int)strlen(want) && !strcmp(buf, want));
+}
+
+/* check_dialed checks what a TCP client asks of its connected socket:
+ * the peer is the address it connected to, our side is of its family. */
+static void check_dialed(int fd, const struct sockaddr *to, socklen_t tolen)
+{
+	struct sockaddr_storage peer, local;
+	socklen_t pl = sizeof peer, ll = sizeof local;
+	CHECK(getpeername(fd, (struct sockaddr *)&peer, &pl) == 0 && pl == tolen && !memcmp(&peer, to, tolen));
+	CHECK(getsockname(fd, (struct sockaddr *)&local, &ll) == 0 && ll == tolen && local.ss_family == to->sa_family);
+	if (to->sa_family == AF_INET) {
+		struct sockaddr_in *l4 = (struct sockaddr_in *)&local;
+		CHECK(l4->sin_addr.s_addr == htonl(INADDR_LOOPBACK) && ntohs(l4->sin_port) >= 32768);
+	} else {
+		struct sockaddr_in6 *l6 = (struct sockaddr_in6 *)&local;
+		CHECK(ntohs(l6->sin6_port) >= 32768);
+	}
+	int v = 1, got = -1;
+	socklen_t vl = sizeof got;
+	CHECK(setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &v, sizeof v) == 0);
+	CHECK(getsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &got, &vl) == 0 && got == 1);
+	CHECK(getsockopt(fd, SOL_SOCKET, SO_ERROR, &got, &vl) == 0 && got == 0);
+	CHECK(getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &got, &vl) == 0 && got == to->sa_family);
+	struct tcp_info ti;
+	socklen_t tl = sizeof ti;
+	CHECK(getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &tl) == 0 && ti.tcpi_state == TCP_ESTABLISHED);
+	/* Connected already: a second connect says so, as TCP's does. */
+	CHECK(connect(fd, to, tolen) < 0 && errno == EISCONN);
+}
+
+/* nb_connect connects a non-blocking socket the way smbclient does:
+ * connect, and on EINPROGRESS wait for writability and read SO_ERROR.
+ * Prints how connect returned ("NB 0" or "NB EINPROGRESS"); returns the
+ * connection's error (0 when connected). */
+static int nb_connect(int fd, const struct sockaddr *to, socklen_t tolen)
+{
+	int r = connect(fd, to, tolen);
+	int e = errno;
+	printf("NB %s\n", r == 0 ? "0" : e == EINPROGRESS ? "EINPROGRESS" : strerror(e));
+	if (r < 0 && e != EINPROGRESS) return e;
+	int ep = epoll_create1(EPOLL_CLOEXEC);
+	CHECK(ep >= 0);
+	struct epoll_event ev = { .events = EPOLLOUT, .data.fd = fd };
+	CHECK(epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) == 0);
+	CHECK(epoll_wait(ep, &ev, 1, 20000) == 1 && (ev.events & EPOLLOUT));
+	close(ep);
+	int err = -1;
+	socklen_t el = sizeof err;
+	CHECK(getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el) == 0);
+	return err;
+}
+
+static int connect_script(int port, int tcpport)
+{
+	/* 1: blocking, close-on-exec from socket(). */
+	int a = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	CHECK(a >= 0);
+	struct sockaddr_in to = ip4("127.0.0.1", port);
+	CHECK(connect(a, (struct sockaddr *)&to, sizeof to) == 0);
+	CHECK(fcntl(a, F_GETFD) == FD_CLOEXEC && !(fcntl(a, F_GETFL) & O_NONBLOCK));
+	check_dialed(a, (struct sockaddr *)&to, sizeof to);
+	echo_check(a, "blocking");
+
+	/* 2: non-blocking, without close-on-exec; epoll for writability and
+	 * SO_ERROR as smbclient does; the socket stays non-blocking. */
+	int b = socket(AF_INET, SOCK_STREAM, 0);
+	CHECK(b >= 0 && fcntl(b, F_SETFL, fcntl(b, F_GETFL) | O_NONBLOCK) == 0);
+	CHECK(nb_connect(b, (struct sockaddr *)&to, sizeof to) == 0);
+	CHECK(fcntl(b, F_GETFD) == 0 && (fcntl(b, F_GETFL) & O_NONBLOCK));
+	check_dialed(b, (struct sockaddr *)&to, sizeof to);
+	char buf[64];
+	CHECK(read(b, buf, sizeof buf) < 0 && errno == EAGAIN);
+	echo_check(b, "non-blocking");
+
+	/* 3: an AF_INET6 socket to the IPv4-mapped address. */
+	int c = socket(AF_INET6, SOCK_STREAM, 0);
+	CHECK(c >= 0);
+	struct sockaddr_in6 to6 = { .sin6_family = AF_INET6, .sin6_port = htons(port) };
+	inet_pton(AF_INET6, "::ffff:127.0.0.1", &to6.sin6_addr);
+	CHECK(connect(c, (struct sockaddr *)&to6, sizeof to6) == 0);
+	check_dialed(c, (struct sockaddr *)&to6, sizeof to6);
+	echo_check(c, "v6");
+
+	/* 4: the dup'ed fd of a forked child is the connection too. */
+	pid_t pid = fork();
+	CHECK(pid >= 0);
+	if (pid == 0) {
+		int d = dup(a);
+		struct sockaddr_in p;
+		socklen_t pl = sizeof p;
+		if (d < 0 || getpeername(d, (struct sockaddr *)&p, &pl) != 0 || p.sin_port != htons(port)) _exit(2);
+		echo_check(d, "child");
+		_exit(0);
+	}
+	int status;
+	CHECK(waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	close(a);
+	close(b);
+	close(c);
+	printf("CLOSED 3\n");
+
+	/* 5: the SMB Direct peer refuses: connect fails with ECONNREFUSED,
+	 * blocking or not, and the socket stays a TCP socket. */
+	struct sockaddr_in bad = ip4("127.0.0.2", port);
+	int f = socket(AF_INET, SOCK_STREAM, 0);
+	CHECK(f >= 0);
+	CHECK(connect(f, (struct sockaddr *)&bad, sizeof bad) < 0 && errno == ECONNREFUSED);
+	int got;
+	socklen_t gl = sizeof got;
+	CHECK(getsockopt(f, SOL_SOCKET, SO_DOMAIN, &got, &gl) == 0 && got == AF_INET);
+	close(f);
+	f = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+	CHECK(f >= 0 && nb_connect(f, (struct sockaddr *)&bad, sizeof bad) == ECONNREFUSED);
+	close(f);
+
+	/* 6: other addresses are TCP: the kernel's connection. */
+	int t = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in tto = ip4("127.0.0.1", tcpport);
+	CHECK(t >= 0 && connect(t, (struct sockaddr *)&tto, sizeof tto) == 0);
+	CHECK(write(t, "tcp", 3) == 3 && read_full(t, buf, 3) == 1 && !memcmp(buf, "tcp", 3));
+	/* The kernel's address: the Go server checks it saw this port. */
+	struct sockaddr_in tl;
+	socklen_t tll = sizeof tl;
+	CHECK(getsockname(t, (struct sockaddr *)&tl, &tll) == 0);
+	printf("TCP %d\n", ntohs(tl.sin_port));
+	close(t);
+	printf("C_CONNECT_OK\n");
+	return 0;
+}
+
+/* connect1_script: one blocking connect, its outcome printed. */
+static int connect1_script(int port)
+{
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	CHECK(fd >= 0);
+	struct sockaddr_in to = ip4("127.0.0.1", port);
+	if (connect(fd, (struct sockaddr *)&to, sizeof to) < 0) {
+		printf("CONNECT_FAIL %d\n", errno);
+		return 0;
+	}
+	printf("CONNECT_OK\n");
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	setvbuf(stdout, NULL, _IOLBF, 0);
-	if (argc != 3) {
-		fprintf(stderr, "usage: test_preload main|listen PORT\n");
+	if (argc < 3) {
+		fprintf(stderr, "usage: test_preload main|v6|gone|relisten|listen|connect1 PORT, connect PORT TCPPORT\n");
 		return 2;
 	}
 	int port = atoi(argv[2]);
+	if (!strcmp(argv[1], "connect") && argc == 4) return connect_script(port, atoi(argv[3]));
+	if (!strcmp(argv[1], "connect1")) return connect1_script(port);
 	if (!strcmp(argv[1], "main")) return main_script(port);
 	if (!strcmp(argv[1], "v6")) return v6_script(port);
 	if (!strcmp(argv[1], "gone")) return gone_script(port);
