@@ -27,14 +27,14 @@ import (
 
 // samba is a throwaway Samba configuration: everything in one temporary
 // directory, a [share] read-write, root with password "secret" in its own
-// passdb, smbd on TCP port port of 127.0.0.1 only. (A minimal copy of
-// what internal/sambatest provides.)
+// passdb, smbd on TCP port port of 127.0.0.1 only, and the lines global
+// in [global]. (A minimal copy of what internal/sambatest provides.)
 type samba struct {
 	dir, conf, share string
 	port             int
 }
 
-func newSamba(t *testing.T, port int) *samba {
+func newSamba(t *testing.T, port int, global ...string) *samba {
 	t.Helper()
 	dir := t.TempDir()
 	s := &samba{dir: dir, conf: filepath.Join(dir, "smb.conf"), share: filepath.Join(dir, "share"), port: port}
@@ -60,10 +60,10 @@ func newSamba(t *testing.T, port int) *samba {
 	load printers = no
 	printcap name = /dev/null
 	disable spoolss = yes
-[share]
+%[3]s[share]
 	path = %[2]s/share
 	read only = no
-`, port, dir)
+`, port, dir, confLines(global))
 	if err := os.WriteFile(s.conf, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -337,4 +337,13 @@ func freeTCPPort(t *testing.T) int {
 	}
 	t.Fatal("no free port")
 	return 0
+}
+
+// confLines indents lines for an smb.conf section.
+func confLines(lines []string) string {
+	var b strings.Builder
+	for _, l := range lines {
+		b.WriteString("\t" + l + "\n")
+	}
+	return b.String()
 }

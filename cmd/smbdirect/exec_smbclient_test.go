@@ -1,0 +1,264 @@
+//go:build linux
+
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/smbdirect/smbdirect/iwarp"
+	"github.com/smbdirect/smbdirect/smbd"
+	"github.com/smbdirect/smbdirect/smbdirectd/server"
+)
+
+// smbclientConf writes a client smb.conf of its own (state in a
+// temporary directory, SMB3 only) with the extra lines in [global].
+func smbclientConf(t *testing.T, global ...string) string {
+	t.Helper()
+	dir := t.TempDir()
+	for _, d := range []string{"lock", "state", "cache", "private", "pid", "ncalrpc"} {
+		if err := os.Mkdir(filepath.Join(dir, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	conf := filepath.Join(dir, "client.conf")
+	text := fmt.Sprintf(`[global]
+	client min protocol = SMB3
+	disable netbios = yes
+	lock directory = %[1]s/lock
+	state directory = %[1]s/state
+	cache directory = %[1]s/cache
+	private dir = %[1]s/private
+	pid directory = %[1]s/pid
+	ncalrpc dir = %[1]s/ncalrpc
+%[2]s`, dir, confLines(global))
+	if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return conf
+}
+
+func smbclientPath(t *testing.T) string {
+	t.Helper()
+	p, err := exec.LookPath("smbclient")
+	if err != nil {
+		t.Fatal("no smbclient: scripts/test.sh installs it")
+	}
+	return p
+}
+
+// smbclientRun runs "smbdirect exec EXECARGS -- smbclient ARGS -c CMDS"
+// in a process group of its own and returns its output (stdout and
+// stderr); it fails t if the run fails or takes over timeout.
+func smbclientRun(t *testing.T, timeout time.Duration, execArgs, args []string, cmds string) string {
+	t.Helper()
+	out, err := smbclientRunErr(timeout, execArgs, append(args, "-c", cmds))
+	if err != nil {
+		t.Fatalf("smbclient -c %q: %v\n%s", cmds, err, out)
+	}
+	return out
+}
+
+func smbclientRunErr(timeout time.Duration, execArgs, args []string) (string, error) {
+	full := append(append(append([]string{"exec"}, execArgs...), "--", "smbclient"), args...)
+	cmd := exec.Command(os.Args[0], full...)
+	cmd.Env = append(os.Environ(), asMain+"=1", "SMBDIRECT_PRELOAD="+testLib)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return "", err
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		return out.String(), err
+	case <-time.After(timeout):
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		<-done
+		return out.String(), fmt.Errorf("still running after %v: killed", timeout)
+	}
+}
+
+// randomFile writes size random bytes into dir/name and returns the path
+// and their sha256.
+func randomFile(t *testing.T, dir, name string, size int) (string, [32]byte) {
+	t.Helper()
+	b := make([]byte, size)
+	rand.Read(b)
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p, sha256.Sum256(b)
+}
+
+func fileSum(t *testing.T, p string) [32]byte {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sha256.Sum256(b)
+}
+
+// smbDirectSizes are the smb.conf lines that keep smbd's offered
+// MaxRead/MaxWrite/MaxTransact sizes (8 MiB by default) within one SMB
+// Direct message (1 MiB with its SMB2 header): smbclient, not knowing it
+// rides SMB Direct, sends WRITEs as large as the server offers, inline.
+var smbDirectSizes = []string{"smb2 max read = 1048064", "smb2 max write = 1048064", "smb2 max trans = 1048064"}
+
+// The unmodified smbclient over SMB Direct, through two daemons, to the
+// unmodified smbd: smbdirect exec --dial (its own daemon) -> SMB Direct
+// on iWARP over loopback -> smbdirect exec --listen (another daemon) ->
+// smbd. put/get of 64 MiB, ls, mkdir, rm with equal checksums; then 8
+// smbclients at once, each its own file, checksums equal. smbd's TCP port
+// is not listened on, so nothing went over TCP.
+func TestExecSmbclient(t *testing.T) {
+	preloadLib(t)
+	port := freeTCPPort(t)
+	sb := newSamba(t, port, smbDirectSizes...)
+	e := startExec(t, nil, "--socket", filepath.Join(t.TempDir(), "server.sock"), "--listen", "127.0.0.1:0",
+		"--port", fmt.Sprint(port), "--no-rdma-channel",
+		"--", smbdPath(t), "-F", "--no-process-group", "--debug-stdout", "-s", sb.conf)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("smbd's smbdirect exec stderr:\n%s", e.stderr.String())
+		}
+	})
+	_, addr := e.smbDirectAddr(t, port)
+	conf := smbclientConf(t)
+	execArgs := []string{"--socket", filepath.Join(t.TempDir(), "client.sock"), "--dial", fmt.Sprintf("127.0.0.1:%d=%s", port, addr)}
+	args := []string{"//127.0.0.1/share", "-p", fmt.Sprint(port), "-U", "root%secret", "-s", conf}
+	local := t.TempDir()
+
+	src, sum := randomFile(t, local, "big.bin", 64<<20)
+	back := filepath.Join(local, "big.back")
+	start := time.Now()
+	out := smbclientRun(t, 5*time.Minute, execArgs, args, fmt.Sprintf("put %s big.bin; get big.bin %s", src, back))
+	t.Logf("64 MiB put and get in %v:\n%s", time.Since(start).Round(time.Millisecond), out)
+	if !strings.Contains(out, "smbdirect: no smbdirectd answers on") {
+		t.Errorf("smbclient's exec ran no daemon of its own:\n%s", out)
+	}
+	if got, onDisk := fileSum(t, back), fileSum(t, filepath.Join(sb.share, "big.bin")); got != sum || onDisk != sum {
+		t.Fatalf("sha256: sent %x, got back %x, on the share %x", sum, got, onDisk)
+	}
+
+	out = smbclientRun(t, time.Minute, execArgs, args, "mkdir sub; ls")
+	for _, want := range []string{"sub", "big.bin"} {
+		if !strings.Contains(out, "  "+want+" ") {
+			t.Fatalf("ls lacks %s:\n%s", want, out)
+		}
+	}
+	if !strings.Contains(out, " 67108864 ") {
+		t.Fatalf("ls does not show big.bin's size:\n%s", out)
+	}
+	if st, err := os.Stat(filepath.Join(sb.share, "sub")); err != nil || !st.IsDir() {
+		t.Fatalf("mkdir: %v", err)
+	}
+	smbclientRun(t, time.Minute, execArgs, args, "rm big.bin; rmdir sub")
+	if ents, err := os.ReadDir(sb.share); err != nil || len(ents) != 0 {
+		t.Fatalf("the share after rm and rmdir: %v, %v", ents, err)
+	}
+
+	// 8 at once, through one daemon that runs throughout (execs starting
+	// together would each start one of their own on the socket).
+	d, err := server.Listen(server.Config{Socket: filepath.Join(t.TempDir(), "shared.sock"),
+		SMBD: &smbd.Config{Provider: iwarp.New(iwarp.Config{FirstSendDelay: -1})}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- d.Serve(context.Background()) }()
+	defer func() {
+		d.Close()
+		if err := <-served; err != nil {
+			t.Error(err)
+		}
+	}()
+	execArgs[1] = d.Addr()
+	const n, size = 8, 8 << 20
+	type result struct {
+		out string
+		err error
+	}
+	res := make(chan result, n)
+	sums := make([][32]byte, n)
+	for i := range n {
+		var p string
+		p, sums[i] = randomFile(t, local, fmt.Sprintf("f%d", i), size+i)
+		go func() {
+			out, err := smbclientRunErr(5*time.Minute, execArgs, append(args, "-c",
+				fmt.Sprintf("put %s f%d; get f%d %s.back", p, i, i, p)))
+			res <- result{out, err}
+		}()
+	}
+	for range n {
+		if r := <-res; r.err != nil {
+			t.Errorf("smbclient: %v\n%s", r.err, r.out)
+		}
+	}
+	for i := range n {
+		p := filepath.Join(local, fmt.Sprintf("f%d", i))
+		if got, onDisk := fileSum(t, p+".back"), fileSum(t, filepath.Join(sb.share, fmt.Sprintf("f%d", i))); got != sums[i] || onDisk != sums[i] {
+			t.Errorf("f%d: sha256 sent %x, got back %x, on the share %x", i, sums[i], got, onDisk)
+		}
+	}
+	if st := d.Stats(); st.ConnsTotal != n || st.BytesSent < n*size || st.BytesReceived < n*size {
+		t.Errorf("the shared daemon's counters: %+v, want %d connections, %d bytes each way", st, n, n*size)
+	}
+}
+
+// --dial values become SMBDIRECT_DIAL: numeric addresses as given, names
+// resolved to every address (IPv6 in brackets, IPv4-mapped unmapped),
+// the SMB Direct address HOST:5445 unless given; bad values are usage
+// errors.
+func TestExecDialList(t *testing.T) {
+	for _, tc := range []struct {
+		in   []string
+		want string
+	}{
+		{nil, ""},
+		{[]string{"127.0.0.1"}, "127.0.0.1:445=127.0.0.1:5445"},
+		{[]string{"127.0.0.1:4450=127.0.0.2:15445", "[::1]"}, "127.0.0.1:4450=127.0.0.2:15445,[::1]:445=[::1]:5445"},
+		{[]string{"::ffff:10.0.0.1"}, "10.0.0.1:445=[::ffff:10.0.0.1]:5445"},
+		{[]string{"[fe80::1]:445=[fe80::1%eth0]:5445"}, "[fe80::1]:445=[fe80::1%eth0]:5445"},
+	} {
+		got, err := dialList(t.Context(), tc.in)
+		if err != nil || got != tc.want {
+			t.Errorf("%q: %q, %v; want %q", tc.in, got, err, tc.want)
+		}
+	}
+	// localhost resolves through /etc/hosts to 127.0.0.1 (and maybe ::1).
+	got, err := dialList(t.Context(), []string{"localhost:139"})
+	if err != nil || !strings.Contains(","+got+",", ",127.0.0.1:139=localhost:5445,") {
+		t.Errorf("localhost: %q, %v", got, err)
+	}
+	for _, bad := range []string{"127.0.0.1:0", "127.0.0.1:x", "=127.0.0.1:5445", "127.0.0.1=nohostport", "127.0.0.1=:5445",
+		"127.0.0.1=h:0", "a,b", "[::1", ""} {
+		if _, err := dialList(t.Context(), []string{bad}); !errors.As(err, new(usageError)) {
+			t.Errorf("%q: %v, want a usage error", bad, err)
+		}
+	}
+	// PROGRAM gets it.
+	e := startExec(t, nil, "--socket", filepath.Join(t.TempDir(), "d.sock"), "--dial", "127.0.0.1:4450", "--dial", "[::1]=[::1]:1",
+		"--", "sh", "-c", `echo "$SMBDIRECT_DIAL"`)
+	if l := e.line(t); l != "127.0.0.1:4450=127.0.0.1:5445,[::1]:445=[::1]:1" {
+		t.Errorf("PROGRAM's SMBDIRECT_DIAL: %q", l)
+	}
+	if st := e.status(t); st != 0 {
+		t.Errorf("exit %d: %s", st, e.stderr.String())
+	}
+}
