@@ -39,10 +39,10 @@ const (
 // handles compound chains, and refuses a READ or WRITE with an RDMA
 // channel as Samba does (it knows nothing of RDMA).
 type program struct {
-	conn    net.Conn
-	interim bool // every READ gets an interim (async, STATUS_PENDING) response first
+	conn net.Conn
 
 	mu       sync.Mutex
+	interim  bool // every READ gets an interim (async, STATUS_PENDING) response first
 	file     []byte
 	channels int // READ/WRITE requests that still had an RDMA channel
 	reads    []int
@@ -288,7 +288,9 @@ func TestServerChannel(t *testing.T) {
 		}
 		t.Run(name, func(t *testing.T) {
 			s, sc, p, _ := channelSetup(t, true)
+			p.mu.Lock()
 			p.interim = !inv // interim responses ride along in one of the two runs
+			p.mu.Unlock()
 			oc := smb2rdma.Wrap(sc, &smb2rdma.Config{NoInvalidate: !inv})
 			exchange(t, oc, smb2.AppendNegotiateRequest(nil, 0, [16]byte{}, []uint16{smb2.Dialect302}))
 			fc := &fileClient{t: t, w: oc}
