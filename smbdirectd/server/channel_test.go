@@ -19,6 +19,9 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
+	"github.com/smbdirect/smbdirect/internal/leakcheck"
 	"github.com/smbdirect/smbdirect/internal/smb2"
 	"github.com/smbdirect/smbdirect/smb2rdma"
 	"github.com/smbdirect/smbdirect/smbd"
@@ -287,6 +290,7 @@ func TestServerChannel(t *testing.T) {
 			name = "V1"
 		}
 		t.Run(name, func(t *testing.T) {
+			leakcheck.Check(t)
 			s, sc, p, _ := channelSetup(t, true)
 			p.mu.Lock()
 			p.interim = !inv // interim responses ride along in one of the two runs
@@ -395,6 +399,7 @@ func (r *rawClient) roundTrip(msg []byte) []byte {
 // response chain comes back as one message, the READ in the RDMA form,
 // and the first token invalidated.
 func TestServerChannelCompound(t *testing.T) {
+	leakcheck.Check(t)
 	s, sc, p, _ := channelSetup(t, true)
 	r := &rawClient{t: t, c: sc}
 	data := bytes.Repeat([]byte("compound"), 1000)
@@ -437,6 +442,7 @@ func TestServerChannelCompound(t *testing.T) {
 // rewrite reach the program unchanged (it refuses them) and are counted;
 // a bad token ends the connection, not the daemon.
 func TestServerChannelPassthrough(t *testing.T) {
+	leakcheck.Check(t)
 	s, sc, p, _ := channelSetup(t, true)
 	r := &rawClient{t: t, c: sc}
 	buf := r.register(make([]byte, 8192), smbd.PeerRead|smbd.PeerWrite)
@@ -487,6 +493,7 @@ func TestServerChannelPassthrough(t *testing.T) {
 // stream is full (one message in hand), and resumes when the program
 // reads.
 func TestServerChannelFlood(t *testing.T) {
+	leakcheck.Check(t)
 	s, sc, _, pc := channelSetup(t, false)
 	r := &rawClient{t: t, c: sc}
 	const n, count = 1 << 20, 64
@@ -559,4 +566,23 @@ func TestServerChannelLeaks(t *testing.T) {
 		}
 	}
 	t.Fatalf("leak: goroutines %d -> %d, fds %d -> %d", g0, g1, f0, f1)
+}
+
+// TestListenUnknownFlags: a flag the daemon does not know is refused with
+// EINVAL, and the session goes on.
+func TestListenUnknownFlags(t *testing.T) {
+	s := startDaemon(t, nil)
+	cl, err := client.Dial(ctx(t), s.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if _, err := cl.ListenFlags(ctx(t), "127.0.0.1:0", 2); !errors.Is(err, unix.EINVAL) {
+		t.Fatalf("Listen with flag 2: %v, want EINVAL", err)
+	}
+	l, err := cl.ListenFlags(ctx(t), "127.0.0.1:0", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
 }

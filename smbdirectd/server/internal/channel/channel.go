@@ -76,8 +76,7 @@ type Channel struct {
 	room    sync.Cond // signalled when an entry is freed or the Channel closes
 	closed  bool
 	pending map[uint64]*entry
-	free    []*entry
-	made    int
+	free    []*entry // entries no longer pending, for reuse
 
 	// FromPeer's scratch.
 	plan  [maxElements]step
@@ -289,7 +288,6 @@ func (c *Channel) remember(id uint64, readReq bool, inv uint32, d smb2.Descripto
 			e, c.free = c.free[k-1], c.free[:k-1]
 		} else {
 			e = new(entry)
-			c.made++
 		}
 		c.pending[id] = e
 	}
