@@ -72,6 +72,11 @@ type Channel struct {
 	cnt        *Counters
 	pool       *Pool
 
+	// dialect is what the program chose in its NEGOTIATE response (0
+	// until then): SMB 2.x has no RDMA channel, 3.0.0 only
+	// SMB2_CHANNEL_RDMA_V1 ([MS-SMB2] 2.2.19).
+	dialect atomic.Uint32
+
 	mu      sync.Mutex
 	room    sync.Cond // signalled when an entry is freed or the Channel closes
 	closed  bool
@@ -233,9 +238,11 @@ func (c *Channel) classify(s *step, e []byte, budget *uint64) {
 		}
 		s.req, ch, ci, length = w, w.Channel, w.ChannelInfo, uint64(w.RemainingBytes)
 	}
-	if flags&smb2.FlagSigned != 0 || (ch != smb2.ChannelRDMAV1 && ch != smb2.ChannelRDMAV1Invalidate) {
-		// Rewriting would break the signature; an unknown channel is the
-		// program's to refuse.
+	dialect := c.dialect.Load()
+	if flags&smb2.FlagSigned != 0 || (ch != smb2.ChannelRDMAV1 && ch != smb2.ChannelRDMAV1Invalidate) ||
+		(dialect != 0 && dialect < smb2.Dialect300) || (dialect == smb2.Dialect300 && ch == smb2.ChannelRDMAV1Invalidate) {
+		// Rewriting would break the signature; a channel unknown or not
+		// in the dialect is the program's to refuse.
 		c.cnt.Passthrough.Add(1)
 		return
 	}
@@ -439,7 +446,15 @@ func (c *Channel) response(ctx context.Context, e []byte) (n int, inv uint32, er
 	flags := binary.LittleEndian.Uint32(e[16:])
 	cmd := binary.LittleEndian.Uint16(e[12:])
 	status := binary.LittleEndian.Uint32(e[8:])
-	if flags&smb2.FlagResponse == 0 || (cmd != smb2.CommandRead && cmd != smb2.CommandWrite) {
+	if flags&smb2.FlagResponse == 0 {
+		return -1, 0, nil
+	}
+	if cmd == smb2.CommandNegotiate && status == 0 && len(e) >= smb2.HeaderLen+6 {
+		// NEGOTIATE response: StructureSize, SecurityMode, DialectRevision.
+		c.dialect.Store(uint32(binary.LittleEndian.Uint16(e[smb2.HeaderLen+4:])))
+		return -1, 0, nil
+	}
+	if cmd != smb2.CommandRead && cmd != smb2.CommandWrite {
 		return -1, 0, nil
 	}
 	if flags&smb2.FlagAsync != 0 && status == smb2.StatusPending {

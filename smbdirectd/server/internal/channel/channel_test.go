@@ -329,6 +329,36 @@ func TestPassthrough(t *testing.T) {
 	}
 }
 
+// TestDialect: once the program has chosen SMB 3.0.0, _V1_INVALIDATE is
+// the program's to refuse (only _V1 exists there); in SMB 2.x no channel
+// is rewritten.
+func TestDialect(t *testing.T) {
+	negotiate := func(d uint16) []byte {
+		b := header(smb2.CommandNegotiate, 0, smb2.FlagResponse)
+		body := make([]byte, 64)
+		binary.LittleEndian.PutUint16(body, 65)
+		binary.LittleEndian.PutUint16(body[4:], d)
+		return append(b, body...)
+	}
+	for _, tc := range []struct {
+		dialect        uint16
+		v1, invalidate bool // rewritten
+	}{{smb2.Dialect300, true, false}, {smb2.Dialect302, true, true}, {smb2.Dialect210, false, false}} {
+		f := newFake()
+		f.regions[1] = make([]byte, 100)
+		c := New(f, 1<<20, 0, nil)
+		if out, _ := fromProgram(t, c, negotiate(tc.dialect)); !bytes.Equal(out, negotiate(tc.dialect)) {
+			t.Fatal("NEGOTIATE response changed")
+		}
+		for ch, want := range map[uint32]bool{smb2.ChannelRDMAV1: tc.v1, smb2.ChannelRDMAV1Invalidate: tc.invalidate} {
+			m := rdmaRead(1, ch, 100, desc(1, 100))
+			if got := fromPeer(t, c, m); bytes.Equal(got, m) == want {
+				t.Errorf("dialect %#x, channel %d: rewritten %v, want %v", tc.dialect, ch, !bytes.Equal(got, m), want)
+			}
+		}
+	}
+}
+
 // TestCompound: each element of a chain is rewritten and the chain's
 // offsets follow, in both directions.
 func TestCompound(t *testing.T) {
