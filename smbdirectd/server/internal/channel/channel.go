@@ -55,8 +55,9 @@ const (
 	// DefaultMaxPending bounds the requests remembered until their
 	// response: READs, and WRITEs whose response invalidates.
 	DefaultMaxPending = 512
-	// maxElements bounds a compound chain that is rewritten.
-	maxElements = 64
+	// maxElements bounds a compound chain that is rewritten (clients
+	// send a handful; the plan for it lives in the Channel).
+	maxElements = 32
 )
 
 // ErrClosed: the Channel was closed while a request waited for room.
