@@ -423,6 +423,13 @@ func TestHostile(t *testing.T) {
 	for name, m := range map[string][]byte{
 		"NextCommand past the end": func() []byte { b := chain(good, good); smb2.SetNextCommand(b, 4000); return b }(),
 		"NextCommand unaligned":    func() []byte { b := chain(good, good); smb2.SetNextCommand(b, 129); return b }(),
+		"chain too long": func() []byte {
+			es := make([][]byte, maxElements+1)
+			for i := range es {
+				es[i] = good
+			}
+			return chain(es...)
+		}(),
 		"channel info outside": func() []byte {
 			b := append([]byte(nil), good...)
 			binary.LittleEndian.PutUint16(b[64+44:], 200)
