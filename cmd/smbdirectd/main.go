@@ -265,6 +265,11 @@ func metricsHandler(s *server.Server) http.Handler {
 			{"smbdirectd_registered_bytes", "gauge", "Bytes registered for peers' RDMA access.", st.Registered},
 			{"smbdirectd_errors_total", "counter", "Failed requests and connections.", st.Errors},
 			{"smbdirectd_clients_refused_total", "counter", "Clients refused by the credential check.", st.Refused},
+			{"smbdirectd_server_rdma_read_bytes_total", "counter", "WRITE data the server-side RDMA channel RDMA-read from peers.", st.ServerRDMAReadBytes},
+			{"smbdirectd_server_rdma_write_bytes_total", "counter", "READ data the server-side RDMA channel RDMA-wrote to peers.", st.ServerRDMAWriteBytes},
+			{"smbdirectd_server_rdma_reads_total", "counter", "WRITE requests whose data the server-side RDMA channel RDMA-read.", st.ServerRDMAReads},
+			{"smbdirectd_server_rdma_writes_total", "counter", "READ responses whose data the server-side RDMA channel RDMA-wrote.", st.ServerRDMAWrites},
+			{"smbdirectd_server_channel_passthrough_total", "counter", "READ/WRITE with an RDMA channel the server-side channel could not rewrite and passed on.", st.ServerChannelPassthrough},
 		} {
 			fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n%s %d\n", m.name, m.help, m.name, m.kind, m.name, m.v)
 		}

@@ -1,6 +1,9 @@
 package ctl
 
-import "encoding/binary"
+import (
+	"encoding/binary"
+	"fmt"
+)
 
 // Dial asks the daemon to connect to an SMB Direct server; the reply is a
 // Conn with the stream fd.
@@ -26,20 +29,41 @@ func ParseDial(body []byte) (Dial, error) {
 
 // Listen asks the daemon to accept SMB Direct connections on Addr; the
 // reply is Listening, then a Conn event (with the Listen's ID) per
-// accepted connection.
-type Listen struct{ Addr string }
+// accepted connection. Flags (ListenServerChannel) follow the address as
+// an optional u32: a body that ends after the address means 0, so clients
+// that predate Flags keep working, and 0 is sent that way.
+type Listen struct {
+	Addr  string
+	Flags uint32
+}
+
+// ListenServerChannel gives the connections accepted by a listener the
+// daemon's server-side RDMA channel: SMB2 READ and WRITE requests with an
+// RDMA channel reach the client as inline requests, the daemon doing the
+// RDMA transfers (docs/smbdirectd.md).
+const ListenServerChannel = 1
 
 func AppendListen(b []byte, id uint64, m *Listen) []byte {
 	s := len(b)
 	b = AppendHeader(b, TypeListen, id)
 	b = AppendBytes16(b, []byte(m.Addr))
+	if m.Flags != 0 {
+		b = binary.LittleEndian.AppendUint32(b, m.Flags)
+	}
 	return Finish(b, s)
 }
 
 func ParseListen(body []byte) (Listen, error) {
 	r := NewReader(body)
 	m := Listen{Addr: string(r.Bytes16())}
-	return m, r.Err(true)
+	if err := r.Err(false); err != nil || len(r.b) == 0 {
+		return m, err
+	}
+	if len(r.b) != 4 {
+		return m, fmt.Errorf("%w: %d bytes after the Listen address, want 0 or 4", ErrMalformed, len(r.b))
+	}
+	m.Flags = r.U32()
+	return m, nil
 }
 
 // Listening reports the listener's handle and bound address.

@@ -19,6 +19,7 @@ func samples() [][]byte {
 	add(AppendError(nil, 3, &Error{Code: CodeNotFound, Message: "no such connection"}))
 	add(AppendDial(nil, 4, &Dial{Addr: "127.0.0.1:5445", TimeoutMS: 5000}))
 	add(AppendListen(nil, 5, &Listen{Addr: "127.0.0.1:0"}))
+	add(AppendListen(nil, 5, &Listen{Addr: "127.0.0.1:0", Flags: ListenServerChannel}))
 	add(AppendListening(nil, 5, &Listening{Listener: 9, Addr: "127.0.0.1:40000"}))
 	add(AppendConn(nil, 4, &Conn{Conn: 7, MaxSendSize: 1364, MaxFragmentedSend: 1 << 20, MaxFragmentedRecv: 1 << 20, MaxReadWriteSize: 1 << 20, Remote: "127.0.0.1:5445"}))
 	add(AppendClose(nil, 6, &Close{Handle: 7}))
@@ -170,4 +171,39 @@ func TestDefaultSocketMatchesC(t *testing.T) {
 		}
 	}
 	t.Fatal("clib/smbdirect.h defines no SDD_DEFAULT_SOCKET")
+}
+
+// TestListenFlags: Flags 0 adds nothing to the body (older daemons parse
+// it), a set flag is a u32 after the address, and any other tail is
+// malformed.
+func TestListenFlags(t *testing.T) {
+	plain := AppendListen(nil, 5, &Listen{Addr: "a:1"})
+	want := []byte{0x53, 0x44, 1, TypeListen, 21, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0, 3, 0, 'a', ':', '1'}
+	if !bytes.Equal(plain, want) {
+		t.Fatalf("Listen without flags: % x, want % x", plain, want)
+	}
+	withFlags := AppendListen(nil, 5, &Listen{Addr: "a:1", Flags: ListenServerChannel})
+	if want := append(append([]byte{}, want...), 1, 0, 0, 0); !bytes.Equal(Finish(want, 0), withFlags) {
+		t.Fatalf("Listen with flags: % x, want % x", withFlags, want)
+	}
+	for _, tc := range []struct {
+		msg   []byte
+		flags uint32
+	}{{plain, 0}, {withFlags, ListenServerChannel}} {
+		_, body, err := ParseHeader(tc.msg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := ParseListen(body)
+		if err != nil || m.Addr != "a:1" || m.Flags != tc.flags {
+			t.Fatalf("% x: %+v, %v", tc.msg, m, err)
+		}
+	}
+	_, body, _ := ParseHeader(plain)
+	for _, extra := range []int{1, 2, 3, 5, 8} {
+		b := append(append([]byte{}, body...), make([]byte, extra)...)
+		if _, err := ParseListen(b); !errors.Is(err, ErrMalformed) {
+			t.Errorf("%d bytes after the address: %v, want ErrMalformed", extra, err)
+		}
+	}
 }

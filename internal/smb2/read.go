@@ -7,6 +7,8 @@ import (
 
 // ReadRequest is an SMB2 READ request body (MS-SMB2 2.2.19).
 type ReadRequest struct {
+	// Padding is where the client asks the data to start in the response.
+	Padding      uint8
 	Flags        uint8
 	Length       uint32
 	Offset       uint64
@@ -28,7 +30,7 @@ const readRequestFixed = 48 // body without its variable Buffer
 // padding byte is sent (the Buffer field is at least one byte).
 func AppendReadRequest(b []byte, r *ReadRequest) []byte {
 	b = binary.LittleEndian.AppendUint16(b, 49)
-	b = append(b, 0, r.Flags)
+	b = append(b, r.Padding, r.Flags)
 	b = binary.LittleEndian.AppendUint32(b, r.Length)
 	b = binary.LittleEndian.AppendUint64(b, r.Offset)
 	b = append(b, r.FileID[:]...)
@@ -55,7 +57,7 @@ func ParseReadRequest(msg []byte) (ReadRequest, error) {
 	if s := binary.LittleEndian.Uint16(body); s != 49 {
 		return r, fmt.Errorf("%w: READ request StructureSize %d", ErrMalformed, s)
 	}
-	r.Flags = body[3]
+	r.Padding, r.Flags = body[2], body[3]
 	r.Length = binary.LittleEndian.Uint32(body[4:])
 	r.Offset = binary.LittleEndian.Uint64(body[8:])
 	copy(r.FileID[:], body[16:32])
@@ -116,4 +118,20 @@ func PutReadResponseData(body []byte, n uint32) {
 	body[2] = ReadResponseDataOffset
 	binary.LittleEndian.PutUint32(body[4:], n)
 	binary.LittleEndian.PutUint32(body[8:], 0)
+}
+
+// ReadResponseRDMALen is the length of a READ response whose data went by
+// RDMA: the header and the 16 bytes of the body, no Buffer byte (as
+// ksmbd sends it and Linux cifs.ko takes it).
+const ReadResponseRDMALen = HeaderLen + 16
+
+// AppendReadResponseRDMA appends the body of a READ response for data
+// that went by RDMA ([MS-SMB2] 3.3.5.12): DataOffset 0x50, DataLength 0,
+// DataRemaining n.
+func AppendReadResponseRDMA(b []byte, n uint32) []byte {
+	b = binary.LittleEndian.AppendUint16(b, 17)
+	b = append(b, ReadResponseDataOffset, 0)
+	b = binary.LittleEndian.AppendUint32(b, 0)
+	b = binary.LittleEndian.AppendUint32(b, n)
+	return binary.LittleEndian.AppendUint32(b, 0)
 }

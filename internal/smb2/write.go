@@ -88,3 +88,24 @@ func ParseWriteRequest(msg []byte) (WriteRequest, error) {
 	}
 	return r, nil
 }
+
+// WriteRequestDataOffset is where an inline WRITE's data starts when it
+// directly follows the fixed part of the body (0x70).
+const WriteRequestDataOffset = HeaderLen + writeRequestFixed
+
+// AppendInlineWriteRequest appends the fixed part of the body of r turned
+// into an inline WRITE of n bytes: DataOffset 0x70, Length n, no channel,
+// RemainingBytes 0, no channel information, r's Offset, FileID and
+// Flags. The caller appends the n bytes (one 0 byte if n is 0, the
+// Buffer field's minimum).
+func AppendInlineWriteRequest(b []byte, r *WriteRequest, n uint32) []byte {
+	b = binary.LittleEndian.AppendUint16(b, 49)
+	b = binary.LittleEndian.AppendUint16(b, WriteRequestDataOffset)
+	b = binary.LittleEndian.AppendUint32(b, n)
+	b = binary.LittleEndian.AppendUint64(b, r.Offset)
+	b = append(b, r.FileID[:]...)
+	b = binary.LittleEndian.AppendUint32(b, ChannelNone)
+	b = binary.LittleEndian.AppendUint32(b, 0)
+	b = binary.LittleEndian.AppendUint32(b, 0)
+	return binary.LittleEndian.AppendUint32(b, r.Flags)
+}

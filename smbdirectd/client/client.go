@@ -288,8 +288,24 @@ type Listener struct {
 
 // Listen asks the daemon to accept SMB Direct connections on addr.
 func (c *Client) Listen(ctx context.Context, addr string) (*Listener, error) {
+	return c.ListenFlags(ctx, addr, 0)
+}
+
+// ListenServerChannel, as a ListenFlags flag, gives the accepted
+// connections the daemon's server-side RDMA channel: SMB2 READ and WRITE
+// requests with an RDMA channel arrive on the stream as inline requests,
+// and the daemon RDMA-writes the READ responses' data to the peer and
+// RDMA-reads the WRITE data from it (docs/smbdirectd.md). For an SMB
+// server that knows nothing of RDMA.
+const ListenServerChannel = ctl.ListenServerChannel
+
+// ListenFlags is Listen with flags (ListenServerChannel). A daemon that
+// does not know a flag refuses the Listen with EINVAL.
+func (c *Client) ListenFlags(ctx context.Context, addr string, flags uint32) (*Listener, error) {
 	ch := make(chan reply, 16)
-	id, err := c.send(func(id uint64) []byte { return ctl.AppendListen(nil, id, &ctl.Listen{Addr: addr}) }, nil, ch, true)
+	id, err := c.send(func(id uint64) []byte {
+		return ctl.AppendListen(nil, id, &ctl.Listen{Addr: addr, Flags: flags})
+	}, nil, ch, true)
 	if err != nil {
 		return nil, err
 	}

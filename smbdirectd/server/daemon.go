@@ -30,6 +30,7 @@ import (
 	// Provider) is the embedded soft-iWARP: it registers itself.
 	_ "github.com/smbdirect/smbdirect/iwarp"
 	"github.com/smbdirect/smbdirect/smbd"
+	"github.com/smbdirect/smbdirect/smbdirectd/server/internal/channel"
 )
 
 // Config configures the daemon. Zero values take the documented defaults.
@@ -93,6 +94,16 @@ type Stats struct {
 	Registered    int64 `json:"registered_bytes"`
 	Errors        int64 `json:"errors_total"`
 	Refused       int64 `json:"clients_refused_total"`
+	// The server-side RDMA channel (ListenServerChannel listeners):
+	// WRITE data RDMA-read from peers and the WRITE requests, READ data
+	// RDMA-written to them and the READ responses, and READ/WRITE
+	// requests or responses with an RDMA channel passed on unchanged
+	// because they could not be rewritten (signed, malformed, too large).
+	ServerRDMAReadBytes      int64 `json:"server_rdma_read_bytes"`
+	ServerRDMAWriteBytes     int64 `json:"server_rdma_write_bytes"`
+	ServerRDMAReads          int64 `json:"server_rdma_reads"`
+	ServerRDMAWrites         int64 `json:"server_rdma_writes"`
+	ServerChannelPassthrough int64 `json:"server_channel_passthrough"`
 }
 
 // Server is a running daemon.
@@ -114,6 +125,7 @@ type Server struct {
 	handles atomic.Uint64
 
 	clientsN, conns, connsTotal, sent, received, rdmaW, rdmaR, registered, errs, refused atomic.Int64
+	channel                                                                              channel.Counters
 }
 
 // Listen creates the control socket (replacing a stale one) and returns
@@ -156,7 +168,10 @@ func (s *Server) Addr() string { return s.cfg.Socket }
 func (s *Server) Stats() Stats {
 	return Stats{Clients: s.clientsN.Load(), Conns: s.conns.Load(), ConnsTotal: s.connsTotal.Load(),
 		BytesSent: s.sent.Load(), BytesReceived: s.received.Load(), RDMAWritten: s.rdmaW.Load(),
-		RDMARead: s.rdmaR.Load(), Registered: s.registered.Load(), Errors: s.errs.Load(), Refused: s.refused.Load()}
+		RDMARead: s.rdmaR.Load(), Registered: s.registered.Load(), Errors: s.errs.Load(), Refused: s.refused.Load(),
+		ServerRDMAReadBytes: s.channel.ReadBytes.Load(), ServerRDMAWriteBytes: s.channel.WriteBytes.Load(),
+		ServerRDMAReads: s.channel.Reads.Load(), ServerRDMAWrites: s.channel.Writes.Load(),
+		ServerChannelPassthrough: s.channel.Passthrough.Load()}
 }
 
 // Serve accepts clients until ctx ends or Close is called, then shuts

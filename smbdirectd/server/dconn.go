@@ -3,6 +3,8 @@
 package server
 
 import (
+	"bufio"
+	"context"
 	"errors"
 	"io"
 	"net"
@@ -13,6 +15,7 @@ import (
 
 	"github.com/smbdirect/smbdirect/internal/framing"
 	"github.com/smbdirect/smbdirect/smbd"
+	"github.com/smbdirect/smbdirect/smbdirectd/server/internal/channel"
 )
 
 // streamBuffer is the socket buffer asked for on each end of a stream
@@ -30,11 +33,17 @@ type dconn struct {
 	pdu   sync.Mutex
 	once  sync.Once
 	pumps sync.WaitGroup
+	// ch is the server-side RDMA channel (a ListenServerChannel
+	// listener's connections), nil without; ctx ends its transfers when
+	// the connection closes.
+	ch     *channel.Channel
+	ctx    context.Context
+	cancel context.CancelFunc
 }
 
 // newDconn creates the socketpair; the caller sends the returned fd to the
 // client and closes it.
-func newDconn(cl *client, sc *smbd.Conn) (*dconn, int, error) {
+func newDconn(cl *client, sc *smbd.Conn, serverChannel bool) (*dconn, int, error) {
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, -1, err
@@ -59,6 +68,10 @@ func newDconn(cl *client, sc *smbd.Conn) (*dconn, int, error) {
 	}
 	s := cl.s
 	d := &dconn{id: s.handles.Add(1), owner: cl, c: sc, sock: nc.(*net.UnixConn)}
+	d.ctx, d.cancel = context.WithCancel(context.Background())
+	if serverChannel {
+		d.ch = channel.New(sc, sc.Info().MaxReadWriteSize, 0, &s.channel)
+	}
 	cl.mu.Lock()
 	cl.conns[d.id] = d
 	cl.pendingConns--
@@ -75,8 +88,13 @@ func newDconn(cl *client, sc *smbd.Conn) (*dconn, int, error) {
 
 func (d *dconn) start() {
 	d.pumps.Add(2)
-	go d.up()
-	go d.down()
+	if d.ch != nil {
+		go d.upChannel()
+		go d.downChannel()
+	} else {
+		go d.up()
+		go d.down()
+	}
 	go func() {
 		d.pumps.Wait()
 		d.close()
@@ -218,9 +236,120 @@ func (d *dconn) down() {
 	}
 }
 
+// upChannel is up for a connection with the server-side RDMA channel:
+// each PDU is read whole (a READ response's data must be at hand to be
+// RDMA-written before the response goes), rewritten and sent as one
+// message. One PDU in memory at a time: back-pressure is the socket
+// buffer, as for up.
+func (d *dconn) upChannel() {
+	defer d.pumps.Done()
+	defer d.close()
+	s := d.owner.s
+	info := d.c.Info()
+	// A READ response carries up to MaxReadWriteSize of data that will
+	// not be in the message sent.
+	max := min(info.MaxFragmentedSend+info.MaxReadWriteSize, framing.MaxSize)
+	br := bufio.NewReaderSize(d.sock, pumpBufMin)
+	var hdr [framing.HeaderLen]byte
+	for {
+		if _, err := io.ReadFull(br, hdr[:]); err != nil {
+			return // every copy of the client's fd is closed: hang up
+		}
+		size, ok := framing.Parse(hdr[:])
+		if !ok || size > max {
+			d.owner.log.Warn("smbdirectd: bad PDU from client, closing", "conn", d.id, "header", hdr[:], "max", max)
+			s.errs.Add(1)
+			return
+		}
+		buf := channel.Buffers.Get(size)
+		err := d.passChannel(br, (*buf)[:size])
+		channel.Buffers.Put(buf)
+		if err != nil {
+			if !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, net.ErrClosed) {
+				s.errs.Add(1)
+				d.owner.log.Info("smbdirectd: connection failed", "conn", d.id, "err", err)
+			}
+			return
+		}
+	}
+}
+
+func (d *dconn) passChannel(br *bufio.Reader, pdu []byte) error {
+	if _, err := io.ReadFull(br, pdu); err != nil {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return err
+	}
+	out, inv, err := d.ch.FromProgram(d.ctx, pdu)
+	if err != nil {
+		return err
+	}
+	d.pdu.Lock()
+	if inv != 0 {
+		err = d.c.WriteMessageInvalidate(out, inv)
+	} else {
+		err = d.c.WriteMessage(out)
+	}
+	d.pdu.Unlock()
+	if err == nil {
+		d.owner.s.sent.Add(int64(len(out)))
+	}
+	return err
+}
+
+// downChannel is down for a connection with the server-side RDMA
+// channel: each message is taken whole, rewritten (a WRITE's data
+// RDMA-read into it) and written to the client. One message in memory at
+// a time: when the client stops reading, nothing more is read or
+// RDMA-read from the peer, which runs out of credits.
+func (d *dconn) downChannel() {
+	defer d.pumps.Done()
+	defer d.close()
+	s := d.owner.s
+	var hdr [framing.HeaderLen]byte
+	for {
+		if _, err := io.ReadFull(d.c, hdr[:]); err != nil {
+			return // the peer went: the client reads EOF
+		}
+		size, ok := framing.Parse(hdr[:])
+		if !ok {
+			return // cannot happen: smbd frames what it received
+		}
+		in := channel.Buffers.Get(framing.HeaderLen + size)
+		err := d.passDown((*in)[:framing.HeaderLen+size])
+		channel.Buffers.Put(in)
+		if err != nil {
+			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && !errors.Is(err, channel.ErrClosed) && !errors.Is(err, context.Canceled) {
+				s.errs.Add(1)
+				d.owner.log.Info("smbdirectd: connection failed", "conn", d.id, "err", err)
+			}
+			return
+		}
+	}
+}
+
+func (d *dconn) passDown(in []byte) error {
+	if _, err := io.ReadFull(d.c, in[framing.HeaderLen:]); err != nil {
+		return err
+	}
+	d.owner.s.received.Add(int64(len(in)))
+	out, buf, err := d.ch.FromPeer(d.ctx, in)
+	if err != nil {
+		return err
+	}
+	_, err = d.sock.Write(out)
+	channel.Buffers.Put(buf)
+	return err
+}
+
 // close ends the SMB Direct connection and the stream.
 func (d *dconn) close() {
 	d.once.Do(func() {
+		d.cancel()
+		if d.ch != nil {
+			d.ch.Close()
+		}
 		d.c.Close()
 		d.sock.Close()
 		cl, s := d.owner, d.owner.s

@@ -307,13 +307,13 @@ func (c *client) dial(id uint64, m ctl.Dial) {
 		c.fail(id, dialCode(err), "%v", err)
 		return
 	}
-	c.hand(id, 0, sc)
+	c.hand(id, 0, sc, false)
 }
 
 // hand wraps an SMB Direct connection in a socketpair and sends the
 // client its end.
-func (c *client) hand(id, listener uint64, sc *smbd.Conn) {
-	d, fd, err := newDconn(c, sc)
+func (c *client) hand(id, listener uint64, sc *smbd.Conn, serverChannel bool) {
+	d, fd, err := newDconn(c, sc, serverChannel)
 	if err != nil {
 		c.unreserveConn()
 		sc.Close()
@@ -350,6 +350,10 @@ func (c *client) unreserveConn() {
 }
 
 func (c *client) listen(id uint64, m ctl.Listen) {
+	if m.Flags&^ctl.ListenServerChannel != 0 {
+		c.fail(id, ctl.CodeInvalid, "listen: unknown flags %#x", m.Flags&^ctl.ListenServerChannel)
+		return
+	}
 	cfg := *c.s.cfg.SMBD
 	l, err := smbd.Listen(c.ctx, m.Addr, &cfg)
 	if err != nil {
@@ -372,7 +376,7 @@ func (c *client) listen(id uint64, m ctl.Listen) {
 				sc.Close()
 				continue
 			}
-			c.hand(id, lid, sc)
+			c.hand(id, lid, sc, m.Flags&ctl.ListenServerChannel != 0)
 		}
 	})
 }
