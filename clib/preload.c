@@ -23,7 +23,8 @@
  *
  * Environment: SMBDIRECT_SOCKET (the daemon's control socket, default
  * SDD_DEFAULT_SOCKET), SMBDIRECT_LISTEN, SMBDIRECT_PORT, SMBDIRECT_CHANNEL
- * (1, the default: the daemon's server-side RDMA channel; 0: none),
+ * (1, the default: the daemon's server-side RDMA channel for listeners and
+ * its client-side one for dialed connections; 0: none),
  * SMBDIRECT_DIAL ("IP:PORT=SMBDIRECTADDR,..."; IPv6 as [v6]:port).
  *
  * Built with -fvisibility=hidden: only the interposed libc calls are
@@ -699,10 +700,11 @@ static int dial_over(int fd, const struct sockaddr_storage *peer, socklen_t peer
 		return -1;
 	}
 	struct sdd_conn_info info;
-	int s = sdd_dial(c, target, 0, &info);
+	int s = sdd_dial_flags(c, target, 0, st.channel ? SDD_DIAL_CLIENT_CHANNEL : 0, &info);
 	if (s < 0) {
 		int e = errno;
-		warn("SMB Direct to %s: %s", target, sdd_last_error(c));
+		warn("SMB Direct to %s: %s%s", target, sdd_last_error(c),
+		     st.channel && e == EINVAL ? "; an smbdirectd without the client RDMA channel? SMBDIRECT_CHANNEL=0 dials without" : "");
 		sdd_close(c);
 		errno = dial_errno(e);
 		return -1;

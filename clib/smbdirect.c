@@ -307,6 +307,11 @@ const char *sdd_last_error(const sdd_client *c) { return c ? c->err : "no client
 
 int sdd_dial(sdd_client *c, const char *addr, uint32_t timeout_ms, struct sdd_conn_info *info)
 {
+	return sdd_dial_flags(c, addr, timeout_ms, 0, info);
+}
+
+int sdd_dial_flags(sdd_client *c, const char *addr, uint32_t timeout_ms, uint32_t flags, struct sdd_conn_info *info)
+{
 	size_t al = strlen(addr);
 	if (al > 1024) {
 		seterr(c, EINVAL, "address too long");
@@ -318,6 +323,8 @@ int sdd_dial(sdd_client *c, const char *addr, uint32_t timeout_ms, struct sdd_co
 	p = put16(p, (uint16_t)al);
 	memcpy(p, addr, al);
 	p += al;
+	/* Optional on the wire, as Listen's: older daemons understand us. */
+	if (flags) p = put32(p, flags);
 	size_t blen;
 	int fd;
 	int t = roundtrip(c, p, id, -1, &blen, &fd);

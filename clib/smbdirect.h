@@ -62,6 +62,15 @@ const char *sdd_last_error(const sdd_client *c);
  * route, ETIMEDOUT the timeout passed. */
 int sdd_dial(sdd_client *c, const char *addr, uint32_t timeout_ms, struct sdd_conn_info *info);
 
+/* SDD_DIAL_CLIENT_CHANNEL: the dialed connection gets the daemon's
+ * client-side RDMA channel (unsigned SMB2 READ/WRITE written inline on the
+ * stream are sent with an RDMA channel; READ responses come back inline). */
+#define SDD_DIAL_CLIENT_CHANNEL 1
+
+/* sdd_dial_flags is sdd_dial with flags (SDD_DIAL_*); with flags 0 it
+ * sends exactly what sdd_dial sends. */
+int sdd_dial_flags(sdd_client *c, const char *addr, uint32_t timeout_ms, uint32_t flags, struct sdd_conn_info *info);
+
 /* sdd_listen asks the daemon to accept SMB Direct connections on addr
  * ("host:port"; port 0 picks one). It returns the listener handle and
  * writes the bound address to bound (if not NULL). */

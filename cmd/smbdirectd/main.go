@@ -270,6 +270,11 @@ func metricsHandler(s *server.Server) http.Handler {
 			{"smbdirectd_server_rdma_reads_total", "counter", "WRITE requests whose data the server-side RDMA channel RDMA-read.", st.ServerRDMAReads},
 			{"smbdirectd_server_rdma_writes_total", "counter", "READ responses whose data the server-side RDMA channel RDMA-wrote.", st.ServerRDMAWrites},
 			{"smbdirectd_server_channel_passthrough_total", "counter", "READ/WRITE with an RDMA channel the server-side channel could not rewrite and passed on.", st.ServerChannelPassthrough},
+			{"smbdirectd_client_rdma_reads_total", "counter", "READ requests the client-side RDMA channel sent with an RDMA channel.", st.ClientRDMAReads},
+			{"smbdirectd_client_rdma_read_bytes_total", "counter", "READ data peers RDMA-wrote for the client-side RDMA channel.", st.ClientRDMAReadBytes},
+			{"smbdirectd_client_rdma_writes_total", "counter", "WRITE requests the client-side RDMA channel sent with an RDMA channel.", st.ClientRDMAWrites},
+			{"smbdirectd_client_rdma_write_bytes_total", "counter", "WRITE data peers RDMA-read from the client-side RDMA channel.", st.ClientRDMAWriteBytes},
+			{"smbdirectd_client_channel_inline_total", "counter", "READ/WRITE requests the client-side RDMA channel left inline (signed, compound, small, too large).", st.ClientChannelInline},
 		} {
 			fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n%s %d\n", m.name, m.help, m.name, m.kind, m.name, m.v)
 		}

@@ -6,17 +6,28 @@ import (
 )
 
 // Dial asks the daemon to connect to an SMB Direct server; the reply is a
-// Conn with the stream fd.
+// Conn with the stream fd. Flags (DialClientChannel) follow the address
+// as an optional u32, exactly as Listen's do.
 type Dial struct {
 	Addr      string
 	TimeoutMS uint32 // 0: the daemon's default
+	Flags     uint32
 }
+
+// DialClientChannel gives the dialed connection the daemon's client-side
+// RDMA channel: unsigned SMB2 READ and WRITE requests the client writes
+// inline are sent with an RDMA channel, the daemon registering the memory,
+// and READ responses reach the client inline again (docs/smbdirectd.md).
+const DialClientChannel = 1
 
 func AppendDial(b []byte, id uint64, m *Dial) []byte {
 	s := len(b)
 	b = AppendHeader(b, TypeDial, id)
 	b = binary.LittleEndian.AppendUint32(b, m.TimeoutMS)
 	b = AppendBytes16(b, []byte(m.Addr))
+	if m.Flags != 0 {
+		b = binary.LittleEndian.AppendUint32(b, m.Flags)
+	}
 	return Finish(b, s)
 }
 
@@ -24,7 +35,14 @@ func ParseDial(body []byte) (Dial, error) {
 	r := NewReader(body)
 	m := Dial{TimeoutMS: r.U32()}
 	m.Addr = string(r.Bytes16())
-	return m, r.Err(true)
+	if err := r.Err(false); err != nil || len(r.b) == 0 {
+		return m, err
+	}
+	if len(r.b) != 4 {
+		return m, fmt.Errorf("%w: %d bytes after the Dial address, want 0 or 4", ErrMalformed, len(r.b))
+	}
+	m.Flags = r.U32()
+	return m, nil
 }
 
 // Listen asks the daemon to accept SMB Direct connections on Addr; the

@@ -207,3 +207,38 @@ func TestListenFlags(t *testing.T) {
 		}
 	}
 }
+
+// TestDialFlags: as for Listen, Flags 0 adds nothing (older daemons parse
+// the Dial), a set flag is a u32 after the address, other tails are
+// malformed.
+func TestDialFlags(t *testing.T) {
+	plain := AppendDial(nil, 4, &Dial{Addr: "a:1", TimeoutMS: 7})
+	want := []byte{0x53, 0x44, 1, TypeDial, 25, 0, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0, 7, 0, 0, 0, 3, 0, 'a', ':', '1'}
+	if !bytes.Equal(plain, want) {
+		t.Fatalf("Dial without flags: % x, want % x", plain, want)
+	}
+	withFlags := AppendDial(nil, 4, &Dial{Addr: "a:1", TimeoutMS: 7, Flags: DialClientChannel})
+	if want := append(append([]byte{}, want...), 1, 0, 0, 0); !bytes.Equal(Finish(want, 0), withFlags) {
+		t.Fatalf("Dial with flags: % x, want % x", withFlags, want)
+	}
+	for _, tc := range []struct {
+		msg   []byte
+		flags uint32
+	}{{plain, 0}, {withFlags, DialClientChannel}} {
+		_, body, err := ParseHeader(tc.msg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := ParseDial(body)
+		if err != nil || m != (Dial{Addr: "a:1", TimeoutMS: 7, Flags: tc.flags}) {
+			t.Fatalf("% x: %+v, %v", tc.msg, m, err)
+		}
+	}
+	_, body, _ := ParseHeader(plain)
+	for _, extra := range []int{1, 2, 3, 5, 8} {
+		b := append(append([]byte{}, body...), make([]byte, extra)...)
+		if _, err := ParseDial(b); !errors.Is(err, ErrMalformed) {
+			t.Errorf("%d bytes after the address: %v, want ErrMalformed", extra, err)
+		}
+	}
+}

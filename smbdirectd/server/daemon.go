@@ -29,6 +29,7 @@ import (
 	// The daemon's default SMB Direct provider (Config.SMBD with a nil
 	// Provider) is the embedded soft-iWARP: it registers itself.
 	_ "github.com/smbdirect/smbdirect/iwarp"
+	"github.com/smbdirect/smbdirect/smb2rdma"
 	"github.com/smbdirect/smbdirect/smbd"
 	"github.com/smbdirect/smbdirect/smbdirectd/server/internal/channel"
 )
@@ -104,6 +105,27 @@ type Stats struct {
 	ServerRDMAReads          int64 `json:"server_rdma_reads"`
 	ServerRDMAWrites         int64 `json:"server_rdma_writes"`
 	ServerChannelPassthrough int64 `json:"server_channel_passthrough"`
+	// The client-side RDMA channel (DialClientChannel connections): READ
+	// requests sent with an RDMA channel and the data the peer RDMA-wrote
+	// for them, WRITE requests sent with one and the data the peer
+	// RDMA-read, and READ/WRITE requests left inline (signed, compound,
+	// small, or larger than MaxReadWriteSize).
+	ClientRDMAReads      int64 `json:"client_rdma_reads"`
+	ClientRDMAReadBytes  int64 `json:"client_rdma_read_bytes"`
+	ClientRDMAWrites     int64 `json:"client_rdma_writes"`
+	ClientRDMAWriteBytes int64 `json:"client_rdma_write_bytes"`
+	ClientChannelInline  int64 `json:"client_channel_inline"`
+}
+
+// clientCounts sums smb2rdma.Stats of client-channel connections.
+type clientCounts struct{ reads, readBytes, writes, writeBytes, inline int64 }
+
+func (c *clientCounts) add(st smb2rdma.Stats) {
+	c.reads += int64(st.Reads)
+	c.readBytes += int64(st.BytesPlaced)
+	c.writes += int64(st.Writes)
+	c.writeBytes += int64(st.BytesFetched)
+	c.inline += int64(st.Inline)
 }
 
 // Server is a running daemon.
@@ -126,6 +148,9 @@ type Server struct {
 
 	clientsN, conns, connsTotal, sent, received, rdmaW, rdmaR, registered, errs, refused atomic.Int64
 	channel                                                                              channel.Counters
+	// clientDone: the client-side channel's counts of closed connections
+	// (guarded by mu).
+	clientDone clientCounts
 }
 
 // Listen creates the control socket (replacing a stale one) and returns
@@ -166,12 +191,22 @@ func (s *Server) Addr() string { return s.cfg.Socket }
 
 // Stats returns the counters.
 func (s *Server) Stats() Stats {
+	s.mu.Lock()
+	cc := s.clientDone
+	for d := range s.live {
+		if d.oc != nil {
+			cc.add(d.oc.Stats())
+		}
+	}
+	s.mu.Unlock()
 	return Stats{Clients: s.clientsN.Load(), Conns: s.conns.Load(), ConnsTotal: s.connsTotal.Load(),
 		BytesSent: s.sent.Load(), BytesReceived: s.received.Load(), RDMAWritten: s.rdmaW.Load(),
 		RDMARead: s.rdmaR.Load(), Registered: s.registered.Load(), Errors: s.errs.Load(), Refused: s.refused.Load(),
 		ServerRDMAReadBytes: s.channel.ReadBytes.Load(), ServerRDMAWriteBytes: s.channel.WriteBytes.Load(),
 		ServerRDMAReads: s.channel.Reads.Load(), ServerRDMAWrites: s.channel.Writes.Load(),
-		ServerChannelPassthrough: s.channel.Passthrough.Load()}
+		ServerChannelPassthrough: s.channel.Passthrough.Load(),
+		ClientRDMAReads:          cc.reads, ClientRDMAReadBytes: cc.readBytes, ClientRDMAWrites: cc.writes,
+		ClientRDMAWriteBytes: cc.writeBytes, ClientChannelInline: cc.inline}
 }
 
 // Serve accepts clients until ctx ends or Close is called, then shuts

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/smbdirect/smbdirect/internal/framing"
+	"github.com/smbdirect/smbdirect/smb2rdma"
 	"github.com/smbdirect/smbdirect/smbd"
 	"github.com/smbdirect/smbdirect/smbdirectd/server/internal/channel"
 )
@@ -39,11 +40,25 @@ type dconn struct {
 	ch     *channel.Channel
 	ctx    context.Context
 	cancel context.CancelFunc
+	// oc is the client-side RDMA channel (a Dial with DialClientChannel),
+	// nil without: up and down carry the stream through it.
+	oc *smb2rdma.Conn
+	// stream is what up and down read and write: c, or oc.
+	stream io.ReadWriter
 }
+
+// channelKind says which RDMA channel, if any, a connection's pumps run.
+type channelKind int
+
+const (
+	noChannel     channelKind = iota
+	serverChannel             // a ListenServerChannel listener's connection
+	clientChannel             // a DialClientChannel connection
+)
 
 // newDconn creates the socketpair; the caller sends the returned fd to the
 // client and closes it.
-func newDconn(cl *client, sc *smbd.Conn, serverChannel bool) (*dconn, int, error) {
+func newDconn(cl *client, sc *smbd.Conn, kind channelKind) (*dconn, int, error) {
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, -1, err
@@ -67,10 +82,14 @@ func newDconn(cl *client, sc *smbd.Conn, serverChannel bool) (*dconn, int, error
 		return nil, -1, err
 	}
 	s := cl.s
-	d := &dconn{id: s.handles.Add(1), owner: cl, c: sc, sock: nc.(*net.UnixConn)}
+	d := &dconn{id: s.handles.Add(1), owner: cl, c: sc, sock: nc.(*net.UnixConn), stream: sc}
 	d.ctx, d.cancel = context.WithCancel(context.Background())
-	if serverChannel {
+	switch kind {
+	case serverChannel:
 		d.ch = channel.New(sc, sc.Info().MaxReadWriteSize, 0, &s.channel)
+	case clientChannel:
+		d.oc = smb2rdma.Wrap(sc, &smb2rdma.Config{Logger: cl.s.log})
+		d.stream = d.oc
 	}
 	cl.mu.Lock()
 	cl.conns[d.id] = d
@@ -119,7 +138,12 @@ func (d *dconn) up() {
 	defer d.pumps.Done()
 	defer d.close()
 	s := d.owner.s
-	max := d.c.Info().MaxFragmentedSend
+	info := d.c.Info()
+	max := info.MaxFragmentedSend
+	if d.oc != nil {
+		// A WRITE of up to MaxReadWriteSize goes by RDMA, not in the message.
+		max = min(info.MaxFragmentedSend+info.MaxReadWriteSize, framing.MaxSize)
+	}
 	// Reads take what the socket has, so a small PDU costs one read, not
 	// one for its header and one for its body; buf[r:w] is unprocessed.
 	buf := make([]byte, pumpBufMin)
@@ -166,7 +190,7 @@ func (d *dconn) up() {
 // buf[*r:*w].
 func (d *dconn) passPDU(buf []byte, r, w *int, total int) ([]byte, error) {
 	k := min(total, *w-*r)
-	if _, err := d.c.Write(buf[*r : *r+k]); err != nil {
+	if _, err := d.stream.Write(buf[*r : *r+k]); err != nil {
 		return buf, err
 	}
 	*r += k
@@ -184,7 +208,7 @@ func (d *dconn) passPDU(buf []byte, r, w *int, total int) ([]byte, error) {
 			return buf, err
 		}
 		left -= n
-		if _, err := d.c.Write(buf[:n]); err != nil {
+		if _, err := d.stream.Write(buf[:n]); err != nil {
 			return buf, err
 		}
 		if n == len(buf) {
@@ -220,7 +244,7 @@ func (d *dconn) down() {
 	defer d.close()
 	buf := make([]byte, pumpBufMin)
 	for {
-		n, err := d.c.Read(buf)
+		n, err := d.stream.Read(buf)
 		if n > 0 {
 			d.owner.s.received.Add(int64(n))
 			if _, werr := d.sock.Write(buf[:n]); werr != nil {
@@ -350,6 +374,9 @@ func (d *dconn) close() {
 		if d.ch != nil {
 			d.ch.Close()
 		}
+		if d.oc != nil {
+			d.oc.Close() // also releases its registrations
+		}
 		d.c.Close()
 		d.sock.Close()
 		cl, s := d.owner, d.owner.s
@@ -358,6 +385,11 @@ func (d *dconn) close() {
 		cl.mu.Unlock()
 		s.mu.Lock()
 		delete(s.live, d)
+		if d.oc != nil {
+			// Its counts join the totals as it leaves s.live: Stats adds
+			// those of the live ones, also under s.mu.
+			s.clientDone.add(d.oc.Stats())
+		}
 		s.mu.Unlock()
 		s.conns.Add(-1)
 		cl.log.Info("smbdirectd: connection closed", "conn", d.id)

@@ -58,7 +58,7 @@ func TestHandToGoneClient(t *testing.T) {
 	}
 	c := newClient(s, nc.(*net.UnixConn), &unix.Ucred{})
 	c.reserveConn()
-	c.hand(1, 0, sc, false)
+	c.hand(1, 0, sc, noChannel)
 	c.release()
 
 	if st := s.Stats(); st.Conns != 0 {

@@ -290,6 +290,10 @@ func (c *client) conn(id uint64) *dconn {
 }
 
 func (c *client) dial(id uint64, m ctl.Dial) {
+	if m.Flags&^ctl.DialClientChannel != 0 {
+		c.fail(id, ctl.CodeInvalid, "dial: unknown flags %#x", m.Flags&^ctl.DialClientChannel)
+		return
+	}
 	if !c.reserveConn() {
 		c.fail(id, ctl.CodeLimit, "at most %d connections per client", c.s.cfg.MaxConnsPerClient)
 		return
@@ -307,13 +311,17 @@ func (c *client) dial(id uint64, m ctl.Dial) {
 		c.fail(id, dialCode(err), "%v", err)
 		return
 	}
-	c.hand(id, 0, sc, false)
+	ch := noChannel
+	if m.Flags&ctl.DialClientChannel != 0 {
+		ch = clientChannel
+	}
+	c.hand(id, 0, sc, ch)
 }
 
 // hand wraps an SMB Direct connection in a socketpair and sends the
 // client its end.
-func (c *client) hand(id, listener uint64, sc *smbd.Conn, serverChannel bool) {
-	d, fd, err := newDconn(c, sc, serverChannel)
+func (c *client) hand(id, listener uint64, sc *smbd.Conn, ch channelKind) {
+	d, fd, err := newDconn(c, sc, ch)
 	if err != nil {
 		c.unreserveConn()
 		sc.Close()
@@ -376,7 +384,11 @@ func (c *client) listen(id uint64, m ctl.Listen) {
 				sc.Close()
 				continue
 			}
-			c.hand(id, lid, sc, m.Flags&ctl.ListenServerChannel != 0)
+			ch := noChannel
+			if m.Flags&ctl.ListenServerChannel != 0 {
+				ch = serverChannel
+			}
+			c.hand(id, lid, sc, ch)
 		}
 	})
 }
