@@ -51,7 +51,10 @@ socket becomes the stream fd. PROGRAM resolves HOST itself, as over TCP; this
 command resolves HOST (numbers as they are, names with the system resolver:
 /etc/hosts, DNS) when it starts and hands the library every address found,
 so give PROGRAM the same name or one of those addresses. RDMAHOST is
-resolved by the daemon. Other connections are TCP as before. Example, Samba's
+resolved by the daemon. Other connections are TCP as before. With the RDMA
+channel (the default; --no-rdma-channel turns it off) the daemon sends PROGRAM's
+unsigned READ/WRITE requests with an RDMA channel and does the RDMA; the server
+must understand it (ksmbd, smbd under smbdirect exec). Example, Samba's
 smbclient against a server with SMB Direct on 5445:
 
     smbdirect exec --dial fileserver -- smbclient //fileserver/share -U user
@@ -77,7 +80,7 @@ prints one line on stderr per listener it takes over:
 			fs.StringVar(&o.socket, "socket", client.DefaultSocket, "smbdirectd's control socket `path`")
 			fs.StringVar(&o.listen, "listen", fmt.Sprintf(":%d", smbd.PortIWARP), "SMB Direct address to listen on (host:port; port 0 picks one)")
 			fs.IntVar(&o.port, "port", 445, "the TCP port of PROGRAM that becomes SMB Direct")
-			fs.BoolVar(&o.noChannel, "no-rdma-channel", false, "no server-side RDMA channel: PROGRAM sees READ/WRITE as the client sent them")
+			fs.BoolVar(&o.noChannel, "no-rdma-channel", false, "no RDMA channels: PROGRAM's listener sees READ/WRITE as the client sent them, and its --dial connections send them inline")
 			fs.Func("dial", "`HOST[:PORT][=RDMAHOST:RDMAPORT]`: PROGRAM's TCP connections to HOST:PORT (445) go over SMB Direct to RDMAHOST:RDMAPORT (HOST:5445); repeatable", func(v string) error {
 				o.dial = append(o.dial, v)
 				return nil
