@@ -634,6 +634,59 @@ func TestPreloadConnectFail(t *testing.T) {
 	}
 }
 
+// The Dial the preload sends for a connect: SMBDIRECT_CHANNEL=1 (the
+// default) adds the u32 flags SDD_DIAL_CLIENT_CHANNEL after the address,
+// 0 sends the address alone. A fake daemon checks the exact bytes and
+// refuses; connect fails with ECONNREFUSED.
+func TestPreloadDialFlags(t *testing.T) {
+	for _, tc := range []struct {
+		env   []string
+		flags uint32
+	}{
+		{nil, ctl.DialClientChannel},
+		{[]string{"SMBDIRECT_CHANNEL=1"}, ctl.DialClientChannel},
+		{[]string{"SMBDIRECT_CHANNEL=0"}, 0},
+	} {
+		sock := filepath.Join(t.TempDir(), "fake.sock")
+		ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: sock, Net: "unixpacket"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := make(chan []byte, 1)
+		go func() {
+			defer ln.Close()
+			c, err := ln.AcceptUnix()
+			if err != nil {
+				got <- nil
+				return
+			}
+			defer c.Close()
+			buf := make([]byte, 1<<16)
+			n, _ := c.Read(buf) // Hello
+			h, _, _ := ctl.ParseHeader(buf[:n])
+			m := ctl.AppendHeader(nil, ctl.TypeHelloOK, h.ID)
+			m = append(m, 1, 0)
+			m = ctl.Finish(ctl.AppendBytes16(m, []byte("fake")), 0)
+			c.Write(m)
+			n, _ = c.Read(buf) // Dial
+			msg := append([]byte(nil), buf[:n]...)
+			h, _, _ = ctl.ParseHeader(msg)
+			c.Write(ctl.AppendError(nil, h.ID, &ctl.Error{Code: ctl.CodeConnRefused, Message: "fake refuses"}))
+			got <- msg
+			io.Copy(io.Discard, c) // until the program closes the session
+		}()
+		port := freePort(t)
+		p := startProg(t, append([]string{"SMBDIRECT_SOCKET=" + sock, fmt.Sprintf("SMBDIRECT_DIAL=127.0.0.1:%d=127.0.0.1:5445", port)},
+			tc.env...), "connect1", fmt.Sprint(port))
+		p.expect(t, fmt.Sprintf("CONNECT_FAIL %d", syscall.ECONNREFUSED))
+		p.wait()
+		msg := <-got
+		if want := ctl.AppendDial(nil, 2, &ctl.Dial{Addr: "127.0.0.1:5445", Flags: tc.flags}); !bytes.Equal(msg, want) {
+			t.Errorf("%v: Dial\n% x\nwant\n% x", tc.env, msg, want)
+		}
+	}
+}
+
 // lockedBuffer collects a child's output from several goroutines.
 type lockedBuffer struct {
 	mu sync.Mutex
