@@ -266,12 +266,24 @@ func TestVMSmbclientKsmbd(t *testing.T) {
 	// that use the RDMA channel), but takes inline messages of at most
 	// 173910 bytes (255 credits of 1364 bytes, halved): smbclient, not
 	// knowing, would send 4 MiB WRITEs inline. 128 KiB fits.
+	// smbclient keeps as many READs or WRITEs in flight as it has credits
+	// (ksmbd grants up to 8192) and times each out 20 s after it was
+	// queued: in the emulated VM on a busy host (1 MB/s at worst) the last
+	// of hundreds of 128 KiB requests timed out waiting behind the others.
+	// 32 credits keep 4 MiB in flight, which bounds that wait.
 	global := `[global]\n\tserver min protocol = SMB2_10\n`
-	script := strings.Replace(testbed.KsmbdGuest, global, global+`\tsmb2 max read = 128K\n\tsmb2 max write = 128K\n\tsmb2 max trans = 128K\n`, 1)
-	if script == testbed.KsmbdGuest {
-		t.Fatal("KsmbdGuest's ksmbd.conf changed: update this test")
+	script := strings.Replace(testbed.KsmbdGuest, global, global+
+		`\tsmb2 max read = 128K\n\tsmb2 max write = 128K\n\tsmb2 max trans = 128K\n\tsmb2 max credits = 32\n`, 1)
+	// The VM lives longer than testbed's default 120 s, which the whole
+	// test outlasted on a busy host (qemu was killed mid-transfer and
+	// smbclient saw NT_STATUS_CONNECTION_DISCONNECTED): 4 x 64 MiB
+	// through an emulated CPU took 40-110 s.
+	const life = 8 * time.Minute
+	script2 := strings.Replace(script, "[ $i -lt 1200 ]", fmt.Sprintf("[ $i -lt %d ]", int(life/(100*time.Millisecond))), 1)
+	if script == testbed.KsmbdGuest || script2 == script {
+		t.Fatal("KsmbdGuest's ksmbd.conf or wait loop changed: update this test")
 	}
-	vm := testbed.StartT(t, testbed.Options{GuestScript: script, Forwards: []testbed.Forward{{GuestPort: 5445}}})
+	vm := testbed.StartT(t, testbed.Options{GuestScript: script2, Forwards: []testbed.Forward{{GuestPort: 5445}}, Timeout: life})
 	defer os.WriteFile(filepath.Join(vm.ShareDir(), "done"), nil, 0o644)
 	ctx, cancel := context.WithTimeout(t.Context(), 150*time.Second)
 	defer cancel()
@@ -297,11 +309,13 @@ func TestVMSmbclientKsmbd(t *testing.T) {
 	}
 	// Which messages smbclient signs (its -d10 says "signed SMB2 message"
 	// per signed request): a few of the session's, or every one.
+	small, _ := randomFile(t, local, "small.bin", 4<<20)
+	smbclientRun(t, time.Minute, execArgs, args, fmt.Sprintf("put %s small.bin", small))
 	sign := func(opts ...string) int {
-		out := smbclientRun(t, time.Minute, execArgs, append(append(args, opts...), "-d10"), fmt.Sprintf("get big.bin %s", back))
+		out := smbclientRun(t, time.Minute, execArgs, append(append(args, opts...), "-d10"), fmt.Sprintf("get small.bin %s.back", small))
 		return strings.Count(out, "signed SMB2 message")
 	}
-	t.Logf("smbclient's signed messages for a 64 MiB get from ksmbd: %d by default, %d with client signing = disabled, %d with required",
+	t.Logf("smbclient's signed messages for a 4 MiB get from ksmbd: %d by default, %d with client signing = disabled, %d with required",
 		sign(), sign("--option=clientsigning=disabled"), sign("--option=clientsigning=required"))
 	out = smbclientRun(t, time.Minute, execArgs, args, "mkdir sub; ls")
 	for _, want := range []string{"  sub ", "  big.bin ", " 67108864 "} {
@@ -309,7 +323,7 @@ func TestVMSmbclientKsmbd(t *testing.T) {
 			t.Fatalf("ls lacks %q:\n%s", want, out)
 		}
 	}
-	out = smbclientRun(t, time.Minute, execArgs, args, "rm big.bin; rmdir sub; ls")
+	out = smbclientRun(t, time.Minute, execArgs, args, "rm big.bin; rm small.bin; rmdir sub; ls")
 	if strings.Contains(out, "big.bin") || strings.Contains(out, "  sub ") {
 		t.Fatalf("after rm and rmdir:\n%s", out)
 	}
