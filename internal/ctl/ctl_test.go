@@ -140,6 +140,7 @@ func FuzzMessage(f *testing.F) {
 	for _, s := range samples() {
 		f.Add(s)
 	}
+	f.Add(AppendDial(nil, 4, &Dial{Addr: "127.0.0.1:5445", Flags: DialClientChannel}))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		h, body, err := ParseHeader(b)
 		if err != nil {
