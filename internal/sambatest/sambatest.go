@@ -257,7 +257,7 @@ func (s *Server) writeConf(opts Options) error {
 		{"log level", strconv.Itoa(level)},
 		{"passdb backend", "tdbsam:" + p("private/passdb.tdb")},
 		// cifs.ko's SMB Direct needs 3.0 or later; nothing older is offered.
-		{"server min protocol", "SMB3"},
+		{"server min protocol", "SMB3_00"},
 		{"map to guest", "never"},
 		{"load printers", "no"},
 		{"printcap name", "/dev/null"},
