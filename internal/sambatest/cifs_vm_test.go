@@ -49,6 +49,8 @@ type cifsCase struct {
 	// check runs on the host once the files are written, with the servers (nil if unused) and the
 	// daemon's counters before the row (nil without sambaDirect); the row fails if it returns an error.
 	check func(env *cifsEnv, before map[string]int64) error
+	// done, like check, runs once the guest has read everything back and removed it.
+	done func(env *cifsEnv, before map[string]int64) error
 }
 
 // cifsEnv is what one boot of the test has on the host.
@@ -135,7 +137,11 @@ func runCifsCases(t *testing.T, env *cifsEnv, cases []cifsCase, guest []GuestCas
 				before = env.direct.counters(t)
 			}
 			if c.mountFails {
-				line, err := vm.WaitFor(ctx, "CASE "+c.name+" mountfailed")
+				// The line after the one to check: WaitFor returns a line as far as it has arrived.
+				if _, err := vm.WaitFor(ctx, "CASE "+c.name+" mountfailed"); err != nil {
+					t.Fatal(err)
+				}
+				line, err := vm.WaitFor(ctx, "CASE "+c.name+" mounterror")
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -168,6 +174,11 @@ func runCifsCases(t *testing.T, env *cifsEnv, cases []cifsCase, guest []GuestCas
 			}
 			if _, err := os.Stat(filepath.Join(srv.ShareDir(), c.name)); !os.IsNotExist(err) {
 				t.Fatalf("the guest removed %s, the host still has it (%v)", c.name, err)
+			}
+			if c.done != nil {
+				if err := c.done(env, before); err != nil {
+					t.Error(err)
+				}
 			}
 			out := vm.Output()
 			start := strings.Index(out, "CASE "+c.name+" stats\n")

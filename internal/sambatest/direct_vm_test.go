@@ -33,10 +33,10 @@ const offloadedWriteBytes = 4096 + 1<<20 + 64<<20
 
 func directCases() []cifsCase {
 	return []cifsCase{
-		{name: "rdma311", server: sambaDirect, opts: "vers=3.1.1,rdma", check: offloaded},
-		{name: "rdma30", server: sambaDirect, opts: "vers=3.0,rdma", check: offloaded},
+		{name: "rdma311", server: sambaDirect, opts: "vers=3.1.1,rdma", check: offloaded, done: readOffloaded},
+		{name: "rdma30", server: sambaDirect, opts: "vers=3.0,rdma", check: offloaded, done: readOffloaded},
 		// Signing: cifs.ko never asks for the RDMA channel, everything goes inline over SMB Direct.
-		{name: "rdmasign", server: sambaDirect, opts: "vers=3.1.1,rdma,sign", check: notOffloaded},
+		{name: "rdmasign", server: sambaDirect, opts: "vers=3.1.1,rdma,sign", check: notOffloaded, done: notOffloaded},
 		// closetimeo=0 as in tcptwo.
 		{name: "rdmatwo", server: sambaDirect, opts: "vers=3.1.1,rdma,nosharesock,closetimeo=0", mounts: 2, check: directConns(2)},
 		{name: "rdmabadpw", server: sambaDirect, opts: "vers=3.1.1,rdma", password: "wrong", mountFails: true, mountErr: "mount error(13): Permission denied"},
@@ -47,9 +47,23 @@ func directCases() []cifsCase {
 // through unchanged.
 func offloaded(env *cifsEnv, before map[string]int64) error {
 	d := env.direct.delta(before)
-	if d["server_rdma_read_bytes"] != offloadedWriteBytes || d["server_channel_passthrough"] != 0 || d["server_rdma_reads"] == 0 {
-		return fmt.Errorf("daemon counters moved by %v; want server_rdma_read_bytes %d, some server_rdma_reads, no passthrough",
+	if d["server_rdma_read_bytes_total"] != offloadedWriteBytes || d["server_channel_passthrough_total"] != 0 || d["server_rdma_reads_total"] == 0 {
+		return fmt.Errorf("daemon counters moved by %v; want server_rdma_read_bytes_total %d, some server_rdma_reads_total, no passthrough",
 			d, offloadedWriteBytes)
+	}
+	return nil
+}
+
+// readOffloaded: reading every file back with dd bs=1M (1 MiB READs, each above the threshold) had all
+// their bytes RDMA-written by the daemon.
+func readOffloaded(env *cifsEnv, before map[string]int64) error {
+	total := int64(0)
+	for _, n := range FileSizes {
+		total += int64(n)
+	}
+	d := env.direct.delta(before)
+	if d["server_rdma_write_bytes_total"] != total || d["server_rdma_writes_total"] == 0 || d["server_channel_passthrough_total"] != 0 {
+		return fmt.Errorf("daemon counters moved by %v; want server_rdma_write_bytes_total %d, some server_rdma_writes_total, no passthrough", d, total)
 	}
 	return nil
 }
@@ -57,7 +71,7 @@ func offloaded(env *cifsEnv, before map[string]int64) error {
 // notOffloaded: over SMB Direct, but nothing through the RDMA channel.
 func notOffloaded(env *cifsEnv, before map[string]int64) error {
 	d := env.direct.delta(before)
-	if d["server_rdma_read_bytes"] != 0 || d["server_rdma_reads"] != 0 || d["server_channel_passthrough"] != 0 || d["connections_total"] != 1 {
+	if d["server_rdma_read_bytes_total"] != 0 || d["server_rdma_reads_total"] != 0 || d["server_channel_passthrough_total"] != 0 || d["connections_total"] != 1 {
 		return fmt.Errorf("daemon counters moved by %v; want one connection and no RDMA channel use", d)
 	}
 	return nil
@@ -149,8 +163,9 @@ func startDirect(t *testing.T, user, password string) *directServer {
 	return d
 }
 
-// read returns the daemon's counters by their names in docs/smbdirectd.md (the metric names without the
-// smbdirectd_ prefix and _total suffix), nil when the metrics cannot be read.
+// read returns the daemon's metrics by name without the smbdirectd_ prefix (the counters in
+// docs/smbdirectd.md with their _total suffix: connections is the gauge, connections_total the counter),
+// nil when the metrics cannot be read.
 func (d *directServer) read() map[string]int64 {
 	c := http.Client{Timeout: 5 * time.Second}
 	resp, err := c.Get("http://" + d.metrics + "/metrics")
@@ -174,7 +189,7 @@ func (d *directServer) read() map[string]int64 {
 		if err != nil {
 			continue
 		}
-		m[strings.TrimSuffix(strings.TrimPrefix(f[0], "smbdirectd_"), "_total")] = v
+		m[strings.TrimPrefix(f[0], "smbdirectd_")] = v
 	}
 	return m
 }

@@ -31,8 +31,8 @@ type GuestCase struct {
 //
 //	CASE <name> written       the files are in <share>/<name>; it then waits for the host's verdict
 //	                          in /mnt/work/<name>.written ("ok", else the reason, which ends the script)
-//	CASE <name> mountfailed <status>: <mount's first line of errors>
-//	                          for MountFails cases, instead of everything else
+//	CASE <name> mounterror <status>: <mount's first line of errors>
+//	CASE <name> mountfailed   for MountFails cases, instead of everything else
 //	CASE <name> ok            read back, listed, renamed and deleted, unmounted
 //
 // The source files (FileSizes, from /dev/urandom, named f<size>) have their sha256sum output in
@@ -85,7 +85,7 @@ run_case() {
     cat /tmp/mount.err
     if [ $mf = 1 ]; then
       [ $rc != 0 ] || { umount /mnt/$name$i; fail "the mount succeeded"; return 1; }
-      echo "CASE $name mountfailed $rc: $(head -n 1 /tmp/mount.err)"; return 0
+      echo "CASE $name mounterror $rc: $(head -n 1 /tmp/mount.err)"; echo "CASE $name mountfailed"; return 0
     fi
     [ $rc = 0 ] || { fail "mount $i exited $rc"; return 1; }
     i=$((i+1))
