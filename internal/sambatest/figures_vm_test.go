@@ -5,7 +5,8 @@ package sambatest
 // TestVMFigures: cifs.ko reading and writing a 64 MiB file, timed by wall clock in the guest, against the
 // host's Samba over TCP and against the guest's own ksmbd over TCP and over siw, all in one boot. The
 // guest is emulated (TCG) on a shared machine, so only ratios mean anything; the table gives each
-// server's time relative to ksmbd over TCP. To add a row, add a mount to figureTargets.
+// server's time relative to ksmbd over TCP. With smbdirectEnabled, Samba over SMB Direct (under smbdirect
+// exec) is a row too. To add a row, add a mount to figureTargets.
 //
 //	SMBDIRECT_VM=1 go test -count=1 -v -run TestVMFigures ./internal/sambatest
 //
@@ -30,15 +31,20 @@ type figureTarget struct {
 	label, unc, opts string
 }
 
-func figureTargets(samba *Server) []figureTarget {
+// figureTargets are the mounts to time; direct is Samba under smbdirect exec (nil without smbdirectEnabled).
+func figureTargets(samba *Server, direct *directServer) []figureTarget {
 	cred := func(u, p string) string { return "username=" + u + ",password=" + p + ",cache=none" }
-	return []figureTarget{
+	t := []figureTarget{
 		// The baseline first: the ratios are against it.
 		{"ksmbd-tcp", "//" + testbed.GuestIP + "/share", "vers=3.1.1," + cred("tester", "secret")},
 		{"ksmbd-siw", "//" + testbed.GuestIP + "/share", "vers=3.1.1,rdma," + cred("tester", "secret")},
 		{"samba-tcp", "//" + testbed.HostIP + "/share", fmt.Sprintf("vers=3.1.1,port=%d,", samba.Port()) + cred(samba.User(), samba.Password())},
-		// After issue 10's merge: Samba under smbdirect exec, mounted with rdma on port 5445.
 	}
+	if direct != nil {
+		// Samba under smbdirect exec, the daemon doing the RDMA: cifs.ko over siw to the host's 5445.
+		t = append(t, figureTarget{"samba-rdma", "//" + testbed.HostIP + "/share", "vers=3.1.1,rdma,port=5445," + cred(direct.samba.User(), direct.samba.Password())})
+	}
+	return t
 }
 
 // figuresGuest times, per target and repetition, dd writing 64 MiB with conv=fsync and dd reading it back
@@ -94,7 +100,11 @@ func TestVMFigures(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(share, "done"), nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	targets := figureTargets(samba)
+	var direct *directServer
+	if smbdirectEnabled {
+		direct = startDirect(t, samba.User(), samba.Password())
+	}
+	targets := figureTargets(samba, direct)
 	vm := testbed.StartT(t, testbed.Options{GuestScript: figuresGuest(targets, reps), ShareDir: share,
 		Timeout: 10 * time.Minute, Mem: 1024})
 	res, err := vm.Wait()
