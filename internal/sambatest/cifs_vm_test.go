@@ -136,6 +136,10 @@ func runCifsCases(t *testing.T, env *cifsEnv, cases []cifsCase, guest []GuestCas
 			if env.direct != nil {
 				before = env.direct.counters(t)
 			}
+			// The guest starts the row only now, so no I/O of it can come before the counters above.
+			if err := os.WriteFile(filepath.Join(vm.ShareDir(), c.name+".start"), []byte("ok"), 0o644); err != nil {
+				t.Fatal(err)
+			}
 			if c.mountFails {
 				line, err := vm.WaitFor(ctx, "CASE "+c.name+" mounterror")
 				if err != nil {

@@ -27,7 +27,9 @@ type GuestCase struct {
 }
 
 // CifsGuest returns a guest script for testbed.Options.GuestScript that runs cases in order with
-// cifs.ko against a server on the host. Per case it prints (each on a line of its own):
+// cifs.ko against a server on the host. Per case it waits for the host's go-ahead in
+// /mnt/work/<name>.start ("ok"; the host reads its counters first), then prints (each on a line of its
+// own):
 //
 //	CASE <name> written       the files are in <share>/<name>; it then waits for the host's verdict
 //	                          in /mnt/work/<name>.written ("ok", else the reason, which ends the script)
@@ -79,6 +81,7 @@ fail() { echo "CASE $name FAIL: $*"; dmesg | tail -n 30; return 1; }
 run_case() {
   name=$1 opts=$2 n=$3 mf=$4
   echo "CASE $name start"
+  hostwait $name.start || { fail "host start"; return 1; }
   i=1; while [ $i -le $n ]; do
     mkdir -p /mnt/$name$i
     timeout -s KILL 120 mount -t cifs //10.0.2.2/share /mnt/$name$i -o "$opts" 2>/tmp/mount.err; rc=$?
