@@ -73,9 +73,6 @@ scripts/crossbuild.sh
 step "unit tests (race detector, fuzz seeds included)"
 go test -race -count=1 ./...
 
-step "the daemon's server-side RDMA channel in front of the packaged Samba smbd"
-SMBDIRECT_SAMBA=1 go test -race -count=1 -run '^TestSambaServerChannel$' ./smbdirectd/server/
-
 step "fuzzing each target for ${FUZZTIME:-5s}"
 # Go 1.26's fuzz coordinator can report a bare "context deadline exceeded"
 # when -fuzztime expires while a worker is mid-call (go.dev/issue/75804,
