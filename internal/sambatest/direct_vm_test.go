@@ -96,7 +96,27 @@ func directConns(n int) func(*cifsEnv, map[string]int64) error {
 type directServer struct {
 	samba   *Server
 	metrics string
+	pid     int   // smbdirectd's
 	err     error // of the last read
+}
+
+// cpuSeconds is the CPU time (user + system) process pid has used so far.
+func cpuSeconds(pid int) (float64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// Fields after the command name (which may hold spaces): state is the 3rd field, utime the 14th.
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+	if len(f) < 13 {
+		return 0, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f))
+	}
+	u, err1 := strconv.ParseFloat(f[11], 64)
+	s, err2 := strconv.ParseFloat(f[12], 64)
+	if err1 != nil || err2 != nil {
+		return 0, fmt.Errorf("/proc/%d/stat: utime %q stime %q", pid, f[11], f[12])
+	}
+	return (u + s) / 100, nil // USER_HZ is 100 on Linux
 }
 
 // startDirect builds the commands, starts smbdirectd on a private socket and Samba under smbdirect exec
@@ -128,6 +148,7 @@ func startDirect(t *testing.T, user, password string) *directServer {
 	if err := daemon.Start(); err != nil {
 		t.Fatal(err)
 	}
+	d.pid = daemon.Process.Pid
 	t.Cleanup(func() {
 		daemon.Process.Signal(os.Interrupt)
 		done := make(chan error, 1)

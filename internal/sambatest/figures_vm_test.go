@@ -61,15 +61,19 @@ func figuresGuest(targets []figureTarget, reps int) string {
 done
 head -c 67108864 /dev/urandom > /tmp/fig.src || exit 95
 now() { cut -d' ' -f1 /proc/uptime; }
+# The guest's CPU time by kind, in ticks: user+nice, system, irq+softirq, idle+iowait.
+cpu() { head -n1 /proc/stat | awk '{print $2+$3, $4, $7+$8, $5+$6}'; }
+# cpudelta LABEL DIR REP BEFORE: prints "CPU <label> <dir> <rep> user sys irq idle" (ticks since BEFORE).
+cpudelta() { echo "$4 $(cpu)" | awk -v l="$1 $2 $3" '{print "CPU", l, $5-$1, $6-$2, $7-$3, $8-$4}'; }
 # fig LABEL UNC OPTIONS REPS
 fig() {
   mkdir -p /mnt/fig
   timeout -s KILL 120 mount -t cifs $2 /mnt/fig -o "$3" || { echo "FIG $1 mount failed"; return 1; }
   r=1; while [ $r -le $4 ]; do
-    t0=$(now); dd if=/tmp/fig.src of=/mnt/fig/fig.bin bs=1M conv=fsync 2>/dev/null || return 1; t1=$(now)
-    echo "FIG $1 write $r $(awk "BEGIN {print $t1 - $t0}")"
-    t0=$(now); dd if=/mnt/fig/fig.bin of=/dev/null bs=1M 2>/dev/null || return 1; t1=$(now)
-    echo "FIG $1 read $r $(awk "BEGIN {print $t1 - $t0}")"
+    c0=$(cpu); t0=$(now); dd if=/tmp/fig.src of=/mnt/fig/fig.bin bs=1M conv=fsync 2>/dev/null || return 1; t1=$(now)
+    echo "FIG $1 write $r $(awk "BEGIN {print $t1 - $t0}")"; cpudelta $1 write $r "$c0"
+    c0=$(cpu); t0=$(now); dd if=/mnt/fig/fig.bin of=/dev/null bs=1M 2>/dev/null || return 1; t1=$(now)
+    echo "FIG $1 read $r $(awk "BEGIN {print $t1 - $t0}")"; cpudelta $1 read $r "$c0"
     rm /mnt/fig/fig.bin || return 1
     r=$((r+1))
   done
@@ -83,7 +87,10 @@ fig() {
 	return b.String()
 }
 
-var figRE = regexp.MustCompile(`(?m)^FIG (\S+) (write|read) (\d+) ([0-9.]+)$`)
+var (
+	figRE = regexp.MustCompile(`(?m)^FIG (\S+) (write|read) (\d+) ([0-9.]+)$`)
+	cpuRE = regexp.MustCompile(`(?m)^CPU \S+ (write|read) \d+ .*$`)
+)
 
 func TestVMFigures(t *testing.T) {
 	testbed.Require(t)
@@ -138,8 +145,28 @@ func TestVMFigures(t *testing.T) {
 		w, r := median(tg.label+" write"), median(tg.label+" read")
 		fmt.Fprintf(&tab, "%-12s %8.2f %8.2f\n", tg.label, w/median(base+" write"), r/median(base+" read"))
 	}
+	if direct != nil {
+		// The issue's question: Samba over SMB Direct against the same Samba over TCP, as throughput.
+		for _, dir := range []string{"write", "read"} {
+			fmt.Fprintf(&tab, "samba-rdma / samba-tcp throughput, %s: %.2fx\n", dir, median("samba-tcp "+dir)/median("samba-rdma "+dir))
+		}
+	}
 	for _, tg := range targets {
 		t.Logf("%s seconds: write %v, read %v", tg.label, secs[tg.label+" write"], secs[tg.label+" read"])
+	}
+	// Where the time goes: the guest's CPU ticks (100/s per vCPU) by kind during each transfer, and the
+	// host daemon's CPU time. The guest's vCPUs and the host's processes share the same host cores.
+	for _, m := range cpuRE.FindAllString(res.Output, -1) {
+		t.Log(m)
+	}
+	if direct != nil {
+		if cs, err := cpuSeconds(direct.pid); err == nil {
+			var wall float64
+			for _, v := range append(secs["samba-rdma write"], secs["samba-rdma read"]...) {
+				wall += v
+			}
+			t.Logf("smbdirectd used %.2f s of CPU in all (samba-rdma transfers took %.1f s of guest wall time)", cs, wall)
+		}
 	}
 	t.Logf("\n%s", tab.String())
 }
