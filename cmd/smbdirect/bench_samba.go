@@ -311,6 +311,12 @@ func (b *sambaBench) stop() {
 
 func benchSamba(ctx context.Context, out *benchOut, size int64, files int) (err error) {
 	b := &sambaBench{tools: map[string]string{}}
+	// Interrupted (Ctrl-C): that is the error, not what it broke.
+	defer func() {
+		if err != nil && ctx.Err() != nil {
+			err = ctx.Err()
+		}
+	}()
 	for _, t := range sambaTools {
 		p, err := lookTool(t.name)
 		if err != nil {
@@ -408,11 +414,11 @@ func benchSamba(ctx context.Context, out *benchOut, size int64, files int) (err 
 	// pseudo-random (nothing on the way compresses, but no need for
 	// crypto/rand's cost for a GiB).
 	out.progress("samba: writing a %s file", humanBytes(float64(size)))
-	if err := writeRandomFile(filepath.Join(b.dir, "big.bin"), size); err != nil {
+	if err := writeRandomFile(ctx, filepath.Join(b.dir, "big.bin"), size); err != nil {
 		return err
 	}
 	const small = 64 << 10
-	if err := writeRandomFile(filepath.Join(b.dir, "small.bin"), small); err != nil {
+	if err := writeRandomFile(ctx, filepath.Join(b.dir, "small.bin"), small); err != nil {
 		return err
 	}
 
@@ -513,7 +519,7 @@ func checkRDMA(name string, rdma bool, moved, size int64) error {
 }
 
 // writeRandomFile writes size pseudo-random bytes to path.
-func writeRandomFile(path string, size int64) error {
+func writeRandomFile(ctx context.Context, path string, size int64) error {
 	f, err := os.Create(path)
 	if err != nil {
 		return err
@@ -521,6 +527,10 @@ func writeRandomFile(path string, size int64) error {
 	chunk := make([]byte, 1<<20)
 	r := mrand.NewChaCha8([32]byte{1})
 	for off := int64(0); off < size; off += int64(len(chunk)) {
+		if ctx.Err() != nil {
+			f.Close()
+			return ctx.Err()
+		}
 		r.Read(chunk)
 		if _, err := f.Write(chunk[:min(int64(len(chunk)), size-off)]); err != nil {
 			f.Close()
