@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -25,7 +26,7 @@ import (
 func init() {
 	registerSub("bench", "benchmarks, each side by side with plain TCP over loopback in the same run", &command{
 		name:  "samba",
-		usage: "[--size 1GiB] [--files 256] [--json]",
+		usage: "[--size 1GiB] [--files 256] [--json] [--cpuprofile FILE]",
 		short: "unmodified smbclient get/put against Samba's smbd over SMB Direct vs TCP",
 		long: `Runs Samba's smbd twice with the same temporary configuration and share: once
 under smbdirect exec's logic (its TCP port becomes SMB Direct, through a daemon
@@ -44,11 +45,14 @@ includes its start, session setup and exit: samba_session measures those
 writes to /dev/null; put reads a file in the temporary directory. ours/tcp
 above 1 means SMB Direct is faster. rdma_bytes is what the client's daemon
 moved by RDMA for the row (the bench fails if an RDMA row moved less than its
-data, or an inline row any). Needs the samba and smbclient packages.`,
+data, or an inline row any). Both daemons run in this process (--cpuprofile
+profiles them; smbd and smbclient are other processes). Needs the samba and
+smbclient packages.`,
 		setup: func(fs *flag.FlagSet) func(context.Context, []string) error {
 			size := fs.String("size", "1GiB", "size of the file got and put")
 			files := fs.Int("files", 256, "number of 64 KiB files for the small-file rows")
 			asJSON := fs.Bool("json", false, "JSON lines output")
+			cpuprof := fs.String("cpuprofile", "", "write a CPU profile of this process (both daemons) for the whole run to FILE")
 			return func(ctx context.Context, args []string) error {
 				if err := noArgs(args); err != nil {
 					return err
@@ -62,6 +66,17 @@ data, or an inline row any). Needs the samba and smbclient packages.`,
 				}
 				out := newBenchOut(stdoutOf(ctx), stderrOf(ctx), *asJSON)
 				defer out.flush()
+				if *cpuprof != "" {
+					f, err := os.Create(*cpuprof)
+					if err != nil {
+						return err
+					}
+					defer f.Close()
+					if err := pprof.StartCPUProfile(f); err != nil {
+						return err
+					}
+					defer pprof.StopCPUProfile()
+				}
 				return benchSamba(ctx, out, int64(n), *files)
 			}
 		},
@@ -441,18 +456,19 @@ func benchSamba(ctx context.Context, out *benchOut, size int64, files int) (err 
 
 	// rate runs cmds with c and returns count units per second of the
 	// time less c's session; the RDMA bytes of the client's daemon too.
-	rate := func(c *sambaClient, cmds string, count float64) (float64, int64, error) {
+	rate := func(c *sambaClient, cmds string, count float64) (float64, rdmaMoved, error) {
 		before := cd.Stats()
 		d, err := b.run(ctx, *c, cconf, cmds)
 		if err != nil {
-			return 0, 0, err
+			return 0, rdmaMoved{}, err
 		}
 		after := cd.Stats()
-		rd := after.ClientRDMAReadBytes + after.ClientRDMAWriteBytes - before.ClientRDMAReadBytes - before.ClientRDMAWriteBytes
+		m := rdmaMoved{after.ClientRDMAReadBytes + after.ClientRDMAWriteBytes - before.ClientRDMAReadBytes - before.ClientRDMAWriteBytes,
+			after.ClientChannelInline - before.ClientChannelInline}
 		// Not below a tenth of the whole: a tiny --size is within the
 		// session's noise.
 		d = max(d-session[c], d/10)
-		return count / d.Seconds(), rd, nil
+		return count / d.Seconds(), m, nil
 	}
 	mib := float64(size) / (1 << 20)
 	for _, row := range []struct {
@@ -467,11 +483,11 @@ func benchSamba(ctx context.Context, out *benchOut, size int64, files int) (err 
 		{"samba_get_inline", &inline, "get big.bin /dev/null"},
 	} {
 		out.progress("%s: over SMB Direct", row.name)
-		v, rd, err := rate(row.c, row.cmds, mib)
+		v, m, err := rate(row.c, row.cmds, mib)
 		if err != nil {
 			return fmt.Errorf("%s: %w", row.name, err)
 		}
-		if err := checkRDMA(row.name, row.c == &rdma, rd, size); err != nil {
+		if err := checkRDMA(row.name, row.c == &rdma, m, size); err != nil {
 			return err
 		}
 		out.progress("%s: over TCP", row.name)
@@ -479,7 +495,7 @@ func benchSamba(ctx context.Context, out *benchOut, size int64, files int) (err 
 		if err != nil {
 			return fmt.Errorf("%s: tcp: %w", row.name, err)
 		}
-		out.add(benchResult{Test: row.name, MsgSize: int(size), Ours: v, TCP: tv, Unit: "MiB/s", RDMABytes: rd})
+		out.add(benchResult{Test: row.name, MsgSize: int(size), Ours: v, TCP: tv, Unit: "MiB/s", RDMABytes: m.bytes})
 	}
 
 	var puts, gets strings.Builder
@@ -489,11 +505,11 @@ func benchSamba(ctx context.Context, out *benchOut, size int64, files int) (err 
 	}
 	for _, row := range []struct{ name, cmds string }{{"samba_small_put", puts.String()}, {"samba_small_get", gets.String()}} {
 		out.progress("%s: over SMB Direct", row.name)
-		v, rd, err := rate(&rdma, row.cmds, float64(files))
+		v, m, err := rate(&rdma, row.cmds, float64(files))
 		if err != nil {
 			return fmt.Errorf("%s: %w", row.name, err)
 		}
-		if err := checkRDMA(row.name, true, rd, int64(files)*small); err != nil {
+		if err := checkRDMA(row.name, true, m, int64(files)*small); err != nil {
 			return err
 		}
 		out.progress("%s: over TCP", row.name)
@@ -501,7 +517,7 @@ func benchSamba(ctx context.Context, out *benchOut, size int64, files int) (err 
 		if err != nil {
 			return fmt.Errorf("%s: tcp: %w", row.name, err)
 		}
-		out.add(benchResult{Test: row.name, MsgSize: small, Ours: v, TCP: tv, Unit: "ops/s", RDMABytes: rd})
+		out.add(benchResult{Test: row.name, MsgSize: small, Ours: v, TCP: tv, Unit: "ops/s", RDMABytes: m.bytes})
 	}
 	return nil
 }
@@ -509,11 +525,20 @@ func benchSamba(ctx context.Context, out *benchOut, size int64, files int) (err 
 // errNotRDMA: a row did not move its data the way it says.
 var errNotRDMA = errors.New("the RDMA counters do not match the row")
 
-// checkRDMA: an RDMA row moved at least its data by RDMA, an inline row
-// none.
-func checkRDMA(name string, rdma bool, moved, size int64) error {
-	if rdma && moved < size || !rdma && moved != 0 {
-		return fmt.Errorf("%s: the client's daemon moved %d bytes by RDMA for %d bytes of data: %w", name, moved, size, errNotRDMA)
+// rdmaMoved is what the client's daemon did for a row: bytes moved by
+// RDMA and READ/WRITE requests it left inline.
+type rdmaMoved struct{ bytes, inline int64 }
+
+// channelThreshold is smb2rdma's default Threshold: READs and WRITEs
+// below it stay inline (smbclient's put of 1 GiB ends with a 1 KiB WRITE).
+const channelThreshold = 4096
+
+// checkRDMA: an RDMA row moved its data by RDMA but for requests under
+// the channel's threshold; an inline row moved none.
+func checkRDMA(name string, rdma bool, m rdmaMoved, size int64) error {
+	if rdma && (m.bytes > size || m.bytes+m.inline*(channelThreshold-1) < size) || !rdma && m.bytes != 0 {
+		return fmt.Errorf("%s: the client's daemon moved %d bytes by RDMA and left %d requests inline for %d bytes of data: %w",
+			name, m.bytes, m.inline, size, errNotRDMA)
 	}
 	return nil
 }
