@@ -347,7 +347,6 @@ func benchSamba(ctx context.Context, out *benchOut, size int64, files int) (err 
 		return err
 	}
 	defer os.RemoveAll(b.dir)
-	defer b.stop()
 
 	// The two ends' daemons, each on a private socket.
 	var daemons [2]*server.Server
@@ -368,6 +367,9 @@ func benchSamba(ctx context.Context, out *benchOut, size int64, files int) (err 
 		daemons[i] = d
 	}
 	sd, cd := daemons[0], daemons[1]
+	// Before the daemons close: smbd and smbclient end with their
+	// connections, not because the daemons went away.
+	defer b.stop()
 
 	out.progress("samba: starting smbd over SMB Direct and over TCP")
 	rdmaPort, err := freePort()
