@@ -28,8 +28,8 @@ func init() {
 		name:  "samba",
 		usage: "[--size 1GiB] [--files 256] [--json] [--cpuprofile FILE]",
 		short: "unmodified smbclient get/put against Samba's smbd over SMB Direct vs TCP",
-		long: `Runs Samba's smbd twice with the same temporary configuration and share: once
-under smbdirect exec's logic (its TCP port becomes SMB Direct, through a daemon
+		long: `Runs Samba's smbd twice with the same configuration (each in a temporary
+directory of its own, with its own share): once under smbdirect exec's logic (its TCP port becomes SMB Direct, through a daemon
 of its own on a private socket) and once on plain TCP, both on 127.0.0.1. The
 unmodified smbclient then gets and puts a file of --size over SMB Direct
 (through a second daemon, the client's end) and over TCP loopback:
