@@ -27,6 +27,9 @@ type benchResult struct {
 	// smbd.Conn, and RatioInProcess = Ours / InProcess.
 	InProcess      float64 `json:"in_process,omitempty"`
 	RatioInProcess float64 `json:"ratio_in_process,omitempty"`
+	// RDMABytes is, for bench samba, what the client's daemon moved by
+	// RDMA during the row's SMB Direct run.
+	RDMABytes int64 `json:"rdma_bytes,omitempty"`
 }
 
 // MarshalJSON writes null, not 0, for the TCP figure and its ratio of a
@@ -101,10 +104,10 @@ func (b *benchOut) flush() {
 	}
 	tw.Flush()
 	if inproc {
-		fmt.Fprintln(b.w, "ours = through smbdirectd; ratios: above 1 is better for throughput (MiB/s), below 1 is better for latency (us).")
+		fmt.Fprintln(b.w, "ours = through smbdirectd; ratios: above 1 is better for throughput (MiB/s), below 1 is better for latency (us, ms).")
 		return
 	}
-	fmt.Fprintln(b.w, "ratio = ours / tcp: above 1 is better for throughput (MiB/s), below 1 is better for latency (us).")
+	fmt.Fprintln(b.w, "ratio = ours / tcp: above 1 is better for throughput (MiB/s), below 1 is better for latency (us, ms).")
 }
 
 func newBenchOut(w, errw io.Writer, asJSON bool) *benchOut {
