@@ -160,6 +160,10 @@ done
 `
 
 func TestLinuxDisconnect(t *testing.T) {
+	testbed.Require(t)
+	// The relay below listens on the fixed port 5445 for cifs.ko: held
+	// from the start, before the VM's time runs.
+	testbed.LockHostPort(t, 5445)
 	vm := testbed.StartT(t, testbed.Options{
 		GuestScript: disconnectGuest,
 		Forwards:    []testbed.Forward{{GuestPort: 5445}},

@@ -15,15 +15,16 @@ import (
 // The mount itself fails: nothing here answers SMB2.
 func TestLinuxCifsConnects(t *testing.T) {
 	testbed.Require(t)
+	// cifs.ko always dials port 5445 for SMB Direct first: a fixed port, which a
+	// run of this test elsewhere on the machine must not hold at the same time.
+	// The test's time starts once it holds the port (the wait may be minutes).
+	testbed.LockHostPort(t, 5445)
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	defer cancel()
 	out := &syncBuffer{}
 	errb := &syncBuffer{}
 	lctx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
-	// cifs.ko always dials port 5445 for SMB Direct first: a fixed port, which a
-	// run of this test elsewhere on the machine must not hold at the same time.
-	testbed.LockHostPort(t, 5445)
 	go func() { done <- run(lctx, []string{"listen", "--dump", "127.0.0.1:5445"}, out, errb) }()
 	for !strings.Contains(errb.String(), "listening") {
 		select {
