@@ -402,8 +402,9 @@ func (vm *VM) Output() string {
 	return string(vm.out)
 }
 
-// WaitFor waits until a console line contains marker and returns that line. It fails when ctx is done or
-// the VM ends first. Markers printed before the call count.
+// WaitFor waits until a console line contains marker and returns that line, whole: the console arrives in
+// chunks, so a line is returned once its newline has come (or the VM has ended). It fails when ctx is done
+// or the VM ends first. Markers printed before the call count.
 func (vm *VM) WaitFor(ctx context.Context, marker string) (string, error) {
 	for {
 		vm.mu.Lock()
@@ -411,11 +412,12 @@ func (vm *VM) WaitFor(ctx context.Context, marker string) (string, error) {
 		vm.mu.Unlock()
 		if i := bytes.Index(out, []byte(marker)); i >= 0 {
 			start := bytes.LastIndexByte(out[:i], '\n') + 1
-			end := len(out)
 			if j := bytes.IndexByte(out[i:], '\n'); j >= 0 {
-				end = i + j
+				return string(out[start : i+j]), nil
 			}
-			return string(out[start:end]), nil
+			if ended {
+				return string(out[start:]), nil
+			}
 		}
 		if ended {
 			return "", fmt.Errorf("testbed: the VM ended before printing %q; console tail:\n%s", marker, tail(out, 2000))

@@ -217,3 +217,40 @@ func TestLockHostPort(t *testing.T) {
 		}
 	})
 }
+
+// TestWaitForWholeLine: a marker whose line has not fully arrived is returned only once its newline has
+// (a console chunk can end mid-line; a test comparing the line saw it cut), or as it is once the VM ended.
+func TestWaitForWholeLine(t *testing.T) {
+	vm := &VM{changed: make(chan struct{})}
+	add := func(s string, end bool) {
+		vm.mu.Lock()
+		vm.out = append(vm.out, s...)
+		vm.ended = end
+		close(vm.changed)
+		vm.changed = make(chan struct{})
+		vm.mu.Unlock()
+	}
+	add("boot\nSTATUS ", false)
+	got := make(chan string, 1)
+	go func() {
+		line, err := vm.WaitFor(t.Context(), "STATUS")
+		if err != nil {
+			line = err.Error()
+		}
+		got <- line
+	}()
+	select {
+	case l := <-got:
+		t.Fatalf("WaitFor returned %q before the line ended", l)
+	case <-time.After(50 * time.Millisecond):
+	}
+	add("0", false)
+	add(" done\nmore", false)
+	if l := <-got; l != "STATUS 0 done" {
+		t.Fatalf("WaitFor = %q, want %q", l, "STATUS 0 done")
+	}
+	add(" LAST 1", true)
+	if l, err := vm.WaitFor(t.Context(), "LAST"); err != nil || l != "more LAST 1" {
+		t.Fatalf("WaitFor after the end = %q, %v; want the unterminated last line", l, err)
+	}
+}
