@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -270,6 +271,8 @@ func metricsHandler(s *server.Server) http.Handler {
 			{"smbdirectd_server_rdma_reads_total", "counter", "WRITE requests whose data the server-side RDMA channel RDMA-read.", st.ServerRDMAReads},
 			{"smbdirectd_server_rdma_writes_total", "counter", "READ responses whose data the server-side RDMA channel RDMA-wrote.", st.ServerRDMAWrites},
 			{"smbdirectd_server_channel_passthrough_total", "counter", "READ/WRITE with an RDMA channel the server-side channel could not rewrite and passed on.", st.ServerChannelPassthrough},
+			// Process-wide, so a leak per connection shows (each connection runs goroutines of its own).
+			{"smbdirectd_goroutines", "gauge", "Goroutines of the daemon process.", int64(runtime.NumGoroutine())},
 		} {
 			fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n%s %d\n", m.name, m.help, m.name, m.kind, m.name, m.v)
 		}
