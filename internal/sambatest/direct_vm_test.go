@@ -96,6 +96,7 @@ func directConns(n int) func(*cifsEnv, map[string]int64) error {
 type directServer struct {
 	samba   *Server
 	metrics string
+	pid     int   // smbdirectd's
 	err     error // of the last read
 }
 
@@ -128,6 +129,7 @@ func startDirect(t *testing.T, user, password string) *directServer {
 	if err := daemon.Start(); err != nil {
 		t.Fatal(err)
 	}
+	d.pid = daemon.Process.Pid
 	t.Cleanup(func() {
 		daemon.Process.Signal(os.Interrupt)
 		done := make(chan error, 1)
