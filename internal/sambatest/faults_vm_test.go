@@ -51,6 +51,9 @@ const exitDeadline = 10 * time.Second
 func faultsGuest(opts string) string {
 	return `set -u
 rdma link add siw0 type siw netdev eth0 || exit 90
+# The guest's first rdma_resolve_addr to the host can time out on a busy machine while the neighbour is
+# resolved (cifs.ko then tries port 445 and mount.cifs retries); one ping resolves it beforehand.
+ping -c 1 -W 5 10.0.2.2 >/dev/null 2>&1
 head -c 67108864 /dev/urandom > /tmp/big || exit 91
 head -c 16777216 /dev/urandom > /tmp/mid || exit 91
 head -c 65536 /dev/urandom > /tmp/small || exit 91
@@ -112,6 +115,20 @@ dd if=/tmp/small of=/mnt/h/h bs=64k conv=fsync 2>/dev/null || fail "writing befo
 step hardmounted
 timeout -s KILL 120 rdma link delete siw0; echo "FAULT rdma link delete: status $?"
 step harddrop
+timeout -s KILL 60 umount /mnt/h; echo "FAULT umount after the hard drop: status $?"
+
+# 5. A hard drop in the middle of a 64 MiB write.
+rdma link add siw0 type siw netdev eth0 || fail "adding siw0 again"
+ping -c 1 -W 5 10.0.2.2 >/dev/null 2>&1
+mnt /mnt/i
+mkdir /mnt/i/hard || fail "mkdir"
+dd if=/tmp/big of=/mnt/i/hard/big bs=1M conv=fsync 2>/tmp/dd.err & ddpid=$!
+step hardbusy
+echo "FAULT deleting siw0"
+timeout -s KILL 120 rdma link delete siw0; echo "FAULT rdma link delete under I/O: status $?"
+step harddropbusy
+# dd may wait for a reconnection that cannot come; the VM powers off under it.
+kill -9 $ddpid 2>/dev/null
 echo "FAULT done"
 `
 }
@@ -172,16 +189,7 @@ func TestLinuxSambaFaults(t *testing.T) {
 	big := filepath.Join(srv.ShareDir(), "kill", "big")
 	step("killed", func() error {
 		// In the middle: a quarter of the 64 MiB on the host's disk.
-		if err := waitFor(5*time.Minute, func() error {
-			fi, err := os.Stat(big)
-			if err != nil {
-				return err
-			}
-			if fi.Size() < 16<<20 {
-				return fmt.Errorf("%s has %d bytes", big, fi.Size())
-			}
-			return nil
-		}); err != nil {
+		if err := waitFor(5*time.Minute, func() error { return atLeast(big, 16<<20) }); err != nil {
 			return err
 		}
 		var err error
@@ -325,6 +333,29 @@ func TestLinuxSambaFaults(t *testing.T) {
 		t.Logf("hard drop: smbd %d exited %v after rdma link delete returned (at most)", hard, time.Since(t0).Round(time.Millisecond))
 		return waitIdle(d, base)
 	})
+	hardBig := filepath.Join(srv.ShareDir(), "hard", "big")
+	step("hardbusy", func() error {
+		p, err := connPIDsN(srv, 1)
+		if err != nil {
+			return err
+		}
+		if err := waitFor(5*time.Minute, func() error { return atLeast(hardBig, 16<<20) }); err != nil {
+			return err
+		}
+		hard = p[0]
+		return nil
+	})
+	if _, err := vm.WaitFor(ctx, "FAULT deleting siw0\n"); err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now()
+	// Not after rdma link delete returns: the child's exit must not depend on the guest's kernel finishing
+	// the device's removal.
+	if err := waitGone(hard, exitDeadline); err != nil {
+		t.Fatalf("after the guest began deleting siw0 under a write: %v", err)
+	}
+	t.Logf("hard drop under I/O: smbd %d exited %v after the guest began rdma link delete", hard, time.Since(t0).Round(time.Millisecond))
+	step("harddropbusy", func() error { return waitIdle(d, base) })
 	res, err := vm.Wait()
 	if err != nil {
 		t.Fatal(err)
@@ -333,7 +364,7 @@ func TestLinuxSambaFaults(t *testing.T) {
 		t.Fatalf("GUEST_EXIT=%d", res.ExitCode)
 	}
 	for _, l := range strings.Split(res.Output, "\n") {
-		if strings.HasPrefix(l, "FAULT dd") || strings.HasPrefix(l, "FAULT umount") || strings.HasPrefix(l, "FAULT rdma") {
+		if strings.HasPrefix(l, "FAULT umount") || strings.HasPrefix(l, "FAULT rdma") {
 			t.Log(l)
 		}
 	}
@@ -406,6 +437,18 @@ func waitGone(pid int, d time.Duration) error {
 		}
 		return nil
 	})
+}
+
+// atLeast reports (nil) whether file has n bytes or more.
+func atLeast(file string, n int64) error {
+	fi, err := os.Stat(file)
+	if err != nil {
+		return err
+	}
+	if fi.Size() < n {
+		return fmt.Errorf("%s has %d bytes, want %d", file, fi.Size(), n)
+	}
+	return nil
 }
 
 // holder returns the one of pids that has file open.
