@@ -11,7 +11,11 @@ package sambatest
 //  2. a clean drop (umount) ends the connection's smbd child.
 //  3. fifty mount/write/read/umount cycles leave the daemon's fds, goroutines and RSS flat (cycle 10 against
 //     cycle 50) and no smbd connection process behind.
-//  4. a hard drop (the guest deletes its siw device under a mount) ends the connection's smbd child.
+//  4. a hard drop (the guest deletes its siw device under an idle mount) ends the connection's smbd child,
+//  5. and so does one in the middle of a 64 MiB dd.
+//
+// cifs.ko reconnects a mount whose connection ended, so after the kill in 1 a new connection and smbd child
+// carry the rest of the write: dd completes and the file is whole (asserted).
 //
 // The guest and the host take turns: the guest prints "FAULT <step>" and waits for the host's verdict in
 // /mnt/work/<step>.go. Opt-in with SMBDIRECT_VM=1 (scripts/test.sh's VM step); fails, never skips, when the
