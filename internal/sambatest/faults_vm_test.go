@@ -88,6 +88,13 @@ mkdir /mnt/a/kill || fail "mkdir"
 step mounted
 dd if=/tmp/big of=/mnt/a/kill/big bs=1M conv=fsync 2>/tmp/dd.err & ddpid=$!
 step killed
+# Bounded, so a reconnection that never comes fails here with cifs.ko's view rather than at the VM's
+# time limit.
+i=0; while kill -0 $ddpid 2>/dev/null && [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1)); done
+if kill -0 $ddpid 2>/dev/null; then
+  cat /proc/fs/cifs/DebugData /proc/fs/cifs/Stats
+  fail "dd on the killed connection's mount did not end within 120 s"
+fi
 wait $ddpid; rc=$?
 echo "FAULT dd on the killed connection: status $rc, $(ls -l /mnt/a/kill/big 2>&1)"
 cat /tmp/dd.err
