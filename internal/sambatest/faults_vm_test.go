@@ -12,7 +12,8 @@ package sambatest
 //  3. fifty mount/write/read/umount cycles leave the daemon's fds, goroutines and RSS flat (cycle 10 against
 //     cycle 50) and no smbd connection process behind.
 //  4. a hard drop (the guest deletes its siw device under an idle mount) ends the connection's smbd child,
-//  5. and so does one in the middle of a 64 MiB dd.
+//  5. and so does one in the middle of a 64 MiB dd (the smbd child ends; rdma link delete itself may block
+//     in the guest's kernel, so it runs in the background).
 //
 // cifs.ko reconnects a mount whose connection ended, so after the kill in 1 a new connection and smbd child
 // carry the rest of the write: dd completes and the file is whole (asserted).
@@ -136,10 +137,10 @@ mkdir /mnt/i/hard || fail "mkdir"
 dd if=/tmp/big of=/mnt/i/hard/big bs=1M conv=fsync 2>/tmp/dd.err & ddpid=$!
 step hardbusy
 echo "FAULT deleting siw0"
-timeout -s KILL 120 rdma link delete siw0; echo "FAULT rdma link delete under I/O: status $?"
+# In the background: with a write in flight, cifs.ko 6.12 sometimes never lets go of the device and
+# rdma link delete blocks for good (1 run in 4), which is not what this step checks.
+rdma link delete siw0 &
 step harddropbusy
-# dd may wait for a reconnection that cannot come; the VM powers off under it.
-kill -9 $ddpid 2>/dev/null
 echo "FAULT done"
 `
 }
@@ -367,14 +368,16 @@ func TestLinuxSambaFaults(t *testing.T) {
 	}
 	t.Logf("hard drop under I/O: smbd %d exited %v after the guest began rdma link delete", hard, time.Since(t0).Round(time.Millisecond))
 	step("harddropbusy", func() error { return waitIdle(d, base) })
-	res, err := vm.Wait()
+	// The guest's status, without waiting for the VM to power off: a blocked rdma link delete (above) may
+	// hold it up. The VM is killed when the test ends.
+	line, err := vm.WaitFor(ctx, "GUEST_EXIT=")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.ExitCode != 0 {
-		t.Fatalf("GUEST_EXIT=%d", res.ExitCode)
+	if line != "GUEST_EXIT=0" {
+		t.Fatalf("%q, want GUEST_EXIT=0", line)
 	}
-	for _, l := range strings.Split(res.Output, "\n") {
+	for _, l := range strings.Split(vm.Output(), "\n") {
 		if strings.HasPrefix(l, "FAULT umount") || strings.HasPrefix(l, "FAULT rdma") {
 			t.Log(l)
 		}
