@@ -138,7 +138,7 @@ dd if=/tmp/big of=/mnt/i/hard/big bs=1M conv=fsync 2>/tmp/dd.err & ddpid=$!
 step hardbusy
 echo "FAULT deleting siw0"
 # In the background: with a write in flight, cifs.ko 6.12 sometimes never lets go of the device and
-# rdma link delete blocks for good (1 run in 4), which is not what this step checks.
+# rdma link delete blocks for good (1 run in 10), which is not what this step checks.
 rdma link delete siw0 &
 step harddropbusy
 echo "FAULT done"
