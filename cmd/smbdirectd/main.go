@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -275,6 +276,8 @@ func metricsHandler(s *server.Server) http.Handler {
 			{"smbdirectd_client_rdma_writes_total", "counter", "WRITE requests the client-side RDMA channel sent with an RDMA channel.", st.ClientRDMAWrites},
 			{"smbdirectd_client_rdma_write_bytes_total", "counter", "WRITE data peers RDMA-read from the client-side RDMA channel.", st.ClientRDMAWriteBytes},
 			{"smbdirectd_client_channel_inline_total", "counter", "READ/WRITE requests the client-side RDMA channel left inline (signed, compound, small, too large).", st.ClientChannelInline},
+			// Process-wide, so a leak per connection shows (each connection runs goroutines of its own).
+			{"smbdirectd_goroutines", "gauge", "Goroutines of the daemon process.", int64(runtime.NumGoroutine())},
 		} {
 			fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n%s %d\n", m.name, m.help, m.name, m.kind, m.name, m.v)
 		}

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -55,10 +56,13 @@ func TestRunMetricsAndShutdown(t *testing.T) {
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	for _, want := range []string{"smbdirectd_clients 1\n", "# TYPE smbdirectd_rdma_written_bytes_total counter\n", "smbdirectd_server_rdma_read_bytes_total 0\n", "smbdirectd_server_channel_passthrough_total 0\n", "smbdirectd_client_rdma_write_bytes_total 0\n"} {
+	for _, want := range []string{"smbdirectd_clients 1\n", "# TYPE smbdirectd_rdma_written_bytes_total counter\n", "smbdirectd_server_rdma_read_bytes_total 0\n", "smbdirectd_server_channel_passthrough_total 0\n", "smbdirectd_client_rdma_write_bytes_total 0\n", "# TYPE smbdirectd_goroutines gauge\n"} {
 		if !strings.Contains(string(body), want) {
 			t.Fatalf("metrics: want a line %q, got:\n%s", want, body)
 		}
+	}
+	if g := regexp.MustCompile(`(?m)^smbdirectd_goroutines ([1-9][0-9]*)$`).FindSubmatch(body); g == nil {
+		t.Fatalf("metrics: want smbdirectd_goroutines with a positive count, got:\n%s", body)
 	}
 	cancel() // SIGTERM
 	select {
