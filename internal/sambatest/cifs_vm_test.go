@@ -59,8 +59,7 @@ type cifsEnv struct {
 	direct *directServer
 }
 
-// cifsCases are the rows run by TestLinuxSambaCifs, in order. The SMB Direct rows (directCases) join them
-// when smbdirectEnabled is set: they need `smbdirect exec` and the daemon's server-side RDMA channel.
+// cifsCases are the rows run by TestLinuxSambaCifs, in order: over TCP, then over SMB Direct (directCases).
 func cifsCases() []cifsCase {
 	cases := []cifsCase{
 		{name: "tcp311", server: sambaTCP, opts: "vers=3.1.1"},
@@ -73,10 +72,7 @@ func cifsCases() []cifsCase {
 		{name: "tcptwo", server: sambaTCP, opts: "vers=3.1.1,nosharesock,closetimeo=0", mounts: 2, check: connPIDs(2)},
 		{name: "tcpbadpw", server: sambaTCP, opts: "vers=3.1.1", password: "wrong", mountFails: true, mountErr: "mount error(13): Permission denied"},
 	}
-	if smbdirectEnabled {
-		cases = append(cases, directCases()...)
-	}
-	return cases
+	return append(cases, directCases()...)
 }
 
 // connPIDs checks that the TCP server has n connection processes (smbd forks one per connection).

@@ -3,8 +3,7 @@
 package sambatest
 
 // The SMB Direct rows of TestLinuxSambaCifs: Samba under `smbdirect exec`, the daemon doing RDMA READ and
-// WRITE for it, cifs.ko mounting with -o rdma over siw. Written against issue 10's contract; they join the
-// test list when smbdirectEnabled is set (rows that cannot run are kept out of the list, never skipped).
+// WRITE for it, cifs.ko mounting with -o rdma over siw.
 
 import (
 	"bufio"
@@ -21,10 +20,6 @@ import (
 
 	"github.com/smbdirect/smbdirect/internal/testbed"
 )
-
-// smbdirectEnabled turns on the SMB Direct rows. They need `smbdirect exec` with its preload library and
-// the daemon's server-side RDMA channel (ctl.ListenServerChannel), which are merged separately.
-const smbdirectEnabled = true
 
 // Bytes cifs.ko moves through the RDMA channel when CifsGuest writes FileSizes with dd bs=1M: every WRITE
 // of at least rdma_readwrite_threshold (4096) bytes, so all but f0, f1, f4095 and the last byte of

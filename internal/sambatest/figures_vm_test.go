@@ -5,8 +5,8 @@ package sambatest
 // TestVMFigures: cifs.ko reading and writing a 64 MiB file, timed by wall clock in the guest, against the
 // host's Samba over TCP and against the guest's own ksmbd over TCP and over siw, all in one boot. The
 // guest is emulated (TCG) on a shared machine, so only ratios mean anything; the table gives each
-// server's time relative to ksmbd over TCP. With smbdirectEnabled, Samba over SMB Direct (under smbdirect
-// exec) is a row too. To add a row, add a mount to figureTargets.
+// server's time relative to ksmbd over TCP, and Samba over SMB Direct (under smbdirect exec) against Samba
+// over TCP as a throughput ratio. To add a row, add a mount to figureTargets.
 //
 //	SMBDIRECT_VM=1 go test -count=1 -v -run TestVMFigures ./internal/sambatest
 //
@@ -31,7 +31,7 @@ type figureTarget struct {
 	label, unc, opts string
 }
 
-// figureTargets are the mounts to time; direct is Samba under smbdirect exec (nil without smbdirectEnabled).
+// figureTargets are the mounts to time; direct is Samba under smbdirect exec .
 func figureTargets(samba *Server, direct *directServer) []figureTarget {
 	cred := func(u, p string) string { return "username=" + u + ",password=" + p + ",cache=none" }
 	t := []figureTarget{
@@ -107,10 +107,7 @@ func TestVMFigures(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(share, "done"), nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	var direct *directServer
-	if smbdirectEnabled {
-		direct = startDirect(t, samba.User(), samba.Password())
-	}
+	direct := startDirect(t, samba.User(), samba.Password())
 	targets := figureTargets(samba, direct)
 	vm := testbed.StartT(t, testbed.Options{GuestScript: figuresGuest(targets, reps), ShareDir: share,
 		Timeout: 10 * time.Minute, Mem: 1024})
