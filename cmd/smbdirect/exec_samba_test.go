@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -320,7 +321,7 @@ func withArg(arg string) []int {
 }
 
 func atoiOr0(s string) int {
-	n, _ := atoi(s)
+	n, _ := strconv.Atoi(s)
 	return n
 }
 

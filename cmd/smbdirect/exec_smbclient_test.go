@@ -331,7 +331,7 @@ func TestVMSmbclientKsmbd(t *testing.T) {
 	// With the client-side RDMA channel (through a daemon here, for its
 	// counters; the default provider settings, as against siw): ksmbd
 	// RDMA-reads every WRITE's data and RDMA-writes every READ's.
-	var dlog lockedBuf
+	var dlog syncBuffer
 	d := startTestDaemon(t, &smbd.Config{Logger: slog.New(slog.NewTextHandler(&dlog, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	t.Cleanup(func() {
 		if t.Failed() {

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -64,7 +65,7 @@ func preloadLib(t *testing.T) string {
 type smbdirectExec struct {
 	cmd    *exec.Cmd
 	stdout chan string
-	stderr lockedBuf
+	stderr syncBuffer
 	done   chan struct{}
 	err    error
 }
@@ -176,84 +177,10 @@ func readStat(pid string) (procStat, error) {
 		return procStat{}, errors.New("bad stat")
 	}
 	st.state = f[0]
-	st.ppid, _ = atoi(f[1])
-	st.pgrp, _ = atoi(f[2])
-	st.pid, _ = atoi(pid)
+	st.ppid, _ = strconv.Atoi(f[1])
+	st.pgrp, _ = strconv.Atoi(f[2])
+	st.pid, _ = strconv.Atoi(pid)
 	return st, nil
-}
-
-func atoi(s string) (int, error) {
-	n := 0
-	if s == "" {
-		return 0, errors.New("empty")
-	}
-	for _, c := range s {
-		if c < '0' || c > '9' {
-			return 0, errors.New("not a number")
-		}
-		n = n*10 + int(c-'0')
-	}
-	return n, nil
-}
-
-type lockedBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-// PROGRAM's exit status is ours; PROGRAM gets LD_PRELOAD (appended) and
-// the settings; with no daemon on the socket one runs in smbdirect exec
-// (one line says so), serves while PROGRAM runs and is gone after.
-func TestExecStatusAndEnv(t *testing.T) {
-	sock := filepath.Join(t.TempDir(), "d.sock")
-	lib := preloadLib(t)
-	script := `echo "$LD_PRELOAD|$SMBDIRECT_SOCKET|$SMBDIRECT_LISTEN|$SMBDIRECT_PORT|$SMBDIRECT_CHANNEL"; test -S "$SMBDIRECT_SOCKET" || exit 9; exit 3`
-	e := startExec(t, []string{"LD_PRELOAD=" + lib, "SMBDIRECT_PORT=1"}, "--socket", sock, "--port", "4450", "--listen", "127.0.0.1:0",
-		"--no-rdma-channel", "--", "sh", "-c", script)
-	want := lib + ":" + lib + "|" + sock + "|127.0.0.1:0|4450|0"
-	if l := e.line(t); l != want {
-		t.Errorf("PROGRAM's environment: %q, want %q", l, want)
-	}
-	if st := e.status(t); st != 3 {
-		t.Errorf("exit status %d, want 3\nstderr:\n%s", st, e.stderr.String())
-	}
-	wantErr := "smbdirect: no smbdirectd answers on " + sock + ": running one in this process while sh runs\n"
-	if got := e.stderr.String(); got != wantErr {
-		t.Errorf("stderr %q, want %q", got, wantErr)
-	}
-	if _, err := os.Lstat(sock); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("the daemon's socket is left: %v", err)
-	}
-
-	// A daemon that answers is used, and nothing is said; the channel
-	// is on by default.
-	e1 := startExec(t, nil, "--socket", sock, "--", "sh", "-c", `echo up; exec sleep 60`)
-	if l := e1.line(t); l != "up" {
-		t.Fatal(l)
-	}
-	e2 := startExec(t, nil, "--socket", sock, "--", "sh", "-c", `echo "$SMBDIRECT_LISTEN $SMBDIRECT_PORT $SMBDIRECT_CHANNEL"`)
-	if l := e2.line(t); l != ":5445 445 1" {
-		t.Errorf("defaults: %q", l)
-	}
-	if st := e2.status(t); st != 0 || e2.stderr.String() != "" {
-		t.Errorf("exit %d, stderr %q", st, e2.stderr.String())
-	}
-	syscall.Kill(e1.cmd.Process.Pid, syscall.SIGTERM)
-	if st := e1.status(t); st != 128+int(syscall.SIGTERM) {
-		t.Errorf("sh killed by the forwarded SIGTERM: exit %d", st)
-	}
 }
 
 // Signals reach PROGRAM; killed by one, smbdirect exits 128+N.
