@@ -175,12 +175,22 @@ func freePort() (int, error) {
 	return 0, errors.New("no free TCP port")
 }
 
-// sambaConf writes a throwaway smbd configuration in dir: state there,
-// [share] read-write, root with password "secret", TCP port port on
-// 127.0.0.1 only; READ/WRITE sizes within one SMB Direct message
-// (smbclient, not knowing it rides SMB Direct, sends WRITEs as large as
-// smbd offers, inline; docs/samba.md).
+// sambaConf writes the bench's smbd configuration in dir (writeSambaConf)
+// with READ/WRITE sizes within one SMB Direct message (smbclient, not
+// knowing it rides SMB Direct, sends WRITEs as large as smbd offers,
+// inline; docs/samba.md).
 func (b *sambaBench) sambaConf(ctx context.Context, dir string, port int) (string, error) {
+	return writeSambaConf(ctx, b.tools["pdbedit"], dir, port,
+		"\tsmb2 max read = 1048064\n\tsmb2 max write = 1048064\n\tsmb2 max trans = 1048064\n")
+}
+
+// writeSambaConf writes a throwaway smbd configuration in dir: state
+// there, [share] (dir/share) read-write, root with password "secret" in
+// its own passdb (pdbedit is the program that adds it), TCP port port on
+// 127.0.0.1 only, and the [global] lines global (each tab-indented and
+// ended by a newline). It returns the configuration's path. The tests of
+// smbdirect exec use it too.
+func writeSambaConf(ctx context.Context, pdbedit, dir string, port int, global string) (string, error) {
 	for _, d := range []string{"lock", "state", "cache", "private", "pid", "ncalrpc", "log", "share"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
 			return "", err
@@ -204,17 +214,14 @@ func (b *sambaBench) sambaConf(ctx context.Context, dir string, port int) (strin
 	load printers = no
 	printcap name = /dev/null
 	disable spoolss = yes
-	smb2 max read = 1048064
-	smb2 max write = 1048064
-	smb2 max trans = 1048064
-[share]
+%[3]s[share]
 	path = %[2]s/share
 	read only = no
-`, port, dir)
+`, port, dir, global)
 	if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
 		return "", err
 	}
-	cmd := exec.CommandContext(ctx, b.tools["pdbedit"], "-s", conf, "-a", "-u", "root", "-t")
+	cmd := exec.CommandContext(ctx, pdbedit, "-s", conf, "-a", "-u", "root", "-t")
 	cmd.Stdin = strings.NewReader("secret\nsecret\n")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("pdbedit: %w: %s", err, bytes.TrimSpace(out))

@@ -29,7 +29,7 @@ import (
 // samba is a throwaway Samba configuration: everything in one temporary
 // directory, a [share] read-write, root with password "secret" in its own
 // passdb, smbd on TCP port port of 127.0.0.1 only, and the lines global
-// in [global]. (A minimal copy of what internal/sambatest provides.)
+// in [global] (writeSambaConf, shared with bench samba).
 type samba struct {
 	dir, conf, share string
 	port             int
@@ -38,42 +38,11 @@ type samba struct {
 func newSamba(t *testing.T, port int, global ...string) *samba {
 	t.Helper()
 	dir := t.TempDir()
-	s := &samba{dir: dir, conf: filepath.Join(dir, "smb.conf"), share: filepath.Join(dir, "share"), port: port}
-	for _, d := range []string{"lock", "state", "cache", "private", "pid", "ncalrpc", "log", "share"} {
-		if err := os.Mkdir(filepath.Join(dir, d), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	conf := fmt.Sprintf(`[global]
-	server role = standalone server
-	smb ports = %d
-	bind interfaces only = yes
-	interfaces = 127.0.0.1
-	disable netbios = yes
-	lock directory = %[2]s/lock
-	state directory = %[2]s/state
-	cache directory = %[2]s/cache
-	private dir = %[2]s/private
-	pid directory = %[2]s/pid
-	ncalrpc dir = %[2]s/ncalrpc
-	log file = %[2]s/log/log.%%m
-	passdb backend = tdbsam:%[2]s/private/passdb.tdb
-	load printers = no
-	printcap name = /dev/null
-	disable spoolss = yes
-%[3]s[share]
-	path = %[2]s/share
-	read only = no
-`, port, dir, confLines(global))
-	if err := os.WriteFile(s.conf, []byte(conf), 0o644); err != nil {
+	conf, err := writeSambaConf(t.Context(), "pdbedit", dir, port, confLines(global))
+	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command("pdbedit", "-s", s.conf, "-a", "-u", "root", "-t")
-	cmd.Stdin = strings.NewReader("secret\nsecret\n")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("pdbedit: %v\n%s", err, out)
-	}
-	return s
+	return &samba{dir: dir, conf: conf, share: filepath.Join(dir, "share"), port: port}
 }
 
 func smbdPath(t *testing.T) string {
