@@ -69,6 +69,12 @@ type Config struct {
 	// MaxReceiveSize, so that two receives stay posted while nothing is
 	// unread, and InitialReceives is lowered to what fits in it.
 	MaxQueuedBytes int
+	// StallWarning: a write that has waited this long for the peer's send
+	// credits or for send completions is logged at Warn level with the
+	// credit accounting, and again each StallWarning after (default 10 s,
+	// negative: never). It tells a peer that withholds credits from a
+	// stalled transport when an application timeout fires further up.
+	StallWarning time.Duration
 
 	// controlLooked, if set, runs in maybeControl after its look at the
 	// control message and before it lets go of the send lock: tests
@@ -113,6 +119,9 @@ func (c *Config) resolve(dialing bool) (Config, error) {
 	r.InitialReceives = min(r.InitialReceives, r.MaxQueuedBytes/r.MaxReceiveSize)
 	if r.KeepaliveInterval <= 0 {
 		r.KeepaliveInterval = wire.DefaultKeepaliveInterval
+	}
+	if r.StallWarning == 0 {
+		r.StallWarning = defaultStallWarning
 	}
 	if r.NegotiateTimeout <= 0 {
 		r.NegotiateTimeout = wire.NegotiateTimeoutPassive

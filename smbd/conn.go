@@ -94,6 +94,7 @@ type Conn struct {
 	offloadState
 	keepaliveState
 	deadlineState
+	stallState
 
 	loops sync.WaitGroup
 	done  chan struct{}
@@ -197,6 +198,9 @@ func (c *Conn) Close() error {
 		return nil
 	}
 	c.closed = true
+	if c.stallTimer != nil {
+		c.stallTimer.Stop()
+	}
 	c.wakeLocked()
 	c.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
@@ -248,6 +252,10 @@ var _ net.Conn = (*Conn)(nil)
 func (c *Conn) creditState() string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	return c.creditStateLocked()
+}
+
+func (c *Conn) creditStateLocked() string {
 	return fmt.Sprintf("%v, send slots free %d, queued %d in %d fragments, mid-message %v, err %v",
 		&c.cr, c.sendAvailLocked(), c.queued, len(c.queue)-c.qhead, c.midMessage, c.err)
 }

@@ -112,6 +112,7 @@ func (c *Conn) sendLocked(payload []byte, remaining int, flags uint16, more bool
 func (c *Conn) sendFragment(payload []byte, remaining int, next bool, inv uint32) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	defer c.unstallLocked() // however the wait ends
 	lost := false
 	for {
 		if c.err != nil {
@@ -137,6 +138,7 @@ func (c *Conn) sendFragment(payload []byte, remaining int, next bool, inv uint32
 			// are, or have the poll loop wait for them.
 			c.reapLocked()
 			if c.sendAvailLocked() == 0 {
+				c.stallLocked("send completions")
 				c.slotWaiters++
 				c.kickPoll()
 				c.cond.Wait()
@@ -148,6 +150,7 @@ func (c *Conn) sendFragment(payload []byte, remaining int, next bool, inv uint32
 			break
 		}
 		// Credits come with incoming messages.
+		c.stallLocked("send credits")
 		c.awaitLocked(&lost, true)
 	}
 	c.midMessage = remaining > 0
