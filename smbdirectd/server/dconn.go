@@ -10,6 +10,8 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -40,6 +42,9 @@ type dconn struct {
 	ch     *channel.Channel
 	ctx    context.Context
 	cancel context.CancelFunc
+	// xfers counts the channel calls in progress (each may wait for RDMA
+	// transfers): close lets them finish before it cancels ctx.
+	xfers atomic.Int32
 	// oc is the client-side RDMA channel (a Dial with DialClientChannel),
 	// nil without: up and down carry the stream through it.
 	oc *smb2rdma.Conn
@@ -305,7 +310,9 @@ func (d *dconn) passChannel(br *bufio.Reader, pdu []byte) error {
 		}
 		return err
 	}
+	d.xfers.Add(1)
 	out, inv, err := d.ch.FromProgram(d.ctx, pdu)
+	d.xfers.Add(-1)
 	if err != nil {
 		return err
 	}
@@ -358,7 +365,9 @@ func (d *dconn) passDown(in []byte) error {
 		return err
 	}
 	d.owner.s.received.Add(int64(len(in)))
+	d.xfers.Add(1)
 	out, buf, err := d.ch.FromPeer(d.ctx, in)
+	d.xfers.Add(-1)
 	if err != nil {
 		return err
 	}
@@ -367,9 +376,24 @@ func (d *dconn) passDown(in []byte) error {
 	return err
 }
 
+// closeGrace bounds how long close waits for the RDMA transfers in
+// flight before it abandons them.
+const closeGrace = 2 * time.Second
+
 // close ends the SMB Direct connection and the stream.
+//
+// RDMA transfers in flight (a WRITE's data being RDMA-read when the
+// program dies, say) may finish first, up to closeGrace, so the
+// connection ends with a FIN. Abandoning one resets the connection under
+// the peer's Read Response; Linux siw then reports a QP error, and
+// cifs.ko 6.12 leaves a sender waiting for credits (holding the mount's
+// send lock, so no reconnection) until the CM's disconnect event, which
+// came 2 minutes later (TestLinuxSambaFaults, about 1 run in 10).
 func (d *dconn) close() {
 	d.once.Do(func() {
+		for end := time.Now().Add(closeGrace); d.xfers.Load() > 0 && time.Now().Before(end); {
+			time.Sleep(2 * time.Millisecond)
+		}
 		d.cancel()
 		if d.ch != nil {
 			d.ch.Close()
