@@ -378,7 +378,7 @@ func (d *dconn) passDown(in []byte) error {
 
 // closeGrace bounds how long close waits for the RDMA transfers in
 // flight before it abandons them.
-const closeGrace = 2 * time.Second
+const closeGrace = 5 * time.Second
 
 // close ends the SMB Direct connection and the stream.
 //
