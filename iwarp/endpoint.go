@@ -56,6 +56,8 @@ type endpoint struct {
 	life epLife // state and flags: changed only by its transitions
 	conn net.Conn
 	crc  bool
+	segT int // payload limit of a tagged FPDU (fpdu.go)
+	segU int // of an untagged one
 	ird  int
 	ord  int
 	info rdma.ConnInfo
@@ -240,7 +242,8 @@ func (e *endpoint) kickTx() {
 
 // start runs the connection on conn. Called with the handshake done. If
 // the endpoint was closed meanwhile, it closes conn and returns false.
-func (e *endpoint) start(conn net.Conn, crc bool, ird, ord int, info rdma.ConnInfo, responder bool) bool {
+// large: both ends announced large FPDUs.
+func (e *endpoint) start(conn net.Conn, crc, large bool, ird, ord int, info rdma.ConnInfo, responder bool) bool {
 	e.mu.Lock()
 	delay := !responder && e.pcfg.FirstSendDelay > 0
 	if !e.life.establish(responder, delay) {
@@ -250,10 +253,12 @@ func (e *endpoint) start(conn net.Conn, crc bool, ird, ord int, info rdma.ConnIn
 	}
 	e.conn = conn
 	e.crc = crc
+	e.fpduLimits(conn, large)
 	e.ird, e.ord = ird, ord
 	e.irq = make([]irqEntry, ird)
 	e.orq = make([]uint64, 0, ord)
 	e.info = info
+	e.info.Detail += fmt.Sprintf(", largest FPDU payload %d (tagged), %d (untagged)", e.segT, e.segU)
 	e.txb = newTxBatch()
 	e.txb.crc = crc
 	e.raw = newRawWriter(conn)

@@ -200,7 +200,7 @@ func (e *endpoint) txLoop() {
 		err := b.flush(conn)
 		if err == nil && fileEnt != nil {
 			if fileBuf == nil && e.crc {
-				fileBuf = make([]byte, e.pcfg.MaxSegment)
+				fileBuf = make([]byte, e.segT)
 			}
 			if err = e.sendFile(conn, fileEnt, fileBuf); err != nil {
 				err = fmt.Errorf("iwarp: send from file: %w", err)
@@ -308,7 +308,7 @@ func (e *endpoint) buildResponses(b *txBatch) {
 	for e.irqHead < e.irqTail && !b.full() {
 		r := &e.irq[e.irqHead%uint64(len(e.irq))]
 		for !b.full() {
-			n := min(len(r.src)-r.sent, e.pcfg.MaxSegment)
+			n := min(len(r.src)-r.sent, e.segT)
 			last := r.sent+n == len(r.src)
 			to := r.sinkTO + uint64(r.sent)
 			stag := r.sinkSTag
@@ -344,7 +344,7 @@ func (e *endpoint) buildSends(b *txBatch) *sqEntry {
 			inv := uint32(s.wr.InvalidateSTag)
 			msn := e.sendMSN
 			for {
-				n := min(len(s.data)-s.sent, e.pcfg.MaxSegment)
+				n := min(len(s.data)-s.sent, e.segU)
 				last := s.sent+n == len(s.data)
 				mo := uint32(s.sent)
 				b.segment(func(a []byte) []byte {
@@ -369,7 +369,7 @@ func (e *endpoint) buildSends(b *txBatch) *sqEntry {
 			}
 			stag := uint32(s.wr.RemoteSTag)
 			for {
-				n := min(len(s.data)-s.sent, e.pcfg.MaxSegment)
+				n := min(len(s.data)-s.sent, e.segT)
 				last := s.sent+n == len(s.data)
 				to := s.wr.RemoteAddr + uint64(s.sent)
 				b.segment(func(a []byte) []byte {
