@@ -85,11 +85,13 @@ type endpoint struct {
 	raw    *rawWriter
 
 	// Pending outgoing Terminate.
-	term   *termOut
-	txWake chan struct{}
-	drv    *rxDrive // who runs the receive path (drive.go); set by start
-	loops  sync.WaitGroup
-	reaped chan struct{}
+	term    *termOut
+	txWake  chan struct{}
+	drv     *rxDrive                // who runs the receive path (drive.go); set by start
+	drvA    atomic.Pointer[rxDrive] // drv, for readers without e.mu
+	pollCtx                         // Poll's watch of its context (poll.go)
+	loops   sync.WaitGroup
+	reaped  chan struct{}
 }
 
 func newEndpoint(d *pd, cfg rdma.EndpointConfig) *endpoint {
@@ -114,6 +116,9 @@ func newEndpoint(d *pd, cfg rdma.EndpointConfig) *endpoint {
 		readMSN: 1,
 	}
 	e.txIdle.L = &e.mu
+	e.cq.interrupt = e.interruptPoll
+	e.pollReady = e.cq.ready
+	e.pollCancel = e.interruptPoll
 	return e
 }
 
@@ -215,10 +220,6 @@ func (e *endpoint) PostRecv(wr *rdma.RecvWR) error {
 	return nil
 }
 
-func (e *endpoint) Poll(ctx context.Context, wc []rdma.Completion) (int, error) {
-	return e.cq.poll(ctx, wc)
-}
-
 func (e *endpoint) Info() rdma.ConnInfo {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -273,6 +274,7 @@ func (e *endpoint) start(conn net.Conn, crc, large bool, ird, ord int, info rdma
 		})
 	}
 	e.drv = newRxDrive(e, conn)
+	e.drvA.Store(e.drv)
 	e.mu.Unlock()
 	e.loops.Add(2)
 	go e.rxLoop()
@@ -433,6 +435,7 @@ func (e *endpoint) Close() error {
 	} else {
 		e.endUnstarted()
 	}
+	e.unwatchCtx()
 	e.mu.Lock()
 	e.life.close()
 	if e.err == nil {
@@ -460,18 +463,14 @@ func (e *endpoint) OnRecv(fn func(*rdma.Completion)) {
 // deliverRecv hands a receive completion produced by the receive path to
 // the direct handler, or queues it. Called only on the receive path.
 func (e *endpoint) deliverRecv(wc rdma.Completion) {
-	if d := e.drv; !d.app && d.wanted.Load() {
-		// An application goroutine waits to run the receive path: this
-		// delivery wakes it, so the endpoint's goroutine may now give it up.
-		d.handed = true
-	}
+	e.drv.delivered()
 	fn := e.direct.Load()
 	if fn == nil {
 		// Queued under recvMu: OnRecv's marker goes after this one, or
 		// this one goes to fn.
 		e.recvMu.Lock()
 		if fn = e.direct.Load(); fn == nil {
-			e.cq.push(wc)
+			e.cq.pushRx(wc)
 			e.recvMu.Unlock()
 			return
 		}

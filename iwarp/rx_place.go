@@ -46,7 +46,8 @@ func (e *endpoint) commit(st *rxState, c *rxCommit) {
 		if c.last {
 			c.s.done = true
 			e.orq = e.orq[:copy(e.orq, e.orq[1:])]
-			e.completeSQLocked()
+			e.completeSQLocked(true)
+			e.drv.delivered()
 			e.kickTx() // an ORD slot is free
 		}
 		e.mu.Unlock()

@@ -86,6 +86,19 @@ func (x *rxReader) need(n int) error {
 // readInto fills dst[*got:] from the buffer, then directly from the
 // socket, counting in *got (so that it resumes after errWouldBlock).
 func (x *rxReader) readInto(dst []byte, got *int) error {
+	if rem := len(dst) - *got; rem > x.w-x.r && rem < bulkPayload {
+		// A small payload (an MSS-sized FPDU's) comes through the buffer:
+		// its read takes all the socket has, the FPDUs behind it too,
+		// where a read of its own would take this payload alone: two
+		// reads per FPDU instead of one per buffer-full. It stays there
+		// over a read that would block, so this resumes.
+		if err := x.need(rem); err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF // inside an FPDU
+			}
+			return err
+		}
+	}
 	k := copy(dst[*got:], x.buf[x.r:x.w])
 	x.r += k
 	*got += k

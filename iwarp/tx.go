@@ -215,7 +215,7 @@ func (e *endpoint) txLoop() {
 			e.txDoneLocked(b)
 			if fileEnt != nil {
 				fileEnt.done = true
-				e.completeSQLocked()
+				e.completeSQLocked(false)
 			}
 		}
 		e.mu.Unlock()
@@ -243,7 +243,7 @@ func (e *endpoint) txDoneLocked(b *txBatch) {
 		}
 	}
 	b.sqFrom, b.sqTo = 0, 0
-	e.completeSQLocked()
+	e.completeSQLocked(false)
 }
 
 // inlineMax bounds the bytes PostSend writes itself (the requests it
@@ -411,19 +411,28 @@ func (e *endpoint) buildSends(b *txBatch) *sqEntry {
 }
 
 // completeSQLocked delivers completions in posting order, as verbs do.
-func (e *endpoint) completeSQLocked() {
+// rx: called on the receive path.
+func (e *endpoint) completeSQLocked(rx bool) {
 	for e.sqHead < e.sqTx {
 		s := &e.sq[e.sqHead%uint64(len(e.sq))]
 		if !s.done {
 			return
 		}
+		var c rdma.Completion
 		if s.err != nil {
-			e.cq.push(rdma.Completion{ID: s.wr.ID, Op: s.wr.Op, Err: &rdma.WorkError{Op: s.wr.Op, ID: s.wr.ID, Err: s.err}})
+			c = rdma.Completion{ID: s.wr.ID, Op: s.wr.Op, Err: &rdma.WorkError{Op: s.wr.Op, ID: s.wr.ID, Err: s.err}}
 		} else if !s.wr.Unsignaled {
-			e.cq.push(rdma.Completion{ID: s.wr.ID, Op: s.wr.Op, Bytes: s.sent})
+			c = rdma.Completion{ID: s.wr.ID, Op: s.wr.Op, Bytes: s.sent}
 		}
 		*s = sqEntry{}
 		e.sqHead++
+		switch {
+		case c.Op == 0:
+		case rx:
+			e.cq.pushRx(c)
+		default:
+			e.cq.push(c)
+		}
 	}
 }
 
