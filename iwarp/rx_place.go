@@ -72,12 +72,17 @@ func (e *endpoint) commit(st *rxState, c *rxCommit) {
 		st.recvMSN++
 		e.deliverRecv(wc)
 	case commitReadReq:
+		st.rreqMSN++
 		e.mu.Lock()
 		e.irq[e.irqTail%uint64(len(e.irq))] = c.irq
 		e.irqTail++
+		// A small response goes out from here when the transmit path
+		// is idle: a hand-off to the transmit goroutine would cost a
+		// wake-up per Read, as much as the response itself.
+		if !e.tryInlineLocked() {
+			e.kickTx()
+		}
 		e.mu.Unlock()
-		st.rreqMSN++
-		e.kickTx()
 	}
 }
 

@@ -253,14 +253,21 @@ const inlineMax = 256 << 10
 // tryInlineLocked writes the request just posted from the caller's
 // goroutine when the transmit path is idle: for small messages this saves
 // a goroutine hand-off per message, which is most of the latency. The
+// receive path calls it too, for the RDMA Read Response it just queued. The
 // write is non-blocking; what the socket does not take goes to txLoop.
 // Called with e.mu held; returns with it held.
 func (e *endpoint) tryInlineLocked() bool {
-	if e.life.txBusy || e.life.txHold || e.term != nil || e.life.closing || e.raw == nil ||
-		e.irqHead != e.irqTail || !e.txb.empty() {
+	if e.life.txBusy || e.life.txHold || e.term != nil || e.life.closing || e.raw == nil || !e.txb.empty() {
 		return false
 	}
 	total := 0
+	for i := e.irqHead; i < e.irqTail; i++ {
+		r := &e.irq[i%uint64(len(e.irq))]
+		total += len(r.src) - r.sent
+	}
+	if total > inlineMax {
+		return false
+	}
 	for i := e.sqTx; i < e.sqTail; i++ {
 		s := &e.sq[i%uint64(len(e.sq))]
 		total += len(s.data)
@@ -269,6 +276,7 @@ func (e *endpoint) tryInlineLocked() bool {
 		}
 	}
 	b := e.txb
+	e.buildResponses(b)
 	e.buildSends(b)
 	b.seal()
 	if len(b.iov) == 0 {
