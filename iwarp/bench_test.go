@@ -29,7 +29,10 @@ func benchOps(b *testing.B, crc bool, op rdma.Opcode, size int) {
 	b.ResetTimer()
 	out := 0
 	for i := 0; i < b.N; {
+		// Each burst is one batch (More on all but its last request), as
+		// a verbs program posts a list of work requests.
 		for out < 8 && i+out < b.N {
+			wr.More = out < 7 && i+out+1 < b.N
 			if err := p.cli.PostSend(&wr); err != nil {
 				b.Fatal(err)
 			}
@@ -191,3 +194,7 @@ func BenchmarkTCPPingPong64(b *testing.B) {
 		io.ReadFull(a, buf)
 	}
 }
+
+func BenchmarkRead64(b *testing.B)   { benchOps(b, false, rdma.OpRead, 64) }
+func BenchmarkRead4KiB(b *testing.B) { benchOps(b, false, rdma.OpRead, 4096) }
+func BenchmarkWrite64(b *testing.B)  { benchOps(b, false, rdma.OpWrite, 64) }

@@ -99,6 +99,10 @@ func (d *rxDrive) step(fd uintptr) bool {
 	if d.res != errWouldBlock {
 		return true
 	}
+	if d.st.respPending {
+		d.st.respPending = false
+		d.e.sendResponses()
+	}
 	return d.shouldYield()
 }
 

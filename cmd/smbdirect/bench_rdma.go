@@ -23,7 +23,9 @@ two soft-iWARP endpoints over 127.0.0.1 (with --depth operations outstanding), t
 a 64-byte Send ping-pong round trip. Each figure is printed next to plain TCP over
 loopback doing the same transfer (a stream of messages of that size, read whole on
 the other side; a 64-byte echo for the ping-pong), measured in the same run, and
-their ratio. Ours and TCP take turns in four slices of --duration/4 each, so that
+their ratio. Operations are posted in bursts, each burst as one batch
+(rdma.SendWR.More), as a verbs program posts a list of work requests. Ours and TCP
+take turns in four slices of --duration/4 each, so that
 a busy machine weighs on both alike.
 
 The endpoints send FPDUs as large as loopback's MSS allows (about 64 KiB). Real
@@ -261,10 +263,13 @@ func (b *rdmaBench) run(ctx context.Context, test string, size int, d time.Durat
 	out := 0
 	t0 := time.Now()
 	for time.Since(t0) < d {
+		// Each burst is one batch (More on all but its last request), as
+		// a verbs program posts a list of work requests.
 		for out < b.depth && credits > 0 {
 			if wr.Op == rdma.OpSend {
 				credits--
 			}
+			wr.More = out+1 < b.depth && credits > 0
 			if err := p.cli.PostSend(&wr); err != nil {
 				return 0, err
 			}
