@@ -15,7 +15,12 @@ func benchPair(b *testing.B, crc bool) *pair {
 }
 
 func benchOps(b *testing.B, crc bool, op rdma.Opcode, size int) {
-	p := benchPair(b, crc)
+	benchOpsWith(b, Config{CRC: crc}, op, size)
+}
+
+func benchOpsWith(b *testing.B, cfg Config, op rdma.Opcode, size int) {
+	cfg.FirstSendDelay = -1
+	p := newPair(b, cfg, nil)
 	src := mustMR(b, p.pd, make([]byte, size), rdma.AccessRemoteRead)
 	dst := mustMR(b, p.pd, make([]byte, size), rdma.AccessLocalWrite|rdma.AccessRemoteWrite)
 	wr := rdma.SendWR{Op: rdma.OpWrite, Local: rdma.SGE{MR: src}, RemoteSTag: dst.STag(), RemoteAddr: dst.Addr()}
@@ -29,7 +34,10 @@ func benchOps(b *testing.B, crc bool, op rdma.Opcode, size int) {
 	b.ResetTimer()
 	out := 0
 	for i := 0; i < b.N; {
+		// Each burst is one batch (More on all but its last request), as
+		// a verbs program posts a list of work requests.
 		for out < 8 && i+out < b.N {
+			wr.More = out < 7 && i+out+1 < b.N
 			if err := p.cli.PostSend(&wr); err != nil {
 				b.Fatal(err)
 			}
@@ -48,6 +56,15 @@ func BenchmarkWrite1MiB(b *testing.B)    { benchOps(b, false, rdma.OpWrite, 1<<2
 func BenchmarkRead1MiB(b *testing.B)     { benchOps(b, false, rdma.OpRead, 1<<20) }
 func BenchmarkWrite1MiBCRC(b *testing.B) { benchOps(b, true, rdma.OpWrite, 1<<20) }
 func BenchmarkWrite4KiB(b *testing.B)    { benchOps(b, false, rdma.OpWrite, 4096) }
+
+// BenchmarkWrite1MiBFPDU1448 and BenchmarkRead1MiBFPDU1448 send FPDUs of
+// one Ethernet TCP segment, as Linux siw and iWARP adapters do.
+func BenchmarkWrite1MiBFPDU1448(b *testing.B) {
+	benchOpsWith(b, Config{MaxFPDU: 1448}, rdma.OpWrite, 1<<20)
+}
+func BenchmarkRead1MiBFPDU1448(b *testing.B) {
+	benchOpsWith(b, Config{MaxFPDU: 1448}, rdma.OpRead, 1<<20)
+}
 
 // BenchmarkSendPingPong64 is the round trip of a 64-byte Send answered by
 // a Send; allocations per round trip should be zero. Both sides wait in
@@ -191,3 +208,7 @@ func BenchmarkTCPPingPong64(b *testing.B) {
 		io.ReadFull(a, buf)
 	}
 }
+
+func BenchmarkRead64(b *testing.B)   { benchOps(b, false, rdma.OpRead, 64) }
+func BenchmarkRead4KiB(b *testing.B) { benchOps(b, false, rdma.OpRead, 4096) }
+func BenchmarkWrite64(b *testing.B)  { benchOps(b, false, rdma.OpWrite, 64) }

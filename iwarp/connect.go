@@ -75,6 +75,9 @@ func (e *endpoint) connect(ctx context.Context, addr string, p rdma.ConnParams) 
 	defer disarm()
 	ird, ord := clampIRDORD(p.IRD, defaultIRD), clampIRDORD(p.ORD, defaultORD)
 	req := wire.MPAFrame{CRC: e.pcfg.CRC, Enhanced: true, Revision: mpaRevision, PrivateDataLen: wire.MPAv2Len + len(p.PrivateData)}
+	if !e.pcfg.NoLargeFPDU {
+		req.Other = mpaLarge
+	}
 	b := wire.AppendMPAFrame(make([]byte, 0, wire.MPAHeaderLen+req.PrivateDataLen), &req)
 	b = appendPrivate(b, true, ird, ord, p.PrivateData)
 	if _, err := conn.Write(b); err != nil {
@@ -124,9 +127,11 @@ func (e *endpoint) connect(ctx context.Context, addr string, p rdma.ConnParams) 
 		ird = min(max(ird, int(v2.ORD)), maxIRDORD)
 	}
 	crc := req.CRC || rep.CRC
+	// Only our responders add the second bit; siw echoes the first.
+	large := req.Other&mpaLarge != 0 && rep.Other&(mpaLarge|mpaLargeAck) == mpaLarge|mpaLargeAck
 	disarm()
 	conn.SetDeadline(time.Time{})
-	if !e.start(conn, crc, ird, ord, e.connInfo(conn, crc, ird, ord, pdata), false) {
+	if !e.start(conn, crc, large, ird, ord, e.connInfo(conn, crc, ird, ord, pdata), false) {
 		return rdma.ErrClosed
 	}
 	return nil
@@ -148,7 +153,7 @@ func (e *endpoint) connInfo(conn net.Conn, crc bool, ird, ord int, pdata []byte)
 		LocalAddr: conn.LocalAddr(), RemoteAddr: conn.RemoteAddr(),
 		ORD: ord, IRD: ird, CRC: crc, PrivateData: pdata,
 		Provider: "iwarp",
-		Detail:   fmt.Sprintf("MPA rev 2, CRC %v, markers off, max FPDU payload %d", crc, e.pcfg.MaxSegment),
+		Detail:   fmt.Sprintf("MPA rev 2, CRC %v, markers off", crc),
 	}
 }
 
@@ -317,8 +322,11 @@ func (r *connRequest) RemoteIRD() int       { return r.ird }
 func (r *connRequest) RemoteAddr() net.Addr { return r.conn.RemoteAddr() }
 func (r *connRequest) LocalAddr() net.Addr  { return r.conn.LocalAddr() }
 
-func (r *connRequest) reply(reject bool, crc bool, ird, ord int, v2 wire.MPAv2, pd []byte) error {
+func (r *connRequest) reply(reject, crc, large bool, ird, ord int, v2 wire.MPAv2, pd []byte) error {
 	rep := wire.MPAFrame{Reply: true, Reject: reject, CRC: crc, Revision: r.req.Revision, Enhanced: r.v2ok}
+	if large {
+		rep.Other = mpaLarge | mpaLargeAck
+	}
 	rep.PrivateDataLen = len(pd)
 	if r.v2ok {
 		rep.PrivateDataLen += wire.MPAv2Len
@@ -341,7 +349,7 @@ func (r *connRequest) Reject(pd []byte) error {
 		if len(pd) > rdma.MaxPrivateData {
 			pd = pd[:rdma.MaxPrivateData]
 		}
-		err = r.reply(true, false, 0, 0, wire.MPAv2{}, pd)
+		err = r.reply(true, false, false, 0, 0, wire.MPAv2{}, pd)
 		r.conn.Close()
 	})
 	return err
@@ -373,6 +381,7 @@ func (r *connRequest) Accept(ctx context.Context, ep rdma.Endpoint, p rdma.ConnP
 			ord = min(ord, r.ird)
 		}
 		crc := r.req.CRC || e.pcfg.CRC
+		large := r.req.Other&mpaLarge != 0 && !e.pcfg.NoLargeFPDU
 		var v2 wire.MPAv2
 		if r.v2.P2P {
 			// Peer-to-peer mode: we take a zero-length Write (or Read) as
@@ -386,14 +395,14 @@ func (r *connRequest) Accept(ctx context.Context, ep rdma.Endpoint, p rdma.ConnP
 			}
 		}
 		stop := context.AfterFunc(ctx, func() { r.conn.SetWriteDeadline(time.Unix(1, 0)) })
-		err = r.reply(false, crc, ird, ord, v2, p.PrivateData)
+		err = r.reply(false, crc, large, ird, ord, v2, p.PrivateData)
 		stop()
 		if err != nil {
 			r.conn.Close()
 			err = fmt.Errorf("iwarp: sending MPA reply: %w", ctxErr(ctx, err))
 			return
 		}
-		if !e.start(r.conn, crc, ird, ord, e.connInfo(r.conn, crc, ird, ord, r.pdata), true) {
+		if !e.start(r.conn, crc, large, ird, ord, e.connInfo(r.conn, crc, ird, ord, r.pdata), true) {
 			err = rdma.ErrClosed
 		}
 	})

@@ -1,8 +1,8 @@
 package iwarp
 
 import (
-	"context"
 	"sync"
+	"sync/atomic"
 
 	"github.com/smbdirect/smbdirect/rdma"
 )
@@ -16,13 +16,27 @@ type cq struct {
 	n      int
 	closed bool // no more completions will come
 	wake   chan struct{}
+	// driving is set while a Poll runs the receive path as it waits
+	// (poll.go): a completion pushed by another goroutine interrupts it
+	// (interrupt), one the receive path pushes (pushRx) is seen by it.
+	driving   atomic.Bool
+	interrupt func()
 }
 
 func newCQ(capacity int) *cq {
 	return &cq{ring: make([]rdma.Completion, capacity), wake: make(chan struct{}, 1)}
 }
 
+// push queues a completion produced outside the receive path.
 func (q *cq) push(c rdma.Completion) {
+	q.pushRx(c)
+	if q.driving.Load() && q.driving.Swap(false) {
+		q.interrupt()
+	}
+}
+
+// pushRx queues a completion produced by the receive path.
+func (q *cq) pushRx(c rdma.Completion) {
 	q.mu.Lock()
 	if q.n == len(q.ring) {
 		// Cannot happen while completions are bounded by posted work, but
@@ -54,36 +68,30 @@ func (q *cq) close() {
 	q.signal()
 }
 
-func (q *cq) poll(ctx context.Context, out []rdma.Completion) (int, error) {
-	if len(out) == 0 {
-		return 0, nil
+// take moves up to len(out) completions to out. closed: the queue is
+// drained for good.
+func (q *cq) take(out []rdma.Completion) (k int, closed bool) {
+	q.mu.Lock()
+	for k < len(out) && q.n > 0 {
+		out[k] = q.ring[q.head]
+		q.ring[q.head] = rdma.Completion{}
+		q.head = (q.head + 1) % len(q.ring)
+		q.n--
+		k++
 	}
-	for {
-		q.mu.Lock()
-		k := 0
-		for k < len(out) && q.n > 0 {
-			out[k] = q.ring[q.head]
-			q.ring[q.head] = rdma.Completion{}
-			q.head = (q.head + 1) % len(q.ring)
-			q.n--
-			k++
-		}
-		closed := q.closed
-		more := q.n > 0
-		q.mu.Unlock()
-		if more {
-			q.signal() // pass the wake-up on to another poller
-		}
-		if k > 0 {
-			return k, nil
-		}
-		if closed {
-			return 0, rdma.ErrClosed
-		}
-		select {
-		case <-q.wake:
-		case <-ctx.Done():
-			return 0, ctx.Err()
-		}
+	closed = q.closed
+	more := q.n > 0
+	q.mu.Unlock()
+	if more {
+		q.signal() // pass the wake-up on to another poller
 	}
+	return k, closed
+}
+
+// ready reports whether Poll has something to return.
+func (q *cq) ready() bool {
+	q.mu.Lock()
+	r := q.n > 0 || q.closed
+	q.mu.Unlock()
+	return r
 }

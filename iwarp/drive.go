@@ -29,7 +29,8 @@ type rxDrive struct {
 	mu    sync.Mutex // held by the goroutine running the receive path
 	ended bool       // the receive path wound up: the connection is over
 
-	rc syscall.RawConn // nil: blocking reads, only the endpoint's goroutine drives
+	rc   syscall.RawConn // nil: blocking reads, only the endpoint's goroutine drives
+	conn net.Conn        // for Interrupt's deadline
 
 	// The receive path's state, used by the goroutine holding mu.
 	e   *endpoint
@@ -69,7 +70,7 @@ var aLongTimeAgo = time.Unix(1, 0)
 var errWouldBlock = errors.New("iwarp: receive would block")
 
 func newRxDrive(e *endpoint, conn net.Conn) *rxDrive {
-	d := &rxDrive{e: e, wake: make(chan struct{}, 1)}
+	d := &rxDrive{e: e, conn: conn, wake: make(chan struct{}, 1)}
 	d.x = rxReader{conn: conn, buf: make([]byte, rxBufMin), d: d}
 	d.st = rxState{recvMSN: 1, rreqMSN: 1}
 	if sc, ok := conn.(syscall.Conn); ok && rawReads {
@@ -98,7 +99,20 @@ func (d *rxDrive) step(fd uintptr) bool {
 	if d.res != errWouldBlock {
 		return true
 	}
+	if d.st.respPending {
+		d.st.respPending = false
+		d.e.sendResponses()
+	}
 	return d.shouldYield()
+}
+
+// delivered notes a completion of the receive path: when an application
+// goroutine waits to run the receive path, this delivery wakes it, so the
+// endpoint's goroutine may now give it up.
+func (d *rxDrive) delivered() {
+	if !d.app && d.wanted.Load() {
+		d.handed = true
+	}
 }
 
 // shouldYield decides, when the socket has nothing more, whether the
@@ -199,11 +213,7 @@ func (e *endpoint) Background() {
 	}
 }
 
-func (e *endpoint) driver() *rxDrive {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.drv
-}
+func (e *endpoint) driver() *rxDrive { return e.drvA.Load() }
 
 // rxLoop is the endpoint's goroutine on the receive side: it runs the
 // receive path whenever no application goroutine does, and finishes it

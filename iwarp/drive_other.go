@@ -14,3 +14,9 @@ var rawReads = false
 func readFD(int, []byte) (int, error) {
 	return 0, errors.New("iwarp: raw socket reads are not used on this system")
 }
+
+type iovPair = struct{}
+
+func readvFD(int, *iovPair, []byte, []byte) (int, error) {
+	return 0, errors.New("iwarp: raw socket reads are not used on this system")
+}

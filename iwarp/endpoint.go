@@ -56,6 +56,8 @@ type endpoint struct {
 	life epLife // state and flags: changed only by its transitions
 	conn net.Conn
 	crc  bool
+	segT int // payload limit of a tagged FPDU (fpdu.go)
+	segU int // of an untagged one
 	ird  int
 	ord  int
 	info rdma.ConnInfo
@@ -83,11 +85,13 @@ type endpoint struct {
 	raw    *rawWriter
 
 	// Pending outgoing Terminate.
-	term   *termOut
-	txWake chan struct{}
-	drv    *rxDrive // who runs the receive path (drive.go); set by start
-	loops  sync.WaitGroup
-	reaped chan struct{}
+	term    *termOut
+	txWake  chan struct{}
+	drv     *rxDrive                // who runs the receive path (drive.go); set by start
+	drvA    atomic.Pointer[rxDrive] // drv, for readers without e.mu
+	pollCtx                         // Poll's watch of its context (poll.go)
+	loops   sync.WaitGroup
+	reaped  chan struct{}
 }
 
 func newEndpoint(d *pd, cfg rdma.EndpointConfig) *endpoint {
@@ -112,6 +116,9 @@ func newEndpoint(d *pd, cfg rdma.EndpointConfig) *endpoint {
 		readMSN: 1,
 	}
 	e.txIdle.L = &e.mu
+	e.cq.interrupt = e.interruptPoll
+	e.pollReady = e.cq.ready
+	e.pollCancel = e.interruptPoll
 	return e
 }
 
@@ -213,10 +220,6 @@ func (e *endpoint) PostRecv(wr *rdma.RecvWR) error {
 	return nil
 }
 
-func (e *endpoint) Poll(ctx context.Context, wc []rdma.Completion) (int, error) {
-	return e.cq.poll(ctx, wc)
-}
-
 func (e *endpoint) Info() rdma.ConnInfo {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -240,7 +243,8 @@ func (e *endpoint) kickTx() {
 
 // start runs the connection on conn. Called with the handshake done. If
 // the endpoint was closed meanwhile, it closes conn and returns false.
-func (e *endpoint) start(conn net.Conn, crc bool, ird, ord int, info rdma.ConnInfo, responder bool) bool {
+// large: both ends announced large FPDUs.
+func (e *endpoint) start(conn net.Conn, crc, large bool, ird, ord int, info rdma.ConnInfo, responder bool) bool {
 	e.mu.Lock()
 	delay := !responder && e.pcfg.FirstSendDelay > 0
 	if !e.life.establish(responder, delay) {
@@ -250,10 +254,12 @@ func (e *endpoint) start(conn net.Conn, crc bool, ird, ord int, info rdma.ConnIn
 	}
 	e.conn = conn
 	e.crc = crc
+	e.fpduLimits(conn, large)
 	e.ird, e.ord = ird, ord
 	e.irq = make([]irqEntry, ird)
 	e.orq = make([]uint64, 0, ord)
 	e.info = info
+	e.info.Detail += fmt.Sprintf(", largest FPDU payload %d (tagged), %d (untagged)", e.segT, e.segU)
 	e.txb = newTxBatch()
 	e.txb.crc = crc
 	e.raw = newRawWriter(conn)
@@ -268,6 +274,7 @@ func (e *endpoint) start(conn net.Conn, crc bool, ird, ord int, info rdma.ConnIn
 		})
 	}
 	e.drv = newRxDrive(e, conn)
+	e.drvA.Store(e.drv)
 	e.mu.Unlock()
 	e.loops.Add(2)
 	go e.rxLoop()
@@ -428,6 +435,7 @@ func (e *endpoint) Close() error {
 	} else {
 		e.endUnstarted()
 	}
+	e.unwatchCtx()
 	e.mu.Lock()
 	e.life.close()
 	if e.err == nil {
@@ -455,18 +463,14 @@ func (e *endpoint) OnRecv(fn func(*rdma.Completion)) {
 // deliverRecv hands a receive completion produced by the receive path to
 // the direct handler, or queues it. Called only on the receive path.
 func (e *endpoint) deliverRecv(wc rdma.Completion) {
-	if d := e.drv; !d.app && d.wanted.Load() {
-		// An application goroutine waits to run the receive path: this
-		// delivery wakes it, so the endpoint's goroutine may now give it up.
-		d.handed = true
-	}
+	e.drv.delivered()
 	fn := e.direct.Load()
 	if fn == nil {
 		// Queued under recvMu: OnRecv's marker goes after this one, or
 		// this one goes to fn.
 		e.recvMu.Lock()
 		if fn = e.direct.Load(); fn == nil {
-			e.cq.push(wc)
+			e.cq.pushRx(wc)
 			e.recvMu.Unlock()
 			return
 		}

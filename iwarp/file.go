@@ -27,10 +27,14 @@ func (e *endpoint) sendFile(conn net.Conn, s *sqEntry, buf []byte) error {
 		rc = sendfileConn(conn)
 	}
 	copied := rc == nil
-	if copied && len(buf) < min(fr.Length, e.pcfg.MaxSegment) {
+	seg := e.segU
+	if s.wr.Op == rdma.OpWrite {
+		seg = e.segT
+	}
+	if copied && len(buf) < min(fr.Length, seg) {
 		// Only the copying fallback without CRC gets here: the transmit
 		// loop keeps a buffer for CRC connections only.
-		buf = make([]byte, min(fr.Length, e.pcfg.MaxSegment))
+		buf = make([]byte, min(fr.Length, seg))
 	}
 	b := newTxBatch()
 	b.crc = e.crc
@@ -50,7 +54,7 @@ func (e *endpoint) sendFile(conn net.Conn, s *sqEntry, buf []byte) error {
 		}
 	}
 	for first := true; first || s.sent < fr.Length; first = false {
-		n := min(fr.Length-s.sent, e.pcfg.MaxSegment)
+		n := min(fr.Length-s.sent, seg)
 		last := s.sent+n == fr.Length
 		if copied {
 			if _, err := io.ReadFull(io.NewSectionReader(fr.File, fr.Offset+int64(s.sent), int64(n)), buf[:n]); err != nil {

@@ -101,11 +101,21 @@ func pattern(n int, seed byte) []byte {
 }
 
 func TestSendWriteRead(t *testing.T) {
-	for _, crc := range []bool{false, true} {
-		t.Run(map[bool]string{false: "nocrc", true: "crc"}[crc], func(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		cfg  Config
+	}{
+		{"nocrc", Config{}},
+		{"crc", Config{CRC: true}},
+		// MSS-sized FPDUs, as Linux siw sends them: an odd payload per FPDU.
+		{"fpdu1448", Config{MaxFPDU: 1448}},
+		{"fpdu1448crc", Config{MaxFPDU: 1448, CRC: true}},
+	} {
+		crc := tc.cfg.CRC
+		t.Run(tc.name, func(t *testing.T) {
 			const size = 1<<20 + 333 // several FPDUs, odd length
 			var srvRecv rdma.MR
-			p := newPair(t, Config{CRC: crc}, nil)
+			p := newPair(t, tc.cfg, nil)
 			srvRecv = mustMR(t, p.pd, make([]byte, size), rdma.AccessLocalWrite)
 			if err := p.srv.PostRecv(&rdma.RecvWR{ID: 7, Local: rdma.SGE{MR: srvRecv}}); err != nil {
 				t.Fatal(err)

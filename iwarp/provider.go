@@ -5,8 +5,8 @@
 //
 // Received tagged data (RDMA Write, Read Response) and Send payloads are read
 // from the socket straight into their registered destination; outgoing data
-// is written from registered memory with writev, in FPDUs of up to
-// Config.MaxSegment bytes.
+// is written from registered memory with writev, in FPDUs sized to the TCP
+// MSS, or up to 64 KiB between two ends that both announce it (fpdu.go).
 //
 // # Locks
 //
@@ -49,10 +49,21 @@ type Config struct {
 	// CRC is used when either side asks for it. Default off, as in Linux
 	// siw: TCP checksums already cover loopback and data-center links.
 	CRC bool
-	// MaxSegment is the largest DDP payload sent in one FPDU. Default
-	// 65536-64 (the MPA length field is 16 bits). Smaller values help peers
-	// that want FPDUs to match the TCP segment size.
+	// MaxSegment caps the DDP payload sent in one FPDU, on top of the
+	// FPDU size (MaxFPDU, or the MSS). Default 65536-64 (the MPA length
+	// field is 16 bits).
 	MaxSegment int
+	// MaxFPDU, if set, is the largest FPDU this side sends, counted on the
+	// wire (MPA length field, DDP/RDMAP header, payload, pad and CRC
+	// field), in place of the default: the connection's TCP MSS, as RFC
+	// 5044 and Linux siw size FPDUs, or 64 KiB when both ends announce
+	// large FPDUs. It does not bound what this side accepts: any FPDU
+	// up to 64 KiB is read.
+	MaxFPDU int
+	// NoLargeFPDU keeps the opt-in to large FPDUs out of the MPA
+	// exchange (the reserved MPA flag bits stay zero, as RFC 5044 asks
+	// of senders): FPDUs are then always sized to the MSS (or MaxFPDU).
+	NoLargeFPDU bool
 	// HandshakeTimeout bounds the MPA request/reply exchange when the
 	// context has no deadline (a context deadline replaces it). Default 10s.
 	HandshakeTimeout time.Duration

@@ -18,6 +18,21 @@ type rxState struct {
 	curOK    bool // cur is in use
 	termLen  int  // a Terminate's ULPDU payload length, once its header came
 	heard    bool // an FPDU came: txHold is over
+	// respPending: Read Requests came whose responses wait for the
+	// socket to be drained (sendResponses).
+	respPending bool
+}
+
+// sendResponses writes the queued RDMA Read Responses from the receive
+// path when the transmit path is idle and they are small: a hand-off to
+// the transmit goroutine would cost a wake-up per Read, as much as the
+// response itself. Otherwise the transmit goroutine sends them.
+func (e *endpoint) sendResponses() {
+	e.mu.Lock()
+	if e.irqHead != e.irqTail && !e.tryInlineLocked() {
+		e.kickTx()
+	}
+	e.mu.Unlock()
 }
 
 // rxCommit is what a segment does once its payload is in place and its
@@ -38,7 +53,7 @@ const (
 	commitReadReq
 )
 
-func (e *endpoint) commit(st *rxState, c *rxCommit) {
+func (e *endpoint) commit(x *rxReader, st *rxState, c *rxCommit) {
 	switch c.kind {
 	case commitReadResp:
 		e.mu.Lock()
@@ -46,8 +61,11 @@ func (e *endpoint) commit(st *rxState, c *rxCommit) {
 		if c.last {
 			c.s.done = true
 			e.orq = e.orq[:copy(e.orq, e.orq[1:])]
-			e.completeSQLocked()
-			e.kickTx() // an ORD slot is free
+			e.completeSQLocked(true)
+			e.drv.delivered()
+			if e.sqTx != e.sqTail {
+				e.kickTx() // an ORD slot is free for a Read waiting for one
+			}
 		}
 		e.mu.Unlock()
 	case commitSend:
@@ -71,12 +89,19 @@ func (e *endpoint) commit(st *rxState, c *rxCommit) {
 		st.recvMSN++
 		e.deliverRecv(wc)
 	case commitReadReq:
+		st.rreqMSN++
 		e.mu.Lock()
 		e.irq[e.irqTail%uint64(len(e.irq))] = c.irq
 		e.irqTail++
 		e.mu.Unlock()
-		st.rreqMSN++
-		e.kickTx()
+		if x.nonblock && !(x.r == x.w && x.short) {
+			// More may be in the socket: the responses go out together
+			// once it is drained (rxDrive.step), one writev for a batch
+			// of Read Requests rather than one each.
+			st.respPending = true
+			return
+		}
+		e.sendResponses()
 	}
 }
 
@@ -198,7 +223,7 @@ func (e *endpoint) rxStep(x *rxReader, st *rxState, f *rxFPDU) error {
 			}
 			x.r += tail
 			f.dst, f.phase = nil, rxHeader
-			e.commit(st, &f.c)
+			e.commit(x, st, &f.c)
 		}
 	}
 }

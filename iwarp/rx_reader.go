@@ -29,6 +29,7 @@ type rxReader struct {
 	short    bool // the last read returned less than asked
 	progress bool // bytes came in since the driver last looked
 	d        *rxDrive
+	iov      iovPair // readv's, kept to spare an allocation
 }
 
 // bulkPayload is the payload size from which the next read is kept short,
@@ -86,11 +87,37 @@ func (x *rxReader) need(n int) error {
 // readInto fills dst[*got:] from the buffer, then directly from the
 // socket, counting in *got (so that it resumes after errWouldBlock).
 func (x *rxReader) readInto(dst []byte, got *int) error {
+	if rem := len(dst) - *got; rem > x.w-x.r && rem < bulkPayload {
+		// A small payload (an MSS-sized FPDU's) comes through the buffer:
+		// its read takes all the socket has, the FPDUs behind it too,
+		// where a read of its own would take this payload alone: two
+		// reads per FPDU instead of one per buffer-full. It stays there
+		// over a read that would block, so this resumes.
+		if err := x.need(rem); err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF // inside an FPDU
+			}
+			return err
+		}
+	}
 	k := copy(dst[*got:], x.buf[x.r:x.w])
 	x.r += k
 	*got += k
 	for *got < len(dst) {
-		n, err := x.read(dst[*got:])
+		var n int
+		var err error
+		if x.nonblock && len(x.buf) >= bulkRead {
+			// The buffer is empty: the payload's end and what follows
+			// it (the trailer, the next FPDU's header) come in one
+			// readv, where two reads would take them apart.
+			x.r, x.w = 0, 0
+			n, err = x.readv(dst[*got:], x.buf[:bulkRead])
+			if over := n - (len(dst) - *got); over > 0 {
+				x.w, n = over, n-over
+			}
+		} else {
+			n, err = x.read(dst[*got:])
+		}
 		*got += n
 		if err != nil {
 			if err == io.EOF {
@@ -115,6 +142,30 @@ func (x *rxReader) skip(n int) error {
 		n -= k
 	}
 	return nil
+}
+
+// readv is read into a, then b, inside the read callback.
+func (x *rxReader) readv(a, b []byte) (int, error) {
+	if x.short && x.d.shouldYield() {
+		x.short = false
+		return 0, errWouldBlock
+	}
+	for {
+		n, err := readvFD(x.fd, &x.iov, a, b)
+		switch {
+		case err == syscall.EINTR:
+			continue
+		case err == syscall.EAGAIN:
+			return 0, errWouldBlock
+		case err != nil:
+			return 0, &net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("readv", err)}
+		case n == 0:
+			return 0, io.EOF
+		}
+		x.progress = true
+		x.short = n < len(a)+len(b)
+		return n, nil
+	}
 }
 
 // read reads from the socket for the receive path: without blocking

@@ -200,7 +200,7 @@ func (e *endpoint) txLoop() {
 		err := b.flush(conn)
 		if err == nil && fileEnt != nil {
 			if fileBuf == nil && e.crc {
-				fileBuf = make([]byte, e.pcfg.MaxSegment)
+				fileBuf = make([]byte, e.segT)
 			}
 			if err = e.sendFile(conn, fileEnt, fileBuf); err != nil {
 				err = fmt.Errorf("iwarp: send from file: %w", err)
@@ -215,7 +215,7 @@ func (e *endpoint) txLoop() {
 			e.txDoneLocked(b)
 			if fileEnt != nil {
 				fileEnt.done = true
-				e.completeSQLocked()
+				e.completeSQLocked(false)
 			}
 		}
 		e.mu.Unlock()
@@ -243,7 +243,7 @@ func (e *endpoint) txDoneLocked(b *txBatch) {
 		}
 	}
 	b.sqFrom, b.sqTo = 0, 0
-	e.completeSQLocked()
+	e.completeSQLocked(false)
 }
 
 // inlineMax bounds the bytes PostSend writes itself (the requests it
@@ -253,14 +253,21 @@ const inlineMax = 256 << 10
 // tryInlineLocked writes the request just posted from the caller's
 // goroutine when the transmit path is idle: for small messages this saves
 // a goroutine hand-off per message, which is most of the latency. The
+// receive path calls it too, for the RDMA Read Response it just queued. The
 // write is non-blocking; what the socket does not take goes to txLoop.
 // Called with e.mu held; returns with it held.
 func (e *endpoint) tryInlineLocked() bool {
-	if e.life.txBusy || e.life.txHold || e.term != nil || e.life.closing || e.raw == nil ||
-		e.irqHead != e.irqTail || !e.txb.empty() {
+	if e.life.txBusy || e.life.txHold || e.term != nil || e.life.closing || e.raw == nil || !e.txb.empty() {
 		return false
 	}
 	total := 0
+	for i := e.irqHead; i < e.irqTail; i++ {
+		r := &e.irq[i%uint64(len(e.irq))]
+		total += len(r.src) - r.sent
+	}
+	if total > inlineMax {
+		return false
+	}
 	for i := e.sqTx; i < e.sqTail; i++ {
 		s := &e.sq[i%uint64(len(e.sq))]
 		total += len(s.data)
@@ -269,6 +276,7 @@ func (e *endpoint) tryInlineLocked() bool {
 		}
 	}
 	b := e.txb
+	e.buildResponses(b)
 	e.buildSends(b)
 	b.seal()
 	if len(b.iov) == 0 {
@@ -308,7 +316,7 @@ func (e *endpoint) buildResponses(b *txBatch) {
 	for e.irqHead < e.irqTail && !b.full() {
 		r := &e.irq[e.irqHead%uint64(len(e.irq))]
 		for !b.full() {
-			n := min(len(r.src)-r.sent, e.pcfg.MaxSegment)
+			n := min(len(r.src)-r.sent, e.segT)
 			last := r.sent+n == len(r.src)
 			to := r.sinkTO + uint64(r.sent)
 			stag := r.sinkSTag
@@ -344,7 +352,7 @@ func (e *endpoint) buildSends(b *txBatch) *sqEntry {
 			inv := uint32(s.wr.InvalidateSTag)
 			msn := e.sendMSN
 			for {
-				n := min(len(s.data)-s.sent, e.pcfg.MaxSegment)
+				n := min(len(s.data)-s.sent, e.segU)
 				last := s.sent+n == len(s.data)
 				mo := uint32(s.sent)
 				b.segment(func(a []byte) []byte {
@@ -369,7 +377,7 @@ func (e *endpoint) buildSends(b *txBatch) *sqEntry {
 			}
 			stag := uint32(s.wr.RemoteSTag)
 			for {
-				n := min(len(s.data)-s.sent, e.pcfg.MaxSegment)
+				n := min(len(s.data)-s.sent, e.segT)
 				last := s.sent+n == len(s.data)
 				to := s.wr.RemoteAddr + uint64(s.sent)
 				b.segment(func(a []byte) []byte {
@@ -411,19 +419,28 @@ func (e *endpoint) buildSends(b *txBatch) *sqEntry {
 }
 
 // completeSQLocked delivers completions in posting order, as verbs do.
-func (e *endpoint) completeSQLocked() {
+// rx: called on the receive path.
+func (e *endpoint) completeSQLocked(rx bool) {
 	for e.sqHead < e.sqTx {
 		s := &e.sq[e.sqHead%uint64(len(e.sq))]
 		if !s.done {
 			return
 		}
+		var c rdma.Completion
 		if s.err != nil {
-			e.cq.push(rdma.Completion{ID: s.wr.ID, Op: s.wr.Op, Err: &rdma.WorkError{Op: s.wr.Op, ID: s.wr.ID, Err: s.err}})
+			c = rdma.Completion{ID: s.wr.ID, Op: s.wr.Op, Err: &rdma.WorkError{Op: s.wr.Op, ID: s.wr.ID, Err: s.err}}
 		} else if !s.wr.Unsignaled {
-			e.cq.push(rdma.Completion{ID: s.wr.ID, Op: s.wr.Op, Bytes: s.sent})
+			c = rdma.Completion{ID: s.wr.ID, Op: s.wr.Op, Bytes: s.sent}
 		}
 		*s = sqEntry{}
 		e.sqHead++
+		switch {
+		case c.Op == 0:
+		case rx:
+			e.cq.pushRx(c)
+		default:
+			e.cq.push(c)
+		}
 	}
 }
 

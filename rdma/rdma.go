@@ -287,7 +287,10 @@ type Endpoint interface {
 	PostRecv(wr *RecvWR) error
 	// Poll stores up to len(wc) completions in wc and returns how many. It
 	// waits until at least one is available, ctx is done, or the endpoint is
-	// closed and drained (then it returns ErrClosed).
+	// closed and drained (then it returns ErrClosed). While it waits, a
+	// provider may run its receive path on the calling goroutine (as
+	// Driver.Drive does), so that a completion needing incoming data
+	// reaches it without a goroutine hand-off.
 	Poll(ctx context.Context, wc []Completion) (int, error)
 	// Info returns the negotiated connection parameters.
 	Info() ConnInfo

@@ -9,23 +9,35 @@ import (
 	"runtime/pprof"
 	"time"
 
+	"github.com/smbdirect/smbdirect/iwarp"
 	"github.com/smbdirect/smbdirect/rdma"
 )
 
 func init() {
 	registerSub("bench", "benchmarks, each side by side with plain TCP over loopback in the same run", &command{
 		name:  "rdma",
-		usage: "[--sizes 64,4096,65536,1048576] [--duration 2s] [--depth 8] [--crc] [--json] [--cpuprofile FILE]",
+		usage: "[--sizes 64,4096,65536,1048576] [--fpdu N] [--duration 2s] [--depth 8] [--crc] [--json] [--cpuprofile FILE]",
 		short: "soft-iWARP RDMA Write/Read/Send throughput and Send ping-pong vs plain TCP",
 		long: `For each message size, measures RDMA Write, RDMA Read and Send throughput between
 two soft-iWARP endpoints over 127.0.0.1 (with --depth operations outstanding), then
 a 64-byte Send ping-pong round trip. Each figure is printed next to plain TCP over
 loopback doing the same transfer (a stream of messages of that size, read whole on
 the other side; a 64-byte echo for the ping-pong), measured in the same run, and
-their ratio. --json prints one object per line: test, msg_size, ours, tcp, ratio,
-unit.`,
+their ratio. Operations are posted in bursts, each burst as one batch
+(rdma.SendWR.More), as a verbs program posts a list of work requests. Ours and TCP
+take turns in four slices of --duration/4 each, so that
+a busy machine weighs on both alike.
+
+The endpoints send FPDUs as large as loopback's MSS allows (about 64 KiB). Real
+iWARP peers, Linux siw among them, send FPDUs of one TCP segment (1448 bytes on
+Ethernet), so the sizes from 64 KiB up are measured again with 1448-byte FPDUs
+(rows named *_fpdu1448). --fpdu N makes every row use FPDUs of at most N bytes
+instead (the sender's largest FPDU, on the wire).
+
+--json prints one object per line: test, msg_size, ours, tcp, ratio, unit.`,
 		setup: func(fs *flag.FlagSet) func(context.Context, []string) error {
 			sizesFlag := fs.String("sizes", "64,4096,65536,1048576", "message sizes")
+			fpdu := fs.String("fpdu", "", "largest FPDU the senders send, in bytes (default: the MSS, plus 1448-byte rows)")
 			dur := fs.Duration("duration", 2*time.Second, "time per measurement")
 			depth := fs.Int("depth", 8, "operations outstanding")
 			crc := fs.Bool("crc", false, "use MPA CRC32c")
@@ -38,6 +50,15 @@ unit.`,
 				sizes, err := parseSizes(*sizesFlag)
 				if err != nil {
 					return err
+				}
+				fixed := 0
+				if *fpdu != "" {
+					if fixed, err = sizeFlag("--fpdu", *fpdu, 64); err != nil {
+						return err
+					}
+					if fixed > 65536 {
+						return usageError(fmt.Sprintf("--fpdu %d: an FPDU is at most 65536 bytes", fixed))
+					}
 				}
 				if err := positive("--duration", *dur); err != nil {
 					return err
@@ -58,34 +79,32 @@ unit.`,
 					}
 					defer pprof.StopCPUProfile()
 				}
-				b := rdmaBench{crc: *crc, d: *dur, depth: *depth}
-				for _, size := range sizes {
-					for _, test := range []string{"rdma_write", "rdma_read", "send"} {
-						if err := ctx.Err(); err != nil {
-							return err
-						}
-						out.progress("%s %s: ours", test, humanBytes(float64(size)))
-						v, err := b.run(ctx, test, size)
-						if err != nil {
-							return fmt.Errorf("%s %d: %w", test, size, err)
-						}
-						out.progress("%s %s: tcp", test, humanBytes(float64(size)))
-						tv, err := tcpStream(size, *dur)
-						if err != nil {
-							return err
-						}
-						out.add(benchResult{Test: test, MsgSize: size, Ours: v, TCP: tv, Unit: "MiB/s"})
+				b := rdmaBench{crc: *crc, d: *dur, depth: *depth, fpdu: fixed}
+				for _, row := range rdmaRows(sizes, fixed) {
+					if err := ctx.Err(); err != nil {
+						return err
 					}
+					b.fpdu = row.fpdu
+					out.progress("%s %s", row.name, humanBytes(float64(row.size)))
+					v, tv, err := interleave(b.d, func(d time.Duration) (float64, error) {
+						return b.run(ctx, row.test, row.size, d)
+					}, func(d time.Duration) (float64, error) {
+						return tcpStream(row.size, d)
+					})
+					if err != nil {
+						return fmt.Errorf("%s %d: %w", row.name, row.size, err)
+					}
+					out.add(benchResult{Test: row.name, MsgSize: row.size, Ours: v, TCP: tv, Unit: "MiB/s"})
 				}
-				out.progress("pingpong 64 B: ours")
-				v, err := b.pingPong(ctx, 64)
+				b.fpdu = fixed
+				out.progress("pingpong 64 B")
+				v, tv, err := interleave(b.d, func(d time.Duration) (float64, error) {
+					return b.pingPong(ctx, 64, d)
+				}, func(d time.Duration) (float64, error) {
+					return tcpPingPong(64, d)
+				})
 				if err != nil {
 					return fmt.Errorf("pingpong: %w", err)
-				}
-				out.progress("pingpong 64 B: tcp")
-				tv, err := tcpPingPong(64, *dur)
-				if err != nil {
-					return err
 				}
 				out.add(benchResult{Test: "pingpong", MsgSize: 64, Ours: v, TCP: tv, Unit: "us"})
 				return nil
@@ -94,17 +113,81 @@ unit.`,
 	})
 }
 
+// rdmaRow is one throughput row of bench rdma.
+type rdmaRow struct {
+	name, test string
+	size, fpdu int
+}
+
+// rdmaRows lists the rows: each test at each size, then, unless the FPDU
+// size is fixed, the sizes from 64 KiB up again with MSS-sized FPDUs
+// (smaller messages fit in one or a few FPDUs either way).
+func rdmaRows(sizes []int, fixed int) []rdmaRow {
+	tests := []string{"rdma_write", "rdma_read", "send"}
+	var rows []rdmaRow
+	for _, size := range sizes {
+		for _, t := range tests {
+			rows = append(rows, rdmaRow{t, t, size, fixed})
+		}
+	}
+	if fixed == 0 {
+		for _, size := range sizes {
+			if size < 64<<10 {
+				continue
+			}
+			for _, t := range tests {
+				rows = append(rows, rdmaRow{t + "_fpdu1448", t, size, realFPDU})
+			}
+		}
+	}
+	return rows
+}
+
+// realFPDU is the FPDU of a real iWARP peer on Ethernet: one TCP segment
+// of a 1500-byte MTU with timestamps.
+const realFPDU = 1448
+
+// benchSlices is how many turns ours and TCP each take in a measurement.
+const benchSlices = 4
+
+// interleave measures ours and tcp in turns, benchSlices slices of d each
+// split between them, and returns the mean of each. On a shared machine
+// the load changes over seconds: taking turns exposes both to it alike,
+// so their ratio means more than that of two measurements one after the
+// other.
+func interleave(d time.Duration, ours, tcp func(time.Duration) (float64, error)) (float64, float64, error) {
+	var o, t float64
+	slice := d / benchSlices
+	for range benchSlices {
+		v, err := ours(slice)
+		if err != nil {
+			return 0, 0, err
+		}
+		tv, err := tcp(slice)
+		if err != nil {
+			return 0, 0, err
+		}
+		o, t = o+v, t+tv
+	}
+	return o / benchSlices, t / benchSlices, nil
+}
+
 type rdmaBench struct {
 	crc   bool
 	d     time.Duration
 	depth int
+	fpdu  int // the senders' largest FPDU; 0: the default
 }
 
-// run measures MiB/s of one test at one size.
-func (b *rdmaBench) run(ctx context.Context, test string, size int) (float64, error) {
+func (b *rdmaBench) pair(ctx context.Context) (*rdmaPair, error) {
+	return newRDMAPairWith(ctx, iwarp.Config{CRC: b.crc, MaxFPDU: b.fpdu}, nil, nil, nil)
+}
+
+// run measures MiB/s of one test at one size for d.
+func (b *rdmaBench) run(ctx context.Context, test string, size int, d time.Duration) (float64, error) {
 	const acks = 64 // receives consumed per credit-returning ack (send test)
 	recvs := max(b.depth*2, 2*acks)
-	p, err := newRDMAPair(ctx, b.crc, nil, nil, nil)
+	p, err := b.pair(ctx)
 	if err != nil {
 		return 0, err
 	}
@@ -133,6 +216,11 @@ func (b *rdmaBench) run(ctx context.Context, test string, size int) (float64, er
 		}
 		wg.Go(func() error {
 			var wc [32]rdma.Completion
+			// Work requests are reused: a fresh one per call escapes to
+			// the heap through the interface, an allocation per message
+			// that TCP's side does not make.
+			var rwr rdma.RecvWR
+			ack := rdma.SendWR{Op: rdma.OpSend, Unsignaled: true}
 			got := 0
 			for {
 				n, err := p.srv.Poll(ctx, wc[:])
@@ -149,32 +237,39 @@ func (b *rdmaBench) run(ctx context.Context, test string, size int) (float64, er
 					if c.Op != rdma.OpRecv {
 						continue
 					}
-					if err := p.srv.PostRecv(&rdma.RecvWR{ID: c.ID, Local: rdma.SGE{MR: dst, Offset: int(c.ID%uint64(slots)) * size, Length: size}}); err != nil {
+					rwr = rdma.RecvWR{ID: c.ID, Local: rdma.SGE{MR: dst, Offset: int(c.ID%uint64(slots)) * size, Length: size}}
+					if err := p.srv.PostRecv(&rwr); err != nil {
 						return nil
 					}
 					if got++; got%acks == 0 {
-						p.srv.PostSend(&rdma.SendWR{Op: rdma.OpSend, Unsignaled: true})
+						p.srv.PostSend(&ack)
 					}
 				}
 			}
 		})
 	}
 	var wc [64]rdma.Completion
+	var wr rdma.SendWR
+	switch test {
+	case "rdma_write":
+		wr = rdma.SendWR{Op: rdma.OpWrite, Local: rdma.SGE{MR: src}, RemoteSTag: dst.STag(), RemoteAddr: dst.Addr()}
+	case "rdma_read":
+		wr = rdma.SendWR{Op: rdma.OpRead, Local: rdma.SGE{MR: dst, Length: size}, RemoteSTag: src.STag(), RemoteAddr: src.Addr()}
+	default:
+		wr = rdma.SendWR{Op: rdma.OpSend, Local: rdma.SGE{MR: src}}
+	}
+	ackRecv := rdma.RecvWR{ID: 1 << 40, Local: rdma.SGE{MR: ackBuf}}
 	var bytes int64
 	out := 0
 	t0 := time.Now()
-	for time.Since(t0) < b.d {
+	for time.Since(t0) < d {
+		// Each burst is one batch (More on all but its last request), as
+		// a verbs program posts a list of work requests.
 		for out < b.depth && credits > 0 {
-			var wr rdma.SendWR
-			switch test {
-			case "rdma_write":
-				wr = rdma.SendWR{Op: rdma.OpWrite, Local: rdma.SGE{MR: src}, RemoteSTag: dst.STag(), RemoteAddr: dst.Addr()}
-			case "rdma_read":
-				wr = rdma.SendWR{Op: rdma.OpRead, Local: rdma.SGE{MR: dst, Length: size}, RemoteSTag: src.STag(), RemoteAddr: src.Addr()}
-			default:
-				wr = rdma.SendWR{Op: rdma.OpSend, Local: rdma.SGE{MR: src}}
+			if wr.Op == rdma.OpSend {
 				credits--
 			}
+			wr.More = out+1 < b.depth && credits > 0
 			if err := p.cli.PostSend(&wr); err != nil {
 				return 0, err
 			}
@@ -190,7 +285,7 @@ func (b *rdmaBench) run(ctx context.Context, test string, size int) (float64, er
 			}
 			if c.Op == rdma.OpRecv {
 				credits += acks
-				p.cli.PostRecv(&rdma.RecvWR{ID: 1 << 40, Local: rdma.SGE{MR: ackBuf}})
+				p.cli.PostRecv(&ackRecv)
 				continue
 			}
 			out--
@@ -207,8 +302,8 @@ func (b *rdmaBench) run(ctx context.Context, test string, size int) (float64, er
 
 // pingPong measures the average round trip of size-byte Sends: the
 // server's receive completion triggers its Send back.
-func (b *rdmaBench) pingPong(ctx context.Context, size int) (float64, error) {
-	p, err := newRDMAPair(ctx, b.crc, nil, nil, nil)
+func (b *rdmaBench) pingPong(ctx context.Context, size int, d time.Duration) (float64, error) {
+	p, err := b.pair(ctx)
 	if err != nil {
 		return 0, err
 	}
@@ -223,6 +318,8 @@ func (b *rdmaBench) pingPong(ctx context.Context, size int) (float64, error) {
 	var wg waitGroupErr
 	wg.Go(func() error {
 		var wc [4]rdma.Completion
+		recv := rdma.RecvWR{Local: sgeOf(0)} // reused, see run
+		pong := rdma.SendWR{Op: rdma.OpSend, Local: sgeOf(2), Unsignaled: true}
 		for {
 			n, err := p.srv.Poll(ctx, wc[:])
 			if err != nil {
@@ -233,17 +330,19 @@ func (b *rdmaBench) pingPong(ctx context.Context, size int) (float64, error) {
 					return nil
 				}
 				if c.Op == rdma.OpRecv {
-					p.srv.PostRecv(&rdma.RecvWR{Local: sgeOf(0)})
-					p.srv.PostSend(&rdma.SendWR{Op: rdma.OpSend, Local: sgeOf(2), Unsignaled: true})
+					p.srv.PostRecv(&recv)
+					p.srv.PostSend(&pong)
 				}
 			}
 		}
 	})
 	var wc [4]rdma.Completion
+	ping := rdma.SendWR{Op: rdma.OpSend, Local: sgeOf(3), Unsignaled: true}
+	recv := rdma.RecvWR{Local: sgeOf(1)}
 	n := 0
 	t0 := time.Now()
-	for time.Since(t0) < b.d {
-		if err := p.cli.PostSend(&rdma.SendWR{Op: rdma.OpSend, Local: sgeOf(3), Unsignaled: true}); err != nil {
+	for time.Since(t0) < d {
+		if err := p.cli.PostSend(&ping); err != nil {
 			return 0, err
 		}
 	wait:
@@ -257,7 +356,7 @@ func (b *rdmaBench) pingPong(ctx context.Context, size int) (float64, error) {
 					return 0, c.Err
 				}
 				if c.Op == rdma.OpRecv {
-					p.cli.PostRecv(&rdma.RecvWR{Local: sgeOf(1)})
+					p.cli.PostRecv(&recv)
 					break wait
 				}
 			}

@@ -15,19 +15,34 @@ import (
 func init() {
 	registerSub("bench", "benchmarks, each side by side with plain TCP over loopback in the same run", &command{
 		name:  "smbd",
-		usage: "[--duration 2s] [--json]",
+		usage: "[--fpdu N] [--duration 2s] [--json]",
 		short: "SMB Direct PDU stream and round trip vs plain TCP",
 		long: `Streams Direct-TCP-framed PDUs through an SMB Direct connection over soft-iWARP on
 127.0.0.1, read with io.ReadFull as SMB2 code does, and measures a 64-byte PDU
-round trip; each next to the same traffic on a plain TCP connection. PDU streams
-run twice: with the MS-SMBD default sizes (1364-byte messages, so a 1 MiB PDU is
-~780 fragments) and with large sizes negotiated between our own endpoints.`,
+round trip; each next to the same traffic on a plain TCP connection, the two
+taking turns in four slices of --duration/4. PDU streams run twice: with the
+MS-SMBD default sizes (1364-byte messages, so a 1 MiB PDU is ~780 fragments) and
+with large sizes negotiated between our own endpoints. The large stream runs
+again with 1448-byte FPDUs (smbd_stream_large_fpdu1448), as Linux siw and iWARP
+adapters send them on Ethernet; --fpdu N makes every row use FPDUs of at most N
+bytes instead.`,
 		setup: func(fs *flag.FlagSet) func(context.Context, []string) error {
+			fpdu := fs.String("fpdu", "", "largest FPDU the senders send, in bytes (default: the MSS, plus a 1448-byte row)")
 			dur := fs.Duration("duration", 2*time.Second, "time per measurement")
 			asJSON := fs.Bool("json", false, "JSON lines output")
 			return func(ctx context.Context, args []string) error {
 				if err := noArgs(args); err != nil {
 					return err
+				}
+				fixed := 0
+				if *fpdu != "" {
+					var err error
+					if fixed, err = sizeFlag("--fpdu", *fpdu, 64); err != nil {
+						return err
+					}
+					if fixed > 65536 {
+						return usageError(fmt.Sprintf("--fpdu %d: an FPDU is at most 65536 bytes", fixed))
+					}
 				}
 				if err := positive("--duration", *dur); err != nil {
 					return err
@@ -35,29 +50,35 @@ run twice: with the MS-SMBD default sizes (1364-byte messages, so a 1 MiB PDU is
 				out := newBenchOut(stdoutOf(ctx), stderrOf(ctx), *asJSON)
 				defer out.flush()
 				large := &smbd.Config{MaxSendSize: 65536, MaxReceiveSize: 65536, MaxFragmentedSize: 8 << 20, ReceiveCreditMax: 64}
-				for _, c := range []struct {
+				type row struct {
 					name string
 					cfg  *smbd.Config
-				}{{"smbd_stream_default", &smbd.Config{}}, {"smbd_stream_large", large}} {
+					fpdu int
+				}
+				rows := []row{{"smbd_stream_default", &smbd.Config{}, fixed}, {"smbd_stream_large", large, fixed}}
+				if fixed == 0 {
+					// The default messages fit in one 1448-byte FPDU anyway.
+					rows = append(rows, row{"smbd_stream_large_fpdu1448", large, realFPDU})
+				}
+				for _, c := range rows {
 					const size = 1 << 20
-					out.progress("%s: ours", c.name)
-					v, err := smbdStream(ctx, c.cfg, size, *dur)
+					out.progress("%s", c.name)
+					v, tv, err := interleave(*dur, func(d time.Duration) (float64, error) {
+						return smbdStreamFPDU(ctx, c.cfg, c.fpdu, size, d)
+					}, func(d time.Duration) (float64, error) {
+						return tcpStream(size+4, d)
+					})
 					if err != nil {
 						return fmt.Errorf("%s: %w", c.name, err)
 					}
-					out.progress("%s: tcp", c.name)
-					tv, err := tcpStream(size+4, *dur)
-					if err != nil {
-						return err
-					}
 					out.add(benchResult{Test: c.name, MsgSize: size, Ours: v, TCP: tv, Unit: "MiB/s"})
 				}
-				out.progress("smbd_roundtrip: ours")
-				v, err := smbdRoundTrip(ctx, 64, *dur)
-				if err != nil {
-					return err
-				}
-				tv, err := tcpPingPong(68, *dur)
+				out.progress("smbd_roundtrip")
+				v, tv, err := interleave(*dur, func(d time.Duration) (float64, error) {
+					return smbdRoundTripFPDU(ctx, fixed, 64, d)
+				}, func(d time.Duration) (float64, error) {
+					return tcpPingPong(68, d)
+				})
 				if err != nil {
 					return err
 				}
@@ -69,8 +90,14 @@ run twice: with the MS-SMBD default sizes (1364-byte messages, so a 1 MiB PDU is
 }
 
 func smbdPair(ctx context.Context, cfg *smbd.Config) (*smbd.Conn, *smbd.Conn, error) {
+	return smbdPairFPDU(ctx, cfg, 0)
+}
+
+// smbdPairFPDU is smbdPair with the senders' largest FPDU set (0: the
+// default).
+func smbdPairFPDU(ctx context.Context, cfg *smbd.Config, fpdu int) (*smbd.Conn, *smbd.Conn, error) {
 	c := *cfg
-	c.Provider = iwarp.New(iwarp.Config{FirstSendDelay: -1})
+	c.Provider = iwarp.New(iwarp.Config{FirstSendDelay: -1, MaxFPDU: fpdu})
 	l, err := smbd.Listen(ctx, "127.0.0.1:0", &c)
 	if err != nil {
 		return nil, nil, err
@@ -96,7 +123,11 @@ func smbdPair(ctx context.Context, cfg *smbd.Config) (*smbd.Conn, *smbd.Conn, er
 // smbdStream writes size-byte framed PDUs for d; the peer reads them as a
 // stream of header + payload.
 func smbdStream(ctx context.Context, cfg *smbd.Config, size int, d time.Duration) (float64, error) {
-	a, b, err := smbdPair(ctx, cfg)
+	return smbdStreamFPDU(ctx, cfg, 0, size, d)
+}
+
+func smbdStreamFPDU(ctx context.Context, cfg *smbd.Config, fpdu, size int, d time.Duration) (float64, error) {
+	a, b, err := smbdPairFPDU(ctx, cfg, fpdu)
 	if err != nil {
 		return 0, err
 	}
@@ -139,7 +170,11 @@ func pduStream(w io.Writer, r io.Reader, closeW func(), size int, d time.Duratio
 
 // smbdRoundTrip measures a size-byte PDU echoed back.
 func smbdRoundTrip(ctx context.Context, size int, d time.Duration) (float64, error) {
-	a, b, err := smbdPair(ctx, &smbd.Config{})
+	return smbdRoundTripFPDU(ctx, 0, size, d)
+}
+
+func smbdRoundTripFPDU(ctx context.Context, fpdu, size int, d time.Duration) (float64, error) {
+	a, b, err := smbdPairFPDU(ctx, &smbd.Config{}, fpdu)
 	if err != nil {
 		return 0, err
 	}

@@ -40,14 +40,22 @@ func TestBenchSMBDJSON(t *testing.T) {
 		t.Fatalf("%v\n%s", err, errb.String())
 	}
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
-	if len(lines) != 3 {
+	want := []string{"smbd_stream_default", "smbd_stream_large", "smbd_stream_large_fpdu1448", "smbd_roundtrip"}
+	if len(lines) != len(want) {
 		t.Fatalf("%d lines:\n%s", len(lines), out.String())
 	}
-	for _, l := range lines {
+	for i, l := range lines {
 		var r benchResult
-		if err := json.Unmarshal([]byte(l), &r); err != nil || r.Ours <= 0 || r.TCP <= 0 || r.Ratio <= 0 {
+		if err := json.Unmarshal([]byte(l), &r); err != nil || r.Test != want[i] || r.Ours <= 0 || r.TCP <= 0 || r.Ratio <= 0 {
 			t.Fatalf("line %q: %+v %v", l, r, err)
 		}
+	}
+	out.Reset()
+	if err := run(context.Background(), []string{"bench", "smbd", "--json", "--duration", "100ms", "--fpdu", "1448"}, &out, &errb); err != nil {
+		t.Fatalf("--fpdu: %v\n%s", err, errb.String())
+	}
+	if n := strings.Count(out.String(), "\n"); n != 3 {
+		t.Fatalf("--fpdu 1448: %d lines:\n%s", n, out.String())
 	}
 }
 
@@ -76,5 +84,39 @@ func TestBenchDaemonJSON(t *testing.T) {
 	}
 	if err := run(context.Background(), []string{"bench", "daemon", "--file-size", "1KiB"}, &out, &errb); err == nil {
 		t.Fatal("a file size under 1 MiB was accepted")
+	}
+}
+
+// TestBenchRDMAFPDURows: from 64 KiB up the default output measures each
+// test again with 1448-byte FPDUs; --fpdu fixes the size for every row.
+func TestBenchRDMAFPDURows(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want []string
+	}{
+		{nil, []string{"rdma_write", "rdma_read", "send", "rdma_write_fpdu1448", "rdma_read_fpdu1448", "send_fpdu1448", "pingpong"}},
+		{[]string{"--fpdu", "1448"}, []string{"rdma_write", "rdma_read", "send", "pingpong"}},
+	} {
+		var out, errb bytes.Buffer
+		args := append([]string{"bench", "rdma", "--json", "--duration", "100ms", "--sizes", "65536"}, tc.args...)
+		if err := run(context.Background(), args, &out, &errb); err != nil {
+			t.Fatalf("%v: %v\n%s", tc.args, err, errb.String())
+		}
+		lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+		if len(lines) != len(tc.want) {
+			t.Fatalf("%v: %d lines:\n%s", tc.args, len(lines), out.String())
+		}
+		for i, l := range lines {
+			var r benchResult
+			if err := json.Unmarshal([]byte(l), &r); err != nil || r.Test != tc.want[i] || r.Ours <= 0 || r.TCP <= 0 || r.Ratio <= 0 {
+				t.Fatalf("%v: line %q: %+v %v", tc.args, l, r, err)
+			}
+		}
+	}
+	for _, bad := range []string{"10", "65537", "x"} {
+		var out, errb bytes.Buffer
+		if err := run(context.Background(), []string{"bench", "rdma", "--fpdu", bad}, &out, &errb); err == nil {
+			t.Fatalf("--fpdu %s accepted", bad)
+		}
 	}
 }

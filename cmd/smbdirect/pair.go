@@ -17,8 +17,14 @@ type rdmaPair struct {
 // newRDMAPair connects two endpoints over 127.0.0.1. prepost posts
 // receives on each before the connection exists, as RDMA requires.
 func newRDMAPair(ctx context.Context, crc bool, reqData, repData []byte, prepost func(ep rdma.Endpoint, server bool) error) (*rdmaPair, error) {
+	return newRDMAPairWith(ctx, iwarp.Config{CRC: crc}, reqData, repData, prepost)
+}
+
+// newRDMAPairWith is newRDMAPair with both ends configured by cfg.
+func newRDMAPairWith(ctx context.Context, cfg iwarp.Config, reqData, repData []byte, prepost func(ep rdma.Endpoint, server bool) error) (*rdmaPair, error) {
 	// FirstSendDelay only exists for Linux siw responders; not needed here.
-	pd, err := iwarp.New(iwarp.Config{CRC: crc, FirstSendDelay: -1}).NewPD()
+	cfg.FirstSendDelay = -1
+	pd, err := iwarp.New(cfg).NewPD()
 	if err != nil {
 		return nil, err
 	}
