@@ -88,7 +88,7 @@ func newDconn(cl *client, sc *smbd.Conn, kind channelKind) (*dconn, int, error) 
 	case serverChannel:
 		d.ch = channel.New(sc, sc.Info().MaxReadWriteSize, 0, &s.channel)
 	case clientChannel:
-		d.oc = smb2rdma.Wrap(sc, &smb2rdma.Config{Logger: cl.s.log})
+		d.oc = smb2rdma.WrapChannel(&chanConn{Conn: sc, sent: &s.sent, received: &s.received}, &smb2rdma.Config{Logger: cl.s.log})
 		d.stream = d.oc
 	}
 	cl.mu.Lock()
@@ -180,7 +180,9 @@ func (d *dconn) up() {
 			}
 			return
 		}
-		s.sent.Add(int64(size))
+		if d.oc == nil { // the client channel counts its messages
+			s.sent.Add(int64(size))
+		}
 	}
 }
 
@@ -242,6 +244,12 @@ func growPumpBuf(buf []byte) []byte {
 func (d *dconn) down() {
 	defer d.pumps.Done()
 	defer d.close()
+	if d.oc != nil {
+		// READ data goes from the memory the peer RDMA-wrote straight to
+		// the socket (writev), not through buf.
+		d.oc.WriteTo(d.sock)
+		return
+	}
 	buf := make([]byte, pumpBufMin)
 	for {
 		n, err := d.stream.Read(buf)
