@@ -188,36 +188,38 @@ func (d *dconn) up() {
 
 // passPDU writes the framed PDU of total bytes that starts at buf[*r]:
 // what is buffered at once, the rest as it arrives (the SMB Direct send of
-// a large PDU overlaps the client's writing). Bytes past the PDU stay in
-// buf[*r:*w].
+// a large PDU overlaps the client's writing). Reads take what the socket
+// has, also past the PDU's end: those bytes stay in buf[*r:*w] for the
+// next PDU, so a PDU's tail is never a read (and an SMB Direct message) of
+// its own.
 func (d *dconn) passPDU(buf []byte, r, w *int, total int) ([]byte, error) {
-	k := min(total, *w-*r)
-	if _, err := d.stream.Write(buf[*r : *r+k]); err != nil {
-		return buf, err
-	}
-	*r += k
-	left := total - k
-	if left == 0 {
-		return buf, nil
-	}
-	*r, *w = 0, 0 // all consumed; the rest of the PDU is read to its end only
-	for left > 0 {
-		n, err := d.sock.Read(buf[:min(len(buf), left)])
+	left := total
+	for {
+		k := min(left, *w-*r)
+		if k > 0 {
+			if _, err := d.stream.Write(buf[*r : *r+k]); err != nil {
+				return buf, err
+			}
+			*r += k
+			left -= k
+		}
+		if left == 0 {
+			return buf, nil
+		}
+		// All of buf is consumed: read afresh from its start (into a
+		// larger buf if the last read filled it).
+		if *w == len(buf) {
+			buf = growPumpBuf(buf)
+		}
+		n, err := d.sock.Read(buf)
 		if n == 0 && err != nil {
 			if err == io.EOF {
 				err = io.ErrUnexpectedEOF
 			}
 			return buf, err
 		}
-		left -= n
-		if _, err := d.stream.Write(buf[:n]); err != nil {
-			return buf, err
-		}
-		if n == len(buf) {
-			buf = growPumpBuf(buf)
-		}
+		*r, *w = 0, n
 	}
-	return buf, nil
 }
 
 // A pump's buffer starts at pumpBufMin and doubles, up to pumpBufMax,
