@@ -169,10 +169,14 @@ func (d *dconn) up() {
 			s.errs.Add(1)
 			return
 		}
-		d.pdu.Lock()
 		var err error
-		buf, err = d.passPDU(buf, &r, &w, framing.HeaderLen+size)
-		d.pdu.Unlock()
+		if d.oc != nil {
+			err = d.passWhole(buf, &r, &w, framing.HeaderLen+size)
+		} else {
+			d.pdu.Lock()
+			buf, err = d.passPDU(buf, &r, &w, framing.HeaderLen+size)
+			d.pdu.Unlock()
+		}
 		if err != nil {
 			if !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, net.ErrClosed) {
 				s.errs.Add(1)
@@ -220,6 +224,30 @@ func (d *dconn) passPDU(buf []byte, r, w *int, total int) ([]byte, error) {
 		}
 		*r, *w = 0, n
 	}
+}
+
+// passWhole is passPDU for a connection with the client-side channel:
+// smb2rdma takes a READ or WRITE whole (a WRITE's data is copied once,
+// into the registration), so the PDU is gathered here, in a pooled buffer
+// read into directly, rather than in pieces smb2rdma would copy together.
+func (d *dconn) passWhole(buf []byte, r, w *int, total int) error {
+	p := channel.Buffers.Get(total)
+	defer channel.Buffers.Put(p)
+	pdu := (*p)[:total]
+	k := copy(pdu, buf[*r:*w])
+	*r += k
+	if k < total {
+		if _, err := io.ReadFull(d.sock, pdu[k:]); err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return err
+		}
+	}
+	d.pdu.Lock()
+	defer d.pdu.Unlock()
+	_, err := d.oc.Write(pdu)
+	return err
 }
 
 // A pump's buffer starts at pumpBufMin and doubles, up to pumpBufMax,
