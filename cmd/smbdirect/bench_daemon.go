@@ -6,9 +6,13 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/smbdirect/smbdirect/iwarp"
 	"github.com/smbdirect/smbdirect/smbd"
@@ -28,6 +32,10 @@ traffic on an in-process smbd.Conn and on plain TCP:
 
   daemon_stream     1 MiB Direct-TCP-framed PDUs written to the daemon's stream fd
   daemon_roundtrip  a 64-byte PDU through the stream fd and back
+  daemon_hop_roundtrip  the hop alone: 68 bytes back and forth over a bare
+                    socketpair between a blocking fd (the program's end) and a
+                    Go conn (the daemon's end); daemon_roundtrip is at least
+                    in_process plus this
   daemon_rdma_write a file range RDMA-written to the peer by the daemon (the
                     client passes the file's fd; 1 MiB requests, 4 in flight)
   daemon_rdma_read  the peer's memory RDMA-read into a file range
@@ -129,6 +137,7 @@ func benchDaemon(ctx context.Context, out *benchOut, d time.Duration, rounds int
 	out.add(benchResult{Test: "daemon_stream", MsgSize: size, Ours: v, InProcess: ip, TCP: tv, Unit: "MiB/s"})
 
 	v, ip, tv = 0, 0, 0
+	var hop float64
 	for r := range rounds {
 		out.progress("daemon_roundtrip: through the daemon (round %d of %d)", r+1, rounds)
 		x, err := b.roundTrip(ctx, 64, d)
@@ -144,8 +153,13 @@ func benchDaemon(ctx context.Context, out *benchOut, d time.Duration, rounds int
 			return err
 		}
 		best(true, &tv, x)
+		if x, err = socketpairPingPong(68, d); err != nil {
+			return err
+		}
+		best(true, &hop, x)
 	}
 	out.add(benchResult{Test: "daemon_roundtrip", MsgSize: 64, Ours: v, InProcess: ip, TCP: tv, Unit: "us"})
+	out.add(benchResult{Test: "daemon_hop_roundtrip", MsgSize: 64, Ours: hop, InProcess: ip, TCP: tv, Unit: "us"})
 
 	for _, write := range []bool{true, false} {
 		name := map[bool]string{true: "daemon_rdma_write", false: "daemon_rdma_read"}[write]
@@ -312,4 +326,54 @@ func (b *daemonBench) offload(ctx context.Context, write bool, fsize int64) (flo
 	}
 	inProcess := float64(fsize) / time.Since(t0).Seconds() / (1 << 20)
 	return viaDaemon, inProcess, nil
+}
+
+// socketpairPingPong measures the daemon's hop alone: size bytes back and
+// forth over a socketpair whose ends are those of a stream, a blocking fd
+// (the program's, as client.Conn.Stream) and a Go conn (the daemon's),
+// in microseconds per round trip.
+func socketpairPingPong(size int, d time.Duration) (float64, error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return 0, err
+	}
+	f := os.NewFile(uintptr(fds[0]), "daemon-end")
+	nc, err := net.FileConn(f)
+	f.Close()
+	prog := os.NewFile(uintptr(fds[1]), "program-end")
+	if err != nil {
+		prog.Close()
+		return 0, err
+	}
+	done := make(chan struct{})
+	defer func() {
+		prog.Close() // the echo reads EOF
+		<-done
+		nc.Close()
+	}()
+	go func() {
+		defer close(done)
+		buf := make([]byte, size)
+		for {
+			if _, err := io.ReadFull(nc, buf); err != nil {
+				return
+			}
+			if _, err := nc.Write(buf); err != nil {
+				return
+			}
+		}
+	}()
+	buf := make([]byte, size)
+	n := 0
+	t0 := time.Now()
+	for time.Since(t0) < d {
+		if _, err := prog.Write(buf); err != nil {
+			return 0, err
+		}
+		if _, err := io.ReadFull(prog, buf); err != nil {
+			return 0, err
+		}
+		n++
+	}
+	return float64(time.Since(t0).Microseconds()) / float64(n), nil
 }

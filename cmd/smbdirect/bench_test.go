@@ -57,7 +57,7 @@ func TestBenchDaemonJSON(t *testing.T) {
 		t.Fatalf("%v\n%s", err, errb.String())
 	}
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
-	want := []string{"daemon_stream", "daemon_roundtrip", "daemon_rdma_write", "daemon_rdma_read"}
+	want := []string{"daemon_stream", "daemon_roundtrip", "daemon_hop_roundtrip", "daemon_rdma_write", "daemon_rdma_read"}
 	if len(lines) != len(want) {
 		t.Fatalf("%d lines:\n%s", len(lines), out.String())
 	}
