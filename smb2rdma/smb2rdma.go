@@ -362,6 +362,28 @@ func (c *Conn) Read(p []byte) (int, error) {
 // next receives the next PDU into rbuf (after a gap for its Direct TCP
 // header) and makes it the one being read.
 func (c *Conn) next() error {
+	head, data, done, err := c.receive()
+	if err != nil {
+		return err
+	}
+	if data == nil {
+		c.rout = head
+		return nil
+	}
+	// A READ response made inline again, in one piece for Read.
+	out := make([]byte, 0, len(head)+len(data))
+	out = append(append(out, head...), data...)
+	done()
+	c.rout = out
+	return nil
+}
+
+// receive receives the next PDU and returns it framed: head alone, or for
+// a READ response made inline again head (framing header, SMB2 header and
+// body) then data, the memory the peer RDMA-wrote, valid until done is
+// called (data is nil otherwise, and done too). head is valid until the
+// next receive.
+func (c *Conn) receive() (head, data []byte, done func(), err error) {
 	const hl = framing.HeaderLen
 	max := c.ch.MaxMessageSize()
 	if cap(c.rbuf) < hl+max {
@@ -370,78 +392,130 @@ func (c *Conn) next() error {
 	c.rbuf = c.rbuf[:cap(c.rbuf)]
 	n, err := c.ch.ReadMessage(c.rbuf[hl:])
 	if err != nil {
-		return err
+		return nil, nil, nil, err
 	}
-	out := c.fixResponse(c.rbuf[hl : hl+n])
-	if out == nil {
-		out = c.rbuf[:hl+n]
+	head, data, done = c.fixResponse(c.rbuf[:hl+n])
+	if head == nil {
+		head = c.rbuf[:hl+n]
 	}
-	if err := framing.Put(out, len(out)-hl); err != nil {
+	if err := framing.Put(head, len(head)-hl+len(data)); err != nil {
+		if done != nil {
+			done()
+		}
 		// A READ response made inline again can outgrow the 24 bits.
-		return fmt.Errorf("smb2rdma: %d-byte response: %w", len(out)-hl, smbd.ErrMessageTooLarge)
+		return nil, nil, nil, fmt.Errorf("smb2rdma: %d-byte response: %w", len(head)-hl+len(data), smbd.ErrMessageTooLarge)
 	}
-	c.rout = out
-	return nil
+	return head, data, done, nil
+}
+
+// WriteTo writes the received PDUs to w, framed as Read returns them,
+// until the connection fails or ends (then it returns nil, as io.Copy
+// expects of io.EOF). A READ response made inline again goes to w as
+// net.Buffers: head, then the data straight from the memory the peer
+// RDMA-wrote, so a socket takes it with one writev and the data is not
+// copied on the way. Do not mix with Read.
+func (c *Conn) WriteTo(w io.Writer) (int64, error) {
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	var total int64
+	if len(c.rout) > 0 { // left by a Read
+		n, err := w.Write(c.rout)
+		total += int64(n)
+		c.rout = c.rout[n:]
+		if err != nil {
+			return total, err
+		}
+	}
+	for {
+		head, data, done, err := c.receive()
+		if err != nil {
+			if err == io.EOF {
+				err = nil
+			}
+			return total, err
+		}
+		var n int64
+		if data == nil {
+			var k int
+			k, err = w.Write(head)
+			n = int64(k)
+		} else {
+			bufs := net.Buffers{head, data}
+			n, err = bufs.WriteTo(w)
+			done()
+		}
+		total += n
+		if err != nil {
+			return total, err
+		}
+	}
 }
 
 // fixResponse releases the registration of an offloaded request when its
-// final response arrives, and turns a successful READ response back into
-// the inline form (data after the body), returned with room for its
-// Direct TCP header; nil means msg stays as it is.
-func (c *Conn) fixResponse(msg []byte) []byte {
+// final response arrives and turns a successful READ response back into
+// the inline form (data after the body). framed is the message after
+// room for its Direct TCP header. For a READ response, head is the start
+// of framed (that room, the SMB2 header and the body, rewritten in place)
+// and data the registered memory holding the data, valid until done is
+// called. head nil means the message stays as it is.
+func (c *Conn) fixResponse(framed []byte) (head, data []byte, done func()) {
+	msg := framed[framing.HeaderLen:]
 	h, err := smb2.ParseHeader(msg)
 	if err != nil || h.Flags&smb2.FlagResponse == 0 {
-		return nil
+		return nil, nil, nil
 	}
 	if h.Command == smb2.CommandNegotiate && h.Status == 0 {
 		if r, err := smb2.ParseNegotiateResponse(msg); err == nil {
 			c.dialect.Store(uint32(r.Dialect))
 		}
-		return nil
+		return nil, nil, nil
 	}
 	if h.Flags&smb2.FlagAsync != 0 && h.Status == smb2.StatusPending {
-		return nil // interim: the final response follows
+		return nil, nil, nil // interim: the final response follows
 	}
 	c.mu.Lock()
 	p := c.pending[h.MessageID]
 	delete(c.pending, h.MessageID)
 	c.mu.Unlock()
 	if p == nil {
-		return nil
+		return nil, nil, nil
 	}
 	// Revoke the server's access before the data is looked at.
-	defer p.reg.Close()
 	invalidatedByPeer, err := p.reg.Invalidate()
 	if err != nil {
+		p.reg.Close()
 		c.log.Warn("smb2rdma: invalidating a registration", "err", err)
-		return nil
+		return nil, nil, nil
 	}
 	if invalidatedByPeer {
 		c.peerInv.Add(1)
 	}
 	if !p.read {
+		p.reg.Close()
 		if h.Status == 0 {
 			c.fetched.Add(uint64(p.n))
 		}
-		return nil
+		return nil, nil, nil
 	}
 	if h.Status != 0 || h.NextCommand != 0 {
-		return nil
+		p.reg.Close()
+		return nil, nil, nil
 	}
 	r, err := smb2.ParseReadResponse(msg)
 	if err != nil || r.DataLength != 0 || int(r.DataRemaining) > p.n {
+		p.reg.Close()
 		c.log.Warn("smb2rdma: unexpected READ response to an RDMA channel request", "err", err,
 			"data_length", r.DataLength, "data_remaining", r.DataRemaining, "registered", p.n)
-		return nil
+		return nil, nil, nil
 	}
 	n := int(r.DataRemaining)
 	c.placed.Add(uint64(n))
 	c.log.Debug("smb2rdma: READ placed by RDMA", "bytes", n, "invalidated_by_peer", invalidatedByPeer)
-	out := make([]byte, framing.HeaderLen, framing.HeaderLen+smb2.ReadResponseDataOffset+n)
-	out = append(out, msg[:smb2.ReadResponseDataOffset]...)
-	smb2.PutReadResponseData(out[framing.HeaderLen+smb2.HeaderLen:], uint32(n))
-	out = append(out, p.reg.Bytes()[:n]...)
-	return out
+	// The inline form's header and body are the RDMA form's (as long:
+	// ReadResponseDataOffset) with the data fields changed, in place.
+	head = framed[:framing.HeaderLen+smb2.ReadResponseDataOffset]
+	smb2.PutReadResponseData(head[framing.HeaderLen+smb2.HeaderLen:], uint32(n))
+	return head, p.reg.Bytes()[:n], func() { p.reg.Close() }
 }
 
 // Close closes the connection and releases every registration.

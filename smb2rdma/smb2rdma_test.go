@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"sync"
@@ -298,4 +299,76 @@ func u32s(a []uint32) []byte {
 		b = binary.LittleEndian.AppendUint32(b, v)
 	}
 	return b
+}
+
+// writes records each Write call made on it.
+type writes struct {
+	mu    sync.Mutex
+	calls [][]byte
+	got   chan struct{}
+}
+
+func (w *writes) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	w.calls = append(w.calls, append([]byte(nil), p...))
+	w.mu.Unlock()
+	w.got <- struct{}{}
+	return len(p), nil
+}
+
+// WriteTo hands a READ response made inline again to the writer as its
+// header and body, then the registered memory (two writes here, one
+// writev on a socket): the data is not assembled into a new message.
+// Other PDUs go in one write. Closing the connection ends WriteTo with
+// net.ErrClosed, as it ends a Read.
+func TestWriteTo(t *testing.T) {
+	w, _, content := setup(t, smb2.Dialect302)
+	rec := &writes{got: make(chan struct{}, 16)}
+	done := make(chan error, 1)
+	go func() {
+		_, err := w.WriteTo(rec)
+		done <- err
+	}()
+	send := func(pdu []byte) {
+		t.Helper()
+		framed := make([]byte, framing.HeaderLen, framing.HeaderLen+len(pdu))
+		if err := framing.Put(framed, len(pdu)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.Write(append(framed, pdu...)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send(readReq(1, 100, 1<<20, 0))
+	<-rec.got
+	<-rec.got
+	send(readReq(2, 5, 100, 0))
+	<-rec.got
+	w.Close()
+	if err := <-done; !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("WriteTo after Close: %v, want net.ErrClosed", err)
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if len(rec.calls) != 3 || len(rec.calls[0]) != framing.HeaderLen+smb2.ReadResponseDataOffset || len(rec.calls[1]) != 1<<20 {
+		t.Fatalf("%d writes, want the 84-byte head and 1 MiB of data, then the small response", len(rec.calls))
+	}
+	if size, ok := framing.Parse(rec.calls[0]); !ok || size != smb2.ReadResponseDataOffset+1<<20 {
+		t.Fatalf("framing header % x", rec.calls[0][:4])
+	}
+	resp := append(rec.calls[0][framing.HeaderLen:], rec.calls[1]...)
+	r, err := smb2.ParseReadResponse(resp)
+	if err != nil || r.DataRemaining != 0 || !bytes.Equal(r.Data, content[100:100+1<<20]) {
+		t.Fatalf("READ response: %d bytes of data, %v", len(r.Data), err)
+	}
+	size, ok := framing.Parse(rec.calls[2])
+	if !ok || size != len(rec.calls[2])-framing.HeaderLen {
+		t.Fatalf("small response framed as %d bytes in a %d-byte write", size, len(rec.calls[2]))
+	}
+	if r, err := smb2.ParseReadResponse(rec.calls[2][framing.HeaderLen:]); err != nil || !bytes.Equal(r.Data, content[5:105]) {
+		t.Fatalf("small READ: %v", err)
+	}
+	if st := w.Stats(); st.Reads != 1 || st.BytesPlaced != 1<<20 || st.Inline != 1 {
+		t.Fatalf("stats %+v", st)
+	}
 }

@@ -48,7 +48,7 @@ func TestBenchSambaJSON(t *testing.T) {
 	smbclientPath(t)
 	const size, files = 4 << 20, 16
 	var out, errb bytes.Buffer
-	if err := run(t.Context(), []string{"bench", "samba", "--json", "--size", "4MiB", "--files", "16"}, &out, &errb); err != nil {
+	if err := run(t.Context(), []string{"bench", "samba", "--json", "--size", "4MiB", "--files", "16", "--rounds", "2"}, &out, &errb); err != nil {
 		t.Fatalf("%v\n%s", err, errb.String())
 	}
 	t.Logf("\n%s", out.String())

@@ -61,11 +61,11 @@ func TestBenchSMBDJSON(t *testing.T) {
 
 func TestBenchDaemonJSON(t *testing.T) {
 	var out, errb bytes.Buffer
-	if err := run(context.Background(), []string{"bench", "daemon", "--json", "--duration", "150ms", "--file-size", "4MiB"}, &out, &errb); err != nil {
+	if err := run(context.Background(), []string{"bench", "daemon", "--json", "--duration", "150ms", "--rounds", "2", "--file-size", "4MiB"}, &out, &errb); err != nil {
 		t.Fatalf("%v\n%s", err, errb.String())
 	}
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
-	want := []string{"daemon_stream", "daemon_roundtrip", "daemon_rdma_write", "daemon_rdma_read"}
+	want := []string{"daemon_stream", "daemon_roundtrip", "daemon_hop_roundtrip", "daemon_rdma_write", "daemon_rdma_read"}
 	if len(lines) != len(want) {
 		t.Fatalf("%d lines:\n%s", len(lines), out.String())
 	}
@@ -84,6 +84,9 @@ func TestBenchDaemonJSON(t *testing.T) {
 	}
 	if err := run(context.Background(), []string{"bench", "daemon", "--file-size", "1KiB"}, &out, &errb); err == nil {
 		t.Fatal("a file size under 1 MiB was accepted")
+	}
+	if err := run(context.Background(), []string{"bench", "daemon", "--rounds", "0"}, &out, &errb); err == nil {
+		t.Fatal("--rounds 0 was accepted")
 	}
 }
 

@@ -267,11 +267,25 @@ func connFrom(r reply) (*Conn, error) {
 
 // Connect asks the daemon to connect to an SMB Direct server at addr.
 func (c *Client) Connect(ctx context.Context, addr string) (*Conn, error) {
+	return c.ConnectFlags(ctx, addr, 0)
+}
+
+// DialClientChannel, as a ConnectFlags flag, gives the connection the
+// daemon's client-side RDMA channel: unsigned READ and WRITE requests
+// written inline to the stream go to the server with an RDMA channel, the
+// daemon doing the registrations, and READ responses come back inline
+// (docs/smbdirectd.md).
+const DialClientChannel = ctl.DialClientChannel
+
+// ConnectFlags is Connect with flags (DialClientChannel).
+func (c *Client) ConnectFlags(ctx context.Context, addr string, flags uint32) (*Conn, error) {
 	var ms uint32
 	if dl, ok := ctx.Deadline(); ok {
 		ms = uint32(max(1, time.Until(dl).Milliseconds()))
 	}
-	r, err := c.call(ctx, func(id uint64) []byte { return ctl.AppendDial(nil, id, &ctl.Dial{Addr: addr, TimeoutMS: ms}) }, nil)
+	r, err := c.call(ctx, func(id uint64) []byte {
+		return ctl.AppendDial(nil, id, &ctl.Dial{Addr: addr, TimeoutMS: ms, Flags: flags})
+	}, nil)
 	if err != nil {
 		return nil, err
 	}

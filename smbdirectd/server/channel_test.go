@@ -586,3 +586,86 @@ func TestListenUnknownFlags(t *testing.T) {
 	}
 	l.Close()
 }
+
+// The client-side channel end to end through the daemon: a Dial with
+// DialClientChannel to the daemon's own ListenServerChannel listener, the
+// program behind it knowing only inline READ/WRITE. WRITEs and READs the
+// test writes inline to the stream (4095 bytes and the 1-byte rest of
+// 1 MiB + 1 stay inline; 4096 and 1 MiB go by RDMA both ways) come back
+// intact, and the counters of both channels equal the bytes.
+func TestClientChannelThroughDaemon(t *testing.T) {
+	leakcheck.Check(t)
+	s := startDaemon(t, nil)
+	cl, err := client.Dial(ctx(t), s.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	l, err := cl.ListenFlags(ctx(t), "127.0.0.1:0", client.ListenServerChannel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	accepted := make(chan *client.Conn, 1)
+	go func() {
+		c, err := l.Accept(ctx(t))
+		if err != nil {
+			t.Error(err)
+		}
+		accepted <- c
+	}()
+	conn, err := cl.ConnectFlags(ctx(t), l.Addr, client.DialClientChannel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	pc := <-accepted
+	if pc == nil {
+		t.FailNow()
+	}
+	defer pc.Close()
+	nc, err := pc.NetConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &program{conn: nc}
+	done := make(chan error, 1)
+	go func() { done <- p.serve() }()
+	defer func() {
+		conn.Close()
+		nc.Close()
+		if err := <-done; err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+			t.Errorf("program: %v", err)
+		}
+	}()
+	exchange(t, conn.Stream, smb2.AppendNegotiateRequest(nil, 0, [16]byte{}, []uint16{smb2.Dialect302}))
+	fc := &fileClient{t: t, w: conn.Stream}
+	off, offloaded, inline := 0, 0, 0
+	for i, n := range []int{4095, 4096, 1 << 20, 1<<20 + 1} {
+		data := make([]byte, n)
+		for j := range data {
+			data[j] = byte(j*13+i) ^ byte(j>>11)
+		}
+		fc.write(off, data)
+		if got := fc.read(off, n); sha256.Sum256(got) != sha256.Sum256(data) {
+			t.Fatalf("%d bytes: read back differs", n)
+		}
+		for k := n; k > 0; k -= min(k, smbdMaxReadWrite) {
+			if piece := min(k, smbdMaxReadWrite); piece >= 4096 {
+				offloaded += piece
+			} else {
+				inline += 2 // its WRITE and its READ
+			}
+		}
+		off += n
+	}
+	st := s.Stats()
+	t.Logf("daemon %+v", st)
+	if st.ClientRDMAReadBytes != int64(offloaded) || st.ClientRDMAWriteBytes != int64(offloaded) ||
+		st.ServerRDMAReadBytes != int64(offloaded) || st.ServerRDMAWriteBytes != int64(offloaded) ||
+		st.ClientChannelInline != int64(inline) || st.ServerChannelPassthrough != 0 {
+		t.Fatalf("want %d bytes each way by RDMA through both channels, %d requests inline: %+v", offloaded, inline, st)
+	}
+	if ch, _, _ := p.seen(); ch != 0 {
+		t.Fatalf("the program saw %d requests with an RDMA channel", ch)
+	}
+}

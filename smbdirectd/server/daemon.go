@@ -85,9 +85,11 @@ func (c *Config) defaults() {
 
 // Stats are the daemon's counters (also served as Prometheus metrics).
 type Stats struct {
-	Clients       int64 `json:"clients"`
-	Conns         int64 `json:"connections"`
-	ConnsTotal    int64 `json:"connections_total"`
+	Clients    int64 `json:"clients"`
+	Conns      int64 `json:"connections"`
+	ConnsTotal int64 `json:"connections_total"`
+	// BytesSent and BytesReceived are SMB2 PDU bytes in SMB Direct
+	// messages; data an RDMA channel moves is in the channels' counters.
 	BytesSent     int64 `json:"bytes_sent"`
 	BytesReceived int64 `json:"bytes_received"`
 	RDMAWritten   int64 `json:"rdma_written_bytes"`

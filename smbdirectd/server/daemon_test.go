@@ -555,3 +555,49 @@ func TestDialErrors(t *testing.T) {
 		}
 	}
 }
+
+// PDUs written back to back in one write reach the peer as one SMB
+// Direct message each, intact, although the daemon's reads take a PDU's
+// tail and the next one's start together.
+func TestStreamPDUsBackToBack(t *testing.T) {
+	s := startDaemon(t, nil)
+	p := startPeer(t, false)
+	_, conn := through(t, s, p.l.Addr().String())
+	var pc *smbd.Conn
+	select {
+	case pc = <-p.conns:
+	case <-ctx(t).Done():
+		t.Fatal("no connection at the peer")
+	}
+	defer pc.Close()
+	sizes := []int{300_000, 5, 700_001, 1, 65536, 1<<20 - 5, 17}
+	var all []byte
+	var pdus [][]byte
+	for i, n := range sizes {
+		pdu := make([]byte, n)
+		for j := range pdu {
+			pdu[j] = byte(i*31 + j*7)
+		}
+		pdus = append(pdus, pdu)
+		var err error
+		if all, err = framing.Append(all, n); err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, pdu...)
+	}
+	errc := make(chan error, 1)
+	go func() {
+		_, err := conn.Stream.Write(all)
+		errc <- err
+	}()
+	buf := make([]byte, 1<<20)
+	for i, want := range pdus {
+		n, err := pc.ReadMessage(buf)
+		if err != nil || !bytes.Equal(buf[:n], want) {
+			t.Fatalf("message %d: %d bytes (want %d), equal %v, %v", i, n, len(want), bytes.Equal(buf[:n], want), err)
+		}
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+}

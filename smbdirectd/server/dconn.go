@@ -93,7 +93,7 @@ func newDconn(cl *client, sc *smbd.Conn, kind channelKind) (*dconn, int, error) 
 	case serverChannel:
 		d.ch = channel.New(sc, sc.Info().MaxReadWriteSize, 0, &s.channel)
 	case clientChannel:
-		d.oc = smb2rdma.Wrap(sc, &smb2rdma.Config{Logger: cl.s.log})
+		d.oc = smb2rdma.WrapChannel(&chanConn{Conn: sc, sent: &s.sent, received: &s.received}, &smb2rdma.Config{Logger: cl.s.log})
 		d.stream = d.oc
 	}
 	cl.mu.Lock()
@@ -174,10 +174,14 @@ func (d *dconn) up() {
 			s.errs.Add(1)
 			return
 		}
-		d.pdu.Lock()
 		var err error
-		buf, err = d.passPDU(buf, &r, &w, framing.HeaderLen+size)
-		d.pdu.Unlock()
+		if d.oc != nil {
+			err = d.passWhole(buf, &r, &w, framing.HeaderLen+size)
+		} else {
+			d.pdu.Lock()
+			buf, err = d.passPDU(buf, &r, &w, framing.HeaderLen+size)
+			d.pdu.Unlock()
+		}
 		if err != nil {
 			if !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, net.ErrClosed) {
 				s.errs.Add(1)
@@ -185,42 +189,70 @@ func (d *dconn) up() {
 			}
 			return
 		}
-		s.sent.Add(int64(size))
+		if d.oc == nil { // the client channel counts its messages
+			s.sent.Add(int64(size))
+		}
 	}
 }
 
 // passPDU writes the framed PDU of total bytes that starts at buf[*r]:
 // what is buffered at once, the rest as it arrives (the SMB Direct send of
-// a large PDU overlaps the client's writing). Bytes past the PDU stay in
-// buf[*r:*w].
+// a large PDU overlaps the client's writing). Reads take what the socket
+// has, also past the PDU's end: those bytes stay in buf[*r:*w] for the
+// next PDU, so a PDU's tail is never a read (and an SMB Direct message) of
+// its own.
 func (d *dconn) passPDU(buf []byte, r, w *int, total int) ([]byte, error) {
-	k := min(total, *w-*r)
-	if _, err := d.stream.Write(buf[*r : *r+k]); err != nil {
-		return buf, err
-	}
-	*r += k
-	left := total - k
-	if left == 0 {
-		return buf, nil
-	}
-	*r, *w = 0, 0 // all consumed; the rest of the PDU is read to its end only
-	for left > 0 {
-		n, err := d.sock.Read(buf[:min(len(buf), left)])
+	left := total
+	for {
+		k := min(left, *w-*r)
+		if k > 0 {
+			if _, err := d.stream.Write(buf[*r : *r+k]); err != nil {
+				return buf, err
+			}
+			*r += k
+			left -= k
+		}
+		if left == 0 {
+			return buf, nil
+		}
+		// All of buf is consumed: read afresh from its start (into a
+		// larger buf if the last read filled it).
+		if *w == len(buf) {
+			buf = growPumpBuf(buf)
+		}
+		n, err := d.sock.Read(buf)
 		if n == 0 && err != nil {
 			if err == io.EOF {
 				err = io.ErrUnexpectedEOF
 			}
 			return buf, err
 		}
-		left -= n
-		if _, err := d.stream.Write(buf[:n]); err != nil {
-			return buf, err
-		}
-		if n == len(buf) {
-			buf = growPumpBuf(buf)
+		*r, *w = 0, n
+	}
+}
+
+// passWhole is passPDU for a connection with the client-side channel:
+// smb2rdma takes a READ or WRITE whole (a WRITE's data is copied once,
+// into the registration), so the PDU is gathered here, in a pooled buffer
+// read into directly, rather than in pieces smb2rdma would copy together.
+func (d *dconn) passWhole(buf []byte, r, w *int, total int) error {
+	p := channel.Buffers.Get(total)
+	defer channel.Buffers.Put(p)
+	pdu := (*p)[:total]
+	k := copy(pdu, buf[*r:*w])
+	*r += k
+	if k < total {
+		if _, err := io.ReadFull(d.sock, pdu[k:]); err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return err
 		}
 	}
-	return buf, nil
+	d.pdu.Lock()
+	defer d.pdu.Unlock()
+	_, err := d.oc.Write(pdu)
+	return err
 }
 
 // A pump's buffer starts at pumpBufMin and doubles, up to pumpBufMax,
@@ -247,6 +279,12 @@ func growPumpBuf(buf []byte) []byte {
 func (d *dconn) down() {
 	defer d.pumps.Done()
 	defer d.close()
+	if d.oc != nil {
+		// READ data goes from the memory the peer RDMA-wrote straight to
+		// the socket (writev), not through buf.
+		d.oc.WriteTo(d.sock)
+		return
+	}
 	buf := make([]byte, pumpBufMin)
 	for {
 		n, err := d.stream.Read(buf)
