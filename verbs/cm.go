@@ -63,7 +63,7 @@ func (c *cmChannel) next(ctx context.Context) error {
 
 // await waits for an event of id, of type want; any other event of id is
 // an error (rejected, unreachable, ...).
-func (c *cmChannel) await(ctx context.Context, id *C.struct_rdma_cm_id, want C.int, what string) error {
+func (c *cmChannel) await(ctx context.Context, id *C.struct_rdma_cm_id, want C.int, what string, trim bool) error {
 	for {
 		if err := c.next(ctx); err != nil {
 			return fmt.Errorf("verbs: waiting for %s: %w", what, err)
@@ -74,19 +74,34 @@ func (c *cmChannel) await(ctx context.Context, id *C.struct_rdma_cm_id, want C.i
 		if c.ev._type == want {
 			return nil
 		}
-		return c.eventErr(what)
+		return c.eventErr(what, trim)
 	}
 }
 
-func (c *cmChannel) privateData() []byte {
-	return C.GoBytes(unsafe.Pointer(&c.ev.private_data[0]), C.int(c.ev.private_data_len))
+// privateData returns the event's private data. InfiniBand's CM (and so
+// RoCE's) carries it in fixed-size fields with no length: the receiver
+// gets the sender's bytes followed by zeros up to the field's size. With
+// trim (IB/RoCE) those trailing zeros are cut, which returns what the
+// sender sent unless it ended in zero bytes itself. iWARP's MPA carries
+// the length, so its private data is exact.
+func (c *cmChannel) privateData(trim bool) []byte {
+	b := C.GoBytes(unsafe.Pointer(&c.ev.private_data[0]), C.int(c.ev.private_data_len))
+	if trim {
+		for len(b) > 0 && b[len(b)-1] == 0 {
+			b = b[:len(b)-1]
+		}
+	}
+	if len(b) == 0 {
+		return nil
+	}
+	return b
 }
 
-func (c *cmChannel) eventErr(what string) error {
+func (c *cmChannel) eventErr(what string, trim bool) error {
 	name := C.GoString(C.rdma_event_str(uint32(c.ev._type)))
 	switch c.ev._type {
 	case C.RDMA_CM_EVENT_REJECTED:
-		return &rdma.RejectError{PrivateData: c.privateData(), Reason: fmt.Sprintf("%s (status %d)", name, c.ev.status)}
+		return &rdma.RejectError{PrivateData: c.privateData(trim), Reason: fmt.Sprintf("%s (status %d)", name, c.ev.status)}
 	case C.RDMA_CM_EVENT_UNREACHABLE, C.RDMA_CM_EVENT_ADDR_ERROR, C.RDMA_CM_EVENT_ROUTE_ERROR, C.RDMA_CM_EVENT_CONNECT_ERROR:
 		st := syscall.Errno(-c.ev.status)
 		if st == syscall.ECONNREFUSED {
@@ -194,7 +209,10 @@ func (l *listener) Accept(ctx context.Context) (rdma.ConnRequest, error) {
 		ev := &l.cm.ev
 		switch ev._type {
 		case C.RDMA_CM_EVENT_CONNECT_REQUEST:
-			r := &connReq{l: l, id: ev.id, pdata: l.cm.privateData(), ord: int(ev.initiator_depth), ird: int(ev.responder_resources)}
+			// The CM reports the values from the receiver's side: the
+			// initiator's ORD is what we are to take as responder
+			// resources, its IRD our initiator depth.
+			r := &connReq{l: l, id: ev.id, pdata: l.cm.privateData(!l.pd.iwarp), ord: int(ev.responder_resources), ird: int(ev.initiator_depth)}
 			r.remote, r.local = idAddr(ev.id, true), idAddr(ev.id, false)
 			if ev.id.verbs != l.pd.ctx {
 				// The request came in on another device than the PD's:
@@ -280,10 +298,12 @@ func (r *connReq) Accept(ctx context.Context, ep rdma.Endpoint, params rdma.Conn
 		C.rdma_destroy_id(r.id)
 		return fmt.Errorf("verbs: rdma_migrate_id: %w", errnoErr(err))
 	}
+	// As in MPA v2 (RFC 6581): the responder takes at least the
+	// initiator's ORD as its IRD, and reads at most as many at once as
+	// the initiator's IRD allows.
 	ird, ord := e.pd.clamp(params)
-	// The responder cannot read more at once than the initiator asked.
-	ord = min(ord, max(r.ird, 0))
-	ird = min(ird, max(r.ord, 0))
+	ird = min(max(ird, r.ord), e.pd.maxIRD, 255)
+	ord = min(ord, r.ird)
 	return e.establish(ctx, r.id, true, params.PrivateData, ird, ord, slices.Clone(r.pdata))
 }
 

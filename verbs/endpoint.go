@@ -9,9 +9,11 @@ package verbs
 import "C"
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -35,11 +37,14 @@ type sendSlot struct {
 	op       rdma.Opcode
 	mr       *mr
 	signaled bool
+	inv      rdma.STag // of a local invalidate
+	n        int       // bytes: a send queue completion's byte_len is not defined
 }
 
 type recvSlot struct {
-	id uint64
-	mr *mr
+	id  uint64
+	seq uint64 // posting order, for the flushes Close makes up
+	mr  *mr
 }
 
 type endpoint struct {
@@ -61,6 +66,7 @@ type endpoint struct {
 	sTail   uint64     // oldest not retired
 	recvs   []recvSlot
 	free    []int32 // free receive slots
+	rSeq    uint64
 	pending []int32 // receives posted before the queue pair existed
 	info    rdma.ConnInfo
 	err     error
@@ -73,6 +79,7 @@ type endpoint struct {
 	nOut    int
 	pollErr error
 	tryFn   func(uintptr) bool
+	flushed []rdma.Completion // what Close flushed, for Poll
 }
 
 func (d *pd) NewEndpoint(cfg rdma.EndpointConfig) (rdma.Endpoint, error) {
@@ -180,7 +187,7 @@ func (e *endpoint) Connect(ctx context.Context, addr string, params rdma.ConnPar
 	if rc != 0 {
 		return e.fail(fmt.Errorf("verbs: resolving %s: %w", addr, errnoErr(syscall.Errno(rc))))
 	}
-	if err := e.cm.await(ctx, id, C.RDMA_CM_EVENT_ADDR_RESOLVED, "address resolution"); err != nil {
+	if err := e.cm.await(ctx, id, C.RDMA_CM_EVENT_ADDR_RESOLVED, "address resolution", false); err != nil {
 		return e.fail(err)
 	}
 	if id.verbs != e.pd.ctx {
@@ -190,7 +197,7 @@ func (e *endpoint) Connect(ctx context.Context, addr string, params rdma.ConnPar
 	if rc, err := C.rdma_resolve_route(id, C.int(ms)); rc != 0 {
 		return e.fail(fmt.Errorf("verbs: rdma_resolve_route to %s: %w", addr, errnoErr(err)))
 	}
-	if err := e.cm.await(ctx, id, C.RDMA_CM_EVENT_ROUTE_RESOLVED, "route resolution"); err != nil {
+	if err := e.cm.await(ctx, id, C.RDMA_CM_EVENT_ROUTE_RESOLVED, "route resolution", false); err != nil {
 		return e.fail(err)
 	}
 	ird, ord := e.pd.clamp(params)
@@ -231,7 +238,7 @@ func (e *endpoint) establish(ctx context.Context, id *C.struct_rdma_cm_id, accep
 		s := &e.recvs[i]
 		if rc := C.vb_post_recv(qp, C.uint64_t(recvBit|uint64(i)), C.uint64_t(s.mr.addr), C.uint32_t(len(s.mr.buf)), C.uint32_t(s.mr.lkey)); rc != 0 {
 			e.mu.Unlock()
-			return e.fail(fmt.Errorf("verbs: ibv_post_recv: %w", errnoErr(syscall.Errno(rc))))
+			return e.fail(fmt.Errorf("verbs: ibv_post_recv: %w", errnoErr(postErr(rc))))
 		}
 	}
 	e.pending = e.pending[:0]
@@ -248,18 +255,12 @@ func (e *endpoint) establish(ctx context.Context, id *C.struct_rdma_cm_id, accep
 	if rc := C.vb_connect(id, p, C.uint8_t(len(pdata)), C.uint8_t(ird), C.uint8_t(ord), acc); rc != 0 {
 		return e.fail(fmt.Errorf("verbs: connecting: %w", errnoErr(syscall.Errno(rc))))
 	}
-	if err := e.cm.await(ctx, id, C.RDMA_CM_EVENT_ESTABLISHED, "the connection"); err != nil {
+	if err := e.cm.await(ctx, id, C.RDMA_CM_EVENT_ESTABLISHED, "the connection", !e.pd.iwarp); err != nil {
 		return e.fail(err)
 	}
 	if !accept {
-		peerData = e.cm.privateData()
-		// The reply's values are the responder's: its IRD bounds our ORD.
-		if rr := int(e.cm.ev.responder_resources); rr > 0 {
-			ord = min(ord, rr)
-		}
-		if in := int(e.cm.ev.initiator_depth); in > 0 {
-			ird = min(ird, in)
-		}
+		// The responder fits its values to ours (see Accept): ours stand.
+		peerData = e.cm.privateData(!e.pd.iwarp)
 	}
 	e.mu.Lock()
 	if e.state != stConnecting {
@@ -371,8 +372,9 @@ func (e *endpoint) PostSend(wr *rdma.SendWR) error {
 	case rdma.OpRead:
 		op = C.VB_READ
 	case rdma.OpLocalInvalidate:
-		// Regions from ibv_reg_mr cannot be invalidated by a work
-		// request; MR.Invalidate deregisters instead.
+		// User space cannot fast-register a region, and rxe and siw
+		// refuse to invalidate one from ibv_reg_mr: MR.Invalidate
+		// deregisters instead.
 		return fmt.Errorf("%w: local invalidate work requests (use MR.Invalidate)", rdma.ErrNotSupported)
 	default:
 		return fmt.Errorf("%w: opcode %v on the send queue", rdma.ErrInvalidArgument, wr.Op)
@@ -413,9 +415,9 @@ func (e *endpoint) PostSend(wr *rdma.SendWR) error {
 	seq := e.sHead
 	if rc := C.vb_post_send(e.qp, C.uint64_t(seq), op, C.uint64_t(addr), C.uint32_t(n), C.uint32_t(lkey),
 		C.uint32_t(wr.RemoteSTag), C.uint64_t(wr.RemoteAddr), C.uint32_t(wr.InvalidateSTag), flags); rc != 0 {
-		return fmt.Errorf("verbs: ibv_post_send: %w", errnoErr(syscall.Errno(rc)))
+		return fmt.Errorf("verbs: ibv_post_send: %w", errnoErr(postErr(rc)))
 	}
-	e.sends[seq%uint64(e.sqDepth)] = sendSlot{id: wr.ID, op: wr.Op, mr: m, signaled: !wr.Unsignaled}
+	e.sends[seq%uint64(e.sqDepth)] = sendSlot{id: wr.ID, op: wr.Op, mr: m, signaled: !wr.Unsignaled, inv: wr.InvalidateSTag, n: n}
 	if m != nil {
 		m.refs.Add(1)
 	}
@@ -444,13 +446,14 @@ func (e *endpoint) PostRecv(wr *rdma.RecvWR) error {
 	i := e.free[len(e.free)-1]
 	if e.qp != nil {
 		if rc := C.vb_post_recv(e.qp, C.uint64_t(recvBit|uint64(i)), C.uint64_t(addr), C.uint32_t(n), C.uint32_t(m.lkey)); rc != 0 {
-			return fmt.Errorf("verbs: ibv_post_recv: %w", errnoErr(syscall.Errno(rc)))
+			return fmt.Errorf("verbs: ibv_post_recv: %w", errnoErr(postErr(rc)))
 		}
 	} else {
 		e.pending = append(e.pending, i)
 	}
 	e.free = e.free[:len(e.free)-1]
-	e.recvs[i] = recvSlot{id: wr.ID, mr: m}
+	e.rSeq++
+	e.recvs[i] = recvSlot{id: wr.ID, seq: e.rSeq, mr: m}
 	m.refs.Add(1)
 	return nil
 }
@@ -465,6 +468,11 @@ func (e *endpoint) Poll(ctx context.Context, wc []rdma.Completion) (int, error) 
 	closed := e.closed
 	e.mu.Unlock()
 	if closed {
+		n := copy(wc, e.flushed)
+		e.flushed = e.flushed[n:]
+		if n > 0 {
+			return n, nil
+		}
 		return 0, rdma.ErrClosed
 	}
 	e.out, e.nOut, e.pollErr = wc, 0, nil
@@ -503,61 +511,12 @@ func (e *endpoint) tryPoll(uintptr) bool {
 // reap moves completions from the CQ into e.out and reports whether Poll
 // has something to return (completions, or the end once drained).
 func (e *endpoint) reap() bool {
-	want := min(len(e.out)-e.nOut, len(e.cwc))
-	got := int(C.vb_poll(e.cq, &e.cwc[0], C.int(want)))
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if got < 0 {
+	if got := e.reapCQ(); got < 0 {
 		e.pollErr = fmt.Errorf("verbs: ibv_poll_cq: %w", rdma.ErrProtocol)
 		return true
 	}
-	var failed error
-	for i := range got {
-		w := &e.cwc[i]
-		c := &e.out[e.nOut]
-		*c = rdma.Completion{}
-		wrid := uint64(w.wr_id)
-		if wrid&recvBit != 0 {
-			k := int32(wrid &^ recvBit)
-			s := &e.recvs[k]
-			c.ID, c.Op, c.Bytes = s.id, rdma.OpRecv, int(w.byte_len)
-			if w.invalidated != 0 {
-				c.Invalidated, c.InvalidatedSTag = true, rdma.STag(w.rkey)
-			}
-			s.mr.refs.Add(-1)
-			*s = recvSlot{}
-			e.free = append(e.free, k)
-		} else {
-			// Completions of a send queue come in order: an unsignaled
-			// request before this one has completed too.
-			var s sendSlot
-			for e.sTail <= wrid && e.sTail < e.sHead {
-				s = e.sends[e.sTail%uint64(e.sqDepth)]
-				e.sends[e.sTail%uint64(e.sqDepth)] = sendSlot{}
-				if s.mr != nil {
-					s.mr.refs.Add(-1)
-				}
-				e.sTail++
-			}
-			c.ID, c.Op = s.id, s.op
-			if s.op == rdma.OpRead || s.op == rdma.OpWrite {
-				c.Bytes = int(w.byte_len)
-			}
-		}
-		if w.status != C.IBV_WC_SUCCESS {
-			c.Err = &rdma.WorkError{Op: c.Op, ID: c.ID, Err: statusErr(w)}
-			if failed == nil && w.status != C.IBV_WC_WR_FLUSH_ERR {
-				failed = c.Err
-			}
-		}
-		e.nOut++
-	}
-	if failed != nil && e.state != stEnded {
-		// The queue pair is in the error state: the connection is over.
-		e.mu.Unlock()
-		e.end(failed)
-		e.mu.Lock()
-	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
 	if e.nOut > 0 {
 		return true
 	}
@@ -580,6 +539,80 @@ func (e *endpoint) reap() bool {
 		return true
 	}
 	return false
+}
+
+// reapCQ polls the CQ into e.out and returns how many entries it took (<0
+// when polling failed).
+func (e *endpoint) reapCQ() int {
+	want := min(len(e.out)-e.nOut, len(e.cwc))
+	if want == 0 {
+		return 0
+	}
+	got := int(C.vb_poll(e.cq, &e.cwc[0], C.int(want)))
+	if got <= 0 {
+		return got
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var failed error
+	for i := range got {
+		w := &e.cwc[i]
+		c := &e.out[e.nOut]
+		*c = rdma.Completion{}
+		wrid := uint64(w.wr_id)
+		if wrid&recvBit != 0 {
+			k := int32(wrid &^ recvBit)
+			s := &e.recvs[k]
+			c.ID, c.Op, c.Bytes = s.id, rdma.OpRecv, int(w.byte_len)
+			if w.invalidated != 0 {
+				c.Invalidated, c.InvalidatedSTag = true, rdma.STag(w.rkey)
+				e.pd.invalidated(c.InvalidatedSTag)
+			}
+			s.mr.refs.Add(-1)
+			*s = recvSlot{}
+			e.free = append(e.free, k)
+		} else {
+			// Completions of a send queue come in order: an unsignaled
+			// request before this one has completed too.
+			var s sendSlot
+			for e.sTail <= wrid && e.sTail < e.sHead {
+				s = e.sends[e.sTail%uint64(e.sqDepth)]
+				e.sends[e.sTail%uint64(e.sqDepth)] = sendSlot{}
+				if s.mr != nil {
+					s.mr.refs.Add(-1)
+				}
+				e.sTail++
+			}
+			c.ID, c.Op = s.id, s.op
+			if s.op == rdma.OpRead || s.op == rdma.OpWrite {
+				c.Bytes = s.n
+			}
+			if s.op == rdma.OpLocalInvalidate && w.status == C.IBV_WC_SUCCESS {
+				e.pd.invalidated(s.inv)
+			}
+		}
+		if w.status != C.IBV_WC_SUCCESS {
+			c.Err = &rdma.WorkError{Op: c.Op, ID: c.ID, Err: statusErr(w)}
+			if failed == nil {
+				failed = c.Err
+				if w.status == C.IBV_WC_WR_FLUSH_ERR {
+					// The device flushed before the CM told of the end
+					// (siw does when the peer's TCP connection closes):
+					// the connection has ended all the same, and Err
+					// must say so by the time a flush is seen.
+					failed = fmt.Errorf("%w: the queue pair was flushed", rdma.ErrDisconnected)
+				}
+			}
+		}
+		e.nOut++
+	}
+	if failed != nil && e.state != stEnded {
+		// The queue pair is in the error state: the connection is over.
+		e.mu.Unlock()
+		e.end(failed)
+		e.mu.Lock()
+	}
+	return got
 }
 
 // statusErr maps a work completion's status to the rdma errors.
@@ -653,18 +686,40 @@ func (e *endpoint) Close() error {
 		C.rdma_destroy_qp(id)
 		e.qp = nil
 	}
-	// Nothing is posted anymore: the regions are free to close.
-	for ; e.sTail < e.sHead; e.sTail++ {
-		if s := &e.sends[e.sTail%uint64(e.sqDepth)]; s.mr != nil {
-			s.mr.refs.Add(-1)
-			s.mr = nil
+	e.mu.Unlock()
+	// What the CQ holds is delivered; what never completed is flushed,
+	// in posting order, so every work request completes once.
+	buf := make([]rdma.Completion, len(e.cwc))
+	for {
+		e.out, e.nOut = buf, 0
+		if e.reapCQ() <= 0 {
+			break
 		}
+		e.flushed = append(e.flushed, buf[:e.nOut]...)
 	}
+	e.out = nil
+	e.mu.Lock()
+	for ; e.sTail < e.sHead; e.sTail++ {
+		s := &e.sends[e.sTail%uint64(e.sqDepth)]
+		if s.mr != nil {
+			s.mr.refs.Add(-1)
+		}
+		if s.signaled {
+			e.flushed = append(e.flushed, rdma.Completion{ID: s.id, Op: s.op, Err: &rdma.WorkError{Op: s.op, ID: s.id, Err: rdma.ErrFlushed}})
+		}
+		*s = sendSlot{}
+	}
+	var rs []recvSlot
 	for i := range e.recvs {
 		if s := &e.recvs[i]; s.mr != nil {
 			s.mr.refs.Add(-1)
-			s.mr = nil
+			rs = append(rs, *s)
+			*s = recvSlot{}
 		}
+	}
+	slices.SortFunc(rs, func(a, b recvSlot) int { return cmp.Compare(a.seq, b.seq) })
+	for _, s := range rs {
+		e.flushed = append(e.flushed, rdma.Completion{ID: s.id, Op: rdma.OpRecv, Err: &rdma.WorkError{Op: rdma.OpRecv, ID: s.id, Err: rdma.ErrFlushed}})
 	}
 	e.mu.Unlock()
 	if id != nil {
@@ -677,4 +732,13 @@ func (e *endpoint) Close() error {
 	e.pd.eps--
 	e.pd.mu.Unlock()
 	return nil
+}
+
+// postErr turns ibv_post_send/recv's result into an errno: providers
+// return it positive or, as siw does, negative.
+func postErr(rc C.int) syscall.Errno {
+	if rc < 0 {
+		rc = -rc
+	}
+	return syscall.Errno(rc)
 }

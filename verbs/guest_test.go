@@ -65,8 +65,11 @@ func TestGuestRpingClient(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
 	defer cancel()
 	count := envInt(t, "VERBS_COUNT")
-	st, err := rping.Client(ctx, guestPD(t), rping.Options{Addr: env(t, "VERBS_ADDR"), Size: envInt(t, "VERBS_SIZE"),
-		Count: count, Validate: true, Verbose: os.Stdout})
+	opt := rping.Options{Addr: env(t, "VERBS_ADDR"), Size: envInt(t, "VERBS_SIZE"), Count: count, Validate: true, Verbose: os.Stdout}
+	if os.Getenv("VERBS_QUIET") != "" {
+		opt.Verbose = nil
+	}
+	st, err := rping.Client(ctx, guestPD(t), opt)
 	if err != nil {
 		t.Fatalf("rping client: %v", err)
 	}

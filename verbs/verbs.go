@@ -168,6 +168,19 @@ type pd struct {
 	mrs    int
 	eps    int
 	closed bool
+	// byKey finds a region by its rkey (its STag) when the device reports
+	// it invalidated (a peer's Send with Invalidate, a local invalidate).
+	byKey map[rdma.STag]*mr
+}
+
+// invalidated marks the region of stag invalid after the device did so.
+func (d *pd) invalidated(stag rdma.STag) {
+	d.mu.Lock()
+	m := d.byKey[stag]
+	d.mu.Unlock()
+	if m != nil {
+		m.valid.Store(false)
+	}
 }
 
 func (d *pd) transport() string {
@@ -208,8 +221,12 @@ func (d *pd) RegisterMemory(buf []byte, access rdma.Access) (rdma.MR, error) {
 		return nil, fmt.Errorf("verbs: ibv_reg_mr of %d bytes on %s: %w", len(buf), d.name, errnoErr(err))
 	}
 	d.mrs++
+	if d.byKey == nil {
+		d.byKey = make(map[rdma.STag]*mr)
+	}
 	m := &mr{pd: d, c: c, buf: buf, access: access, stag: rdma.STag(c.rkey), lkey: uint32(c.lkey), addr: addr}
 	m.valid.Store(true)
+	d.byKey[m.stag] = m
 	return m, nil
 }
 
@@ -288,6 +305,9 @@ func (m *mr) Close() error {
 	}
 	m.closed = true
 	m.pd.mu.Lock()
+	if m.pd.byKey[m.stag] == m {
+		delete(m.pd.byKey, m.stag)
+	}
 	m.pd.mrs--
 	m.pd.mu.Unlock()
 	return nil
