@@ -15,7 +15,7 @@ import (
 func init() {
 	registerSub("bench", "benchmarks, each side by side with plain TCP over loopback in the same run", &command{
 		name:  "rdma",
-		usage: "[--sizes 64,4096,65536,1048576] [--duration 2s] [--depth 8] [--crc] [--json] [--cpuprofile FILE]",
+		usage: "[--sizes 64,4096,65536,1048576] [--duration 2s] [--depth 8] [--crc] [--provider iwarp|verbs --device NAME --local ADDR] [--json] [--cpuprofile FILE]",
 		short: "soft-iWARP RDMA Write/Read/Send throughput and Send ping-pong vs plain TCP",
 		long: `For each message size, measures RDMA Write, RDMA Read and Send throughput between
 two soft-iWARP endpoints over 127.0.0.1 (with --depth operations outstanding), then
@@ -29,6 +29,7 @@ unit.`,
 			dur := fs.Duration("duration", 2*time.Second, "time per measurement")
 			depth := fs.Int("depth", 8, "operations outstanding")
 			crc := fs.Bool("crc", false, "use MPA CRC32c")
+			choose := addProviderFlags(fs, crc, true)
 			asJSON := fs.Bool("json", false, "JSON lines output")
 			cpuprof := fs.String("cpuprofile", "", "write a CPU profile of the whole run to FILE (pick one --sizes value to focus it)")
 			return func(ctx context.Context, args []string) error {
@@ -36,6 +37,10 @@ unit.`,
 					return err
 				}
 				sizes, err := parseSizes(*sizesFlag)
+				if err != nil {
+					return err
+				}
+				pc, err := choose()
 				if err != nil {
 					return err
 				}
@@ -58,7 +63,7 @@ unit.`,
 					}
 					defer pprof.StopCPUProfile()
 				}
-				b := rdmaBench{crc: *crc, d: *dur, depth: *depth}
+				b := rdmaBench{pc: pc, d: *dur, depth: *depth}
 				for _, size := range sizes {
 					for _, test := range []string{"rdma_write", "rdma_read", "send"} {
 						if err := ctx.Err(); err != nil {
@@ -95,7 +100,7 @@ unit.`,
 }
 
 type rdmaBench struct {
-	crc   bool
+	pc    *providerChoice
 	d     time.Duration
 	depth int
 }
@@ -104,7 +109,7 @@ type rdmaBench struct {
 func (b *rdmaBench) run(ctx context.Context, test string, size int) (float64, error) {
 	const acks = 64 // receives consumed per credit-returning ack (send test)
 	recvs := max(b.depth*2, 2*acks)
-	p, err := newRDMAPair(ctx, b.crc, nil, nil, nil)
+	p, err := newRDMAPair(ctx, b.pc, nil, nil, nil)
 	if err != nil {
 		return 0, err
 	}
@@ -208,7 +213,7 @@ func (b *rdmaBench) run(ctx context.Context, test string, size int) (float64, er
 // pingPong measures the average round trip of size-byte Sends: the
 // server's receive completion triggers its Send back.
 func (b *rdmaBench) pingPong(ctx context.Context, size int) (float64, error) {
-	p, err := newRDMAPair(ctx, b.crc, nil, nil, nil)
+	p, err := newRDMAPair(ctx, b.pc, nil, nil, nil)
 	if err != nil {
 		return 0, err
 	}

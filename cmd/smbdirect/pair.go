@@ -8,21 +8,22 @@ import (
 	"github.com/smbdirect/smbdirect/rdma"
 )
 
-// rdmaPair is two connected soft-iWARP endpoints in this process.
+// rdmaPair is two connected endpoints in this process.
 type rdmaPair struct {
 	pd       rdma.PD
 	cli, srv rdma.Endpoint
 }
 
-// newRDMAPair connects two endpoints over 127.0.0.1. prepost posts
-// receives on each before the connection exists, as RDMA requires.
-func newRDMAPair(ctx context.Context, crc bool, reqData, repData []byte, prepost func(ep rdma.Endpoint, server bool) error) (*rdmaPair, error) {
+// newRDMAPair connects two endpoints of the chosen provider (over
+// 127.0.0.1 for iwarp, --local for verbs). prepost posts receives on each
+// before the connection exists, as RDMA requires.
+func newRDMAPair(ctx context.Context, pc *providerChoice, reqData, repData []byte, prepost func(ep rdma.Endpoint, server bool) error) (*rdmaPair, error) {
 	// FirstSendDelay only exists for Linux siw responders; not needed here.
-	pd, err := iwarp.New(iwarp.Config{CRC: crc, FirstSendDelay: -1}).NewPD()
+	pd, err := pc.open(nil, func(c *iwarp.Config) { c.FirstSendDelay = -1 }).NewPD()
 	if err != nil {
 		return nil, err
 	}
-	ln, err := pd.Listen(ctx, "127.0.0.1:0", rdma.ListenConfig{})
+	ln, err := pd.Listen(ctx, pc.pairAddr(), rdma.ListenConfig{})
 	if err != nil {
 		return nil, err
 	}
