@@ -520,7 +520,16 @@ func (e *endpoint) reap() bool {
 	if e.nOut > 0 {
 		return true
 	}
-	if e.state == stEnded && e.sTail == e.sHead && len(e.free) == e.rqDepth-len(e.pending) {
+	if e.state == stEnded && len(e.free) == e.rqDepth-len(e.pending) && e.onlyUnsignaledLocked() {
+		// Unsignaled sends that succeeded leave no completion: once the
+		// connection has ended and only they remain, they are done (a
+		// flush of one still to come is dropped, see reapCQ).
+		for ; e.sTail < e.sHead; e.sTail++ {
+			if s := &e.sends[e.sTail%uint64(e.sqDepth)]; s.mr != nil {
+				s.mr.refs.Add(-1)
+			}
+			e.sends[e.sTail%uint64(e.sqDepth)] = sendSlot{}
+		}
 		// Receives posted before a queue pair existed are flushed here.
 		for len(e.pending) > 0 && e.nOut < len(e.out) {
 			k := e.pending[len(e.pending)-1]
@@ -539,6 +548,17 @@ func (e *endpoint) reap() bool {
 		return true
 	}
 	return false
+}
+
+// onlyUnsignaledLocked reports whether every outstanding send is
+// unsignaled (true when none is outstanding).
+func (e *endpoint) onlyUnsignaledLocked() bool {
+	for i := e.sTail; i < e.sHead; i++ {
+		if e.sends[i%uint64(e.sqDepth)].signaled {
+			return false
+		}
+	}
+	return true
 }
 
 // reapCQ polls the CQ into e.out and returns how many entries it took (<0
@@ -572,6 +592,11 @@ func (e *endpoint) reapCQ() int {
 			*s = recvSlot{}
 			e.free = append(e.free, k)
 		} else {
+			if wrid < e.sTail {
+				// An unsignaled send retired at the end of the
+				// connection (see reap), flushed after all.
+				continue
+			}
 			// Completions of a send queue come in order: an unsignaled
 			// request before this one has completed too.
 			var s sendSlot

@@ -47,27 +47,42 @@ export VERBS_DEVICE=rxe0
 step rxe-rping-linux-server
 rping -s -a 10.0.2.15 -p 7174 -S 4000 -V & pid=$!
 sleep 1
-VERBS_ADDR=10.0.2.15:7174 VERBS_COUNT=20 VERBS_SIZE=4000 VERBS_QUIET=1 ./verbs.test -test.v -test.run '^TestGuestRpingClient$' || exit 91
+VERBS_ADDR=10.0.2.15:7174 VERBS_COUNT=20 VERBS_SIZE=4000 VERBS_QUIET=1 ./verbs.test -test.v -test.timeout 4m -test.run '^TestGuestRpingClient$' || exit 91
 wait $pid || exit 92
 step rxe-rping-linux-client
 rm -f /tmp/ready
-VERBS_LISTEN=10.0.2.15:7175 VERBS_COUNT=20 VERBS_SIZE=1000 VERBS_READY_FILE=/tmp/ready ./verbs.test -test.v -test.run '^TestGuestRpingServer$' & pid=$!
+VERBS_LISTEN=10.0.2.15:7175 VERBS_COUNT=20 VERBS_SIZE=1000 VERBS_READY_FILE=/tmp/ready ./verbs.test -test.v -test.timeout 4m -test.run '^TestGuestRpingServer$' & pid=$!
 i=0; while [ ! -e /tmp/ready ]; do [ $i -lt 600 ] || exit 93; sleep 0.1; i=$((i+1)); done
 rping -c -a 10.0.2.15 -p 7175 -C 20 -S 1000 -V -v || exit 94
 wait $pid || exit 95
 step rxe-conformance
-VERBS_LISTEN=10.0.2.15:0 ./verbs.test -test.v -test.run "$RXE_CONFORMANCE" || exit 96
+VERBS_LISTEN=10.0.2.15:0 ./verbs.test -test.v -test.timeout 4m -test.run "$RXE_CONFORMANCE" || exit 96
+step rxe-ksmbd
+ksmbd.adduser -a tester -p secret >/dev/null || exit 110
+mkdir -p /etc/ksmbd /srv/share && chmod 1777 /srv/share
+printf '[global]\n\tserver min protocol = SMB2_10\n[share]\n\tpath = /srv/share\n\tread only = no\n\tvalid users = tester\n' > /etc/ksmbd/ksmbd.conf
+ksmbd.mountd || exit 111
+VERBS_SMB_ADDR=10.0.2.15:445 ./verbs.test -test.v -test.timeout 4m -test.run '^TestGuestKsmbd$' || exit 112
+ksmbd.control -s || exit 113
 rdma link delete rxe0 || exit 97
 rdma link add siw0 type siw netdev eth0 || exit 98
 export VERBS_DEVICE=siw0
 step siw-conformance
-VERBS_LISTEN=10.0.2.15:0 ./verbs.test -test.v -test.run "$SIW_CONFORMANCE" || exit 99
+VERBS_LISTEN=10.0.2.15:0 ./verbs.test -test.v -test.timeout 4m -test.run "$SIW_CONFORMANCE" || exit 99
 step siw-to-host-iwarp
-VERBS_ADDR=10.0.2.2:$HOST_PORT_NOCRC VERBS_COUNT=20 VERBS_SIZE=4000 VERBS_QUIET=1 ./verbs.test -test.v -test.run '^TestGuestRpingClient$' || exit 100
-VERBS_ADDR=10.0.2.2:$HOST_PORT_CRC VERBS_COUNT=20 VERBS_SIZE=4000 VERBS_QUIET=1 ./verbs.test -test.v -test.run '^TestGuestRpingClient$' || exit 101
+VERBS_ADDR=10.0.2.2:$HOST_PORT_NOCRC VERBS_COUNT=20 VERBS_SIZE=4000 VERBS_QUIET=1 ./verbs.test -test.v -test.timeout 4m -test.run '^TestGuestRpingClient$' || exit 100
+VERBS_ADDR=10.0.2.2:$HOST_PORT_CRC VERBS_COUNT=20 VERBS_SIZE=4000 VERBS_QUIET=1 ./verbs.test -test.v -test.timeout 4m -test.run '^TestGuestRpingClient$' || exit 101
 step host-iwarp-to-siw
-VERBS_LISTEN=10.0.2.15:7176 VERBS_COUNT=20 VERBS_SIZE=4000 ./verbs.test -test.v -test.run '^TestGuestRpingServer$' || exit 102
-VERBS_LISTEN=10.0.2.15:7177 VERBS_COUNT=20 VERBS_SIZE=4000 ./verbs.test -test.v -test.run '^TestGuestRpingServer$' || exit 103
+VERBS_LISTEN=10.0.2.15:7176 VERBS_COUNT=20 VERBS_SIZE=4000 ./verbs.test -test.v -test.timeout 4m -test.run '^TestGuestRpingServer$' || exit 102
+VERBS_LISTEN=10.0.2.15:7177 VERBS_COUNT=20 VERBS_SIZE=4000 ./verbs.test -test.v -test.timeout 4m -test.run '^TestGuestRpingServer$' || exit 103
+step siw-ksmbd
+rm -rf /srv/share/*
+ksmbd.mountd || exit 114
+i=0; while ! grep -q '^ *[0-9]*: [0-9A-F]*:1545 00000000:0000 0A ' /proc/net/tcp; do
+  [ $i -lt 600 ] || { echo "ksmbd is not listening on 5445 after 60 s"; dmesg | tail -n 20; exit 115; }
+  sleep 0.1; i=$((i+1))
+done
+VERBS_SMB_ADDR=10.0.2.15:5445 ./verbs.test -test.v -test.timeout 4m -test.run '^TestGuestKsmbd$' || exit 116
 step done
 `
 
@@ -104,8 +119,25 @@ func TestVMVerbs(t *testing.T) {
 	pNo, servedNo := serve(false)
 	pCRC, servedCRC := serve(true)
 	script := fmt.Sprintf("HOST_PORT_NOCRC=%d\nHOST_PORT_CRC=%d\n", pNo, pCRC) + rxeGuest
-	vm := testbed.StartT(t, testbed.Options{ShareDir: share, Timeout: 15 * time.Minute, GuestScript: script,
-		Forwards: []testbed.Forward{{GuestPort: 7176}, {GuestPort: 7177}}})
+	opts := testbed.Options{ShareDir: share, Timeout: 15 * time.Minute, GuestScript: script,
+		Forwards: []testbed.Forward{{GuestPort: 7176}, {GuestPort: 7177}}}
+	if f := os.Getenv("VERBS_VM_LOG"); f != "" {
+		// The console as it comes, for watching a run by hand.
+		lf, err := os.Create(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer lf.Close()
+		opts.Log = lf
+	}
+	vm := testbed.StartT(t, opts)
+	var res testbed.Result
+	var vmErr error
+	ended := make(chan struct{})
+	go func() {
+		res, vmErr = vm.Wait()
+		close(ended)
+	}()
 	for _, s := range []struct {
 		name string
 		ch   chan served
@@ -118,6 +150,8 @@ func TestVMVerbs(t *testing.T) {
 			}
 		case <-ctx.Done():
 			t.Fatalf("host iwarp rping server (%s): %v\n%s", s.name, ctx.Err(), vm.Output())
+		case <-ended:
+			t.Fatalf("the guest ended before connecting to the host iwarp rping server (%s): exit %d, %v\n%s", s.name, res.ExitCode, vmErr, res.Output)
 		}
 	}
 	for _, c := range []struct {
@@ -134,15 +168,15 @@ func TestVMVerbs(t *testing.T) {
 			t.Fatalf("host iwarp rping client (crc %v) to the guest's verbs server on siw: %+v, %v\n%s", c.crc, st, err, vm.Output())
 		}
 	}
-	res, err := vm.Wait()
-	if err != nil || res.ExitCode != 0 {
-		t.Fatalf("guest: exit %d, %v:\n%s", res.ExitCode, err, res.Output)
+	<-ended
+	if vmErr != nil || res.ExitCode != 0 {
+		t.Fatalf("guest: exit %d, %v:\n%s", res.ExitCode, vmErr, res.Output)
 	}
 	passed := map[string]int{}
 	for _, m := range passRE.FindAllStringSubmatch(res.Output, -1) {
 		passed[m[1]]++
 	}
-	if passed["TestGuestRpingClient"] != 3 || passed["TestGuestRpingServer"] != 3 || passed["TestGuestConformance"] != 2 {
+	if passed["TestGuestRpingClient"] != 3 || passed["TestGuestRpingServer"] != 3 || passed["TestGuestConformance"] != 2 || passed["TestGuestKsmbd"] != 2 {
 		t.Fatalf("guest tests passed: %v\n%s", passed, res.Output)
 	}
 	// Linux's rping printed every ping it exchanged with ours.
