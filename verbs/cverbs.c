@@ -163,7 +163,9 @@ int vb_connect(struct rdma_cm_id *id, const void *pd, uint8_t pdlen, uint8_t rr,
 	p.responder_resources = rr;
 	p.initiator_depth = id_;
 	p.retry_count = 7;
-	p.rnr_retry_count = 7;
+	// 6, not 7 (infinite): a peer that never posts a receive is an error
+	// after the retries (RNR retry exceeded), not a hang.
+	p.rnr_retry_count = 6;
 	rc = accept ? rdma_accept(id, &p) : rdma_connect(id, &p);
 	return rc ? (errno ? errno : EIO) : 0;
 }

@@ -29,7 +29,7 @@ import (
 const figuresGuest = `
 cd /mnt/work
 mark() { echo "FIG_MARK $1 $(cut -d' ' -f1 /proc/uptime)"; }
-bench() { ./smbdirect bench rdma --sizes 1048576 --duration 3s --depth 8 "$@" 2>/dev/null | sed 's/^/BENCH /'; }
+bench() { ./smbdirect bench rdma --sizes 1048576 --duration 3s --depth 8 "$@" 2>&1 | sed 's/^/BENCH /'; }
 perf() { # device, tool, extra flags
   $2 -d $1 -s 1048576 -n $N $3 >/dev/null 2>&1 & s=$!
   sleep 2
@@ -37,7 +37,10 @@ perf() { # device, tool, extra flags
   $2 -d $1 -s 1048576 -n $N $3 10.0.2.15 >/tmp/perf.out 2>&1; st=$?
   mark "end $1 $2 $3"
   wait $s
-  [ $st = 0 ] || { cat /tmp/perf.out; exit 20; }
+  # Under TCG perftest's clock reads 0: it moves the data, then says
+  # "Can't produce a report" and exits 1. The data moved if it got to its
+  # table's header.
+  grep -q '#bytes' /tmp/perf.out || { echo "perftest status $st:"; cat /tmp/perf.out; exit 20; }
 }
 N=200
 echo "PERF_BYTES $((N*1048576))"

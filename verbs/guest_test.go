@@ -210,3 +210,155 @@ func exerciseShare(t *testing.T, share *gosmb2.Share, prefix string, sizes []int
 	}
 	return len(files)
 }
+
+// guestPair connects two endpoints of pd on VERBS_LISTEN's address.
+func guestPair(t *testing.T, ctx context.Context, pd rdma.PD, prepost func(srv, cli rdma.Endpoint)) (srv, cli rdma.Endpoint) {
+	t.Helper()
+	ln, err := pd.Listen(ctx, env(t, "VERBS_LISTEN"), rdma.ListenConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	srv, _ = pd.NewEndpoint(rdma.EndpointConfig{})
+	cli, _ = pd.NewEndpoint(rdma.EndpointConfig{})
+	t.Cleanup(func() { cli.Close(); srv.Close() })
+	if prepost != nil {
+		prepost(srv, cli)
+	}
+	errc := make(chan error, 1)
+	go func() {
+		req, err := ln.Accept(ctx)
+		if err == nil {
+			err = req.Accept(ctx, srv, rdma.ConnParams{})
+		}
+		errc <- err
+	}()
+	if err := cli.Connect(ctx, ln.Addr().String(), rdma.ConnParams{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	return srv, cli
+}
+
+// pollErr polls ep until a completion fails or the connection ends, and
+// returns that error.
+func pollErr(t *testing.T, ctx context.Context, ep rdma.Endpoint) error {
+	t.Helper()
+	var wc [16]rdma.Completion
+	for {
+		n, err := ep.Poll(ctx, wc[:])
+		if err != nil {
+			if e := ep.Err(); e != nil {
+				return e
+			}
+			return err
+		}
+		for _, c := range wc[:n] {
+			if c.Err != nil {
+				return c.Err
+			}
+		}
+	}
+}
+
+// TestGuestFaults: hostile peers and faults end in clean errors. With
+// VERBS_RNR set (RoCE: iWARP has no RNR, a Send without a receive ends the
+// connection), a peer that never posts receives fails our Send after the
+// RNR retries; an MR deregistered while the peer RDMA-reads it fails the
+// peer's Reads with a remote access error.
+func TestGuestFaults(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+	pd := guestPD(t)
+	buf, err := rdma.AllocMemory(1 << 20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rdma.FreeMemory(buf)
+	t.Run("rnr", func(t *testing.T) {
+		if os.Getenv("VERBS_RNR") == "" {
+			t.Log("no RNR on iWARP")
+			return
+		}
+		_, cli := guestPair(t, ctx, pd, nil)
+		m, err := pd.RegisterMemory(buf[:64], 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer m.Close()
+		if err := cli.PostSend(&rdma.SendWR{ID: 7, Op: rdma.OpSend, Local: rdma.SGE{MR: m}}); err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		err = pollErr(t, ctx, cli)
+		var we *rdma.WorkError
+		if !errors.Is(err, rdma.ErrRemoteOperation) || !errors.As(err, &we) || we.ID != 7 {
+			t.Fatalf("Send to a peer without receives: %v, want the WorkError of Send 7 matching ErrRemoteOperation", err)
+		}
+		t.Logf("VERBS_FAULT_RNR_OK after %v: %v", time.Since(start).Round(time.Millisecond), err)
+	})
+	t.Run("mr-deregistered-in-flight", func(t *testing.T) {
+		srv, cli := guestPair(t, ctx, pd, nil)
+		_ = srv
+		region, err := pd.RegisterMemory(buf, rdma.AccessRemoteRead)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dst, err := pd.RegisterMemory(make([]byte, 1<<20), rdma.AccessLocalWrite)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer dst.Close()
+		const reads = 64
+		for i := range reads {
+			if err := cli.PostSend(&rdma.SendWR{ID: uint64(i), Op: rdma.OpRead, Local: rdma.SGE{MR: dst},
+				RemoteSTag: region.STag(), RemoteAddr: region.Addr()}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := region.Close(); err != nil {
+			t.Fatalf("deregistering the peer's source: %v", err)
+		}
+		var wc [16]rdma.Completion
+		ok, failed := 0, 0
+		var first error
+		for ok+failed < reads {
+			n, err := cli.Poll(ctx, wc[:])
+			if err != nil {
+				t.Fatalf("poll after %d ok, %d failed: %v", ok, failed, err)
+			}
+			for _, c := range wc[:n] {
+				if c.Err == nil {
+					ok++
+					continue
+				}
+				if first == nil {
+					first = c.Err
+				}
+				failed++
+			}
+		}
+		// siw does not tell user space why the peer terminated: the
+		// Reads are flushed as the connection ends.
+		want := rdma.ErrRemoteAccess
+		if isIWARP(pd) {
+			want = rdma.ErrFlushed
+		}
+		if failed == 0 || !errors.Is(first, want) {
+			t.Fatalf("%d Reads ok, %d failed, first error %v: want %v", ok, failed, first, want)
+		}
+		select {
+		case <-cli.Done():
+		case <-ctx.Done():
+			t.Fatal("the connection did not end")
+		}
+		if cli.Err() == nil {
+			t.Fatal("the connection ended without an error")
+		}
+		t.Logf("VERBS_FAULT_DEREG_OK %d Reads done before the deregistration, then %v", ok, first)
+	})
+}
+
+func isIWARP(d rdma.PD) bool { return d.(*pd).iwarp }

@@ -57,6 +57,8 @@ rping -c -a 10.0.2.15 -p 7175 -C 20 -S 1000 -V -v || exit 94
 wait $pid || exit 95
 step rxe-conformance
 VERBS_LISTEN=10.0.2.15:0 ./verbs.test -test.v -test.timeout 4m -test.run "$RXE_CONFORMANCE" || exit 96
+step rxe-faults
+VERBS_RNR=1 VERBS_LISTEN=10.0.2.15:0 ./verbs.test -test.v -test.timeout 4m -test.run '^TestGuestFaults$' || exit 120
 step rxe-ksmbd
 ksmbd.adduser -a tester -p secret >/dev/null || exit 110
 mkdir -p /etc/ksmbd /srv/share && chmod 1777 /srv/share
@@ -83,6 +85,8 @@ i=0; while ! grep -q '^ *[0-9]*: [0-9A-F]*:1545 00000000:0000 0A ' /proc/net/tcp
   sleep 0.1; i=$((i+1))
 done
 VERBS_SMB_ADDR=10.0.2.15:5445 ./verbs.test -test.v -test.timeout 4m -test.run '^TestGuestKsmbd$' || exit 116
+step siw-faults
+VERBS_LISTEN=10.0.2.15:0 ./verbs.test -test.v -test.timeout 4m -test.run '^TestGuestFaults$' || exit 121
 step done
 `
 
@@ -176,7 +180,8 @@ func TestVMVerbs(t *testing.T) {
 	for _, m := range passRE.FindAllStringSubmatch(res.Output, -1) {
 		passed[m[1]]++
 	}
-	if passed["TestGuestRpingClient"] != 3 || passed["TestGuestRpingServer"] != 3 || passed["TestGuestConformance"] != 2 || passed["TestGuestKsmbd"] != 2 {
+	if passed["TestGuestRpingClient"] != 3 || passed["TestGuestRpingServer"] != 3 || passed["TestGuestConformance"] != 2 || passed["TestGuestKsmbd"] != 2 ||
+		passed["TestGuestFaults"] != 2 {
 		t.Fatalf("guest tests passed: %v\n%s", passed, res.Output)
 	}
 	// Linux's rping printed every ping it exchanged with ours.
