@@ -37,6 +37,7 @@ type sendSlot struct {
 	op       rdma.Opcode
 	mr       *mr
 	signaled bool
+	hidden   bool      // unsignaled by the caller, signaled by us (see PostSend)
 	inv      rdma.STag // of a local invalidate
 	n        int       // bytes: a send queue completion's byte_len is not defined
 }
@@ -56,22 +57,23 @@ type endpoint struct {
 
 	sqDepth, rqDepth int
 
-	mu      sync.Mutex
-	state   int
-	closed  bool
-	id      *C.struct_rdma_cm_id
-	qp      *C.struct_ibv_qp
-	sends   []sendSlot // a ring in posting order: sends complete in order
-	sHead   uint64     // next sequence number to post
-	sTail   uint64     // oldest not retired
-	recvs   []recvSlot
-	free    []int32 // free receive slots
-	rSeq    uint64
-	pending []int32 // receives posted before the queue pair existed
-	info    rdma.ConnInfo
-	err     error
-	done    chan struct{}
-	watch   chan struct{} // closed when the event watcher has ended
+	mu           sync.Mutex
+	state        int
+	closed       bool
+	id           *C.struct_rdma_cm_id
+	qp           *C.struct_ibv_qp
+	sends        []sendSlot // a ring in posting order: sends complete in order
+	sHead        uint64     // next sequence number to post
+	sTail        uint64     // oldest not retired
+	lastSignaled uint64     // sequence number of the last signaled send
+	recvs        []recvSlot
+	free         []int32 // free receive slots
+	rSeq         uint64
+	pending      []int32 // receives posted before the queue pair existed
+	info         rdma.ConnInfo
+	err          error
+	done         chan struct{}
+	watch        chan struct{} // closed when the event watcher has ended
 
 	pollMu  sync.Mutex // one Poll at a time reaps the CQ
 	cwc     [32]C.struct_vb_wc
@@ -397,6 +399,7 @@ func (e *endpoint) PostSend(wr *rdma.SendWR) error {
 	if !wr.Unsignaled {
 		flags |= C.VB_F_SIGNALED
 	}
+	hidden := false
 	if wr.Solicited {
 		flags |= C.VB_F_SOLICITED
 	}
@@ -413,11 +416,22 @@ func (e *endpoint) PostSend(wr *rdma.SendWR) error {
 		return rdma.ErrQueueFull
 	}
 	seq := e.sHead
+	if wr.Unsignaled && seq-e.lastSignaled >= uint64(e.sqDepth/2) {
+		// Unsignaled requests leave the send queue only when a later
+		// signaled one completes: one in half a queue is signaled here,
+		// its completion kept from the caller, so a caller that never
+		// signals does not fill the queue.
+		flags |= C.VB_F_SIGNALED
+		hidden = true
+	}
+	if flags&C.VB_F_SIGNALED != 0 {
+		e.lastSignaled = seq
+	}
 	if rc := C.vb_post_send(e.qp, C.uint64_t(seq), op, C.uint64_t(addr), C.uint32_t(n), C.uint32_t(lkey),
 		C.uint32_t(wr.RemoteSTag), C.uint64_t(wr.RemoteAddr), C.uint32_t(wr.InvalidateSTag), flags); rc != 0 {
 		return fmt.Errorf("verbs: ibv_post_send: %w", errnoErr(postErr(rc)))
 	}
-	e.sends[seq%uint64(e.sqDepth)] = sendSlot{id: wr.ID, op: wr.Op, mr: m, signaled: !wr.Unsignaled, inv: wr.InvalidateSTag, n: n}
+	e.sends[seq%uint64(e.sqDepth)] = sendSlot{id: wr.ID, op: wr.Op, mr: m, signaled: !wr.Unsignaled, hidden: hidden, inv: wr.InvalidateSTag, n: n}
 	if m != nil {
 		m.refs.Add(1)
 	}
@@ -614,6 +628,9 @@ func (e *endpoint) reapCQ() int {
 			}
 			if s.op == rdma.OpLocalInvalidate && w.status == C.IBV_WC_SUCCESS {
 				e.pd.invalidated(s.inv)
+			}
+			if s.hidden && w.status == C.IBV_WC_SUCCESS {
+				continue
 			}
 		}
 		if w.status != C.IBV_WC_SUCCESS {

@@ -50,17 +50,13 @@ rdma link add rxe0 type rxe netdev eth0 || exit 10
 echo "== verbs rxe0"
 bench --provider verbs --device rxe0 --local 10.0.2.15
 perf rxe0 ib_write_bw ""
-perf rxe0 ib_write_bw "-e"
 perf rxe0 ib_read_bw ""
-perf rxe0 ib_read_bw "-e"
 rdma link delete rxe0 || exit 11
 rdma link add siw0 type siw netdev eth0 || exit 12
 echo "== verbs siw0"
 bench --provider verbs --device siw0 --local 10.0.2.15
 perf siw0 ib_write_bw "-R"
-perf siw0 ib_write_bw "-R -e"
 perf siw0 ib_read_bw "-R"
-perf siw0 ib_read_bw "-R -e"
 echo FIG_DONE
 `
 
