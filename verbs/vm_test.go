@@ -59,6 +59,7 @@ step rxe-conformance
 VERBS_LISTEN=10.0.2.15:0 ./verbs.test -test.v -test.timeout 4m -test.run "$RXE_CONFORMANCE" || exit 96
 step rxe-faults
 VERBS_RNR=1 VERBS_LISTEN=10.0.2.15:0 ./verbs.test -test.v -test.timeout 4m -test.run '^TestGuestFaults$' || exit 120
+VERBS_LISTEN=10.0.2.15:0 ./verbs.test -test.v -test.timeout 4m -test.run '^TestGuestAllocs$' || exit 126
 step rxe-ksmbd
 ksmbd.adduser -a tester -p secret >/dev/null || exit 110
 mkdir -p /etc/ksmbd /srv/share && chmod 1777 /srv/share
@@ -181,7 +182,7 @@ func TestVMVerbs(t *testing.T) {
 		passed[m[1]]++
 	}
 	if passed["TestGuestRpingClient"] != 3 || passed["TestGuestRpingServer"] != 3 || passed["TestGuestConformance"] != 2 || passed["TestGuestKsmbd"] != 2 ||
-		passed["TestGuestFaults"] != 2 {
+		passed["TestGuestFaults"] != 2 || passed["TestGuestAllocs"] != 1 {
 		t.Fatalf("guest tests passed: %v\n%s", passed, res.Output)
 	}
 	// Linux's rping printed every ping it exchanged with ours.
