@@ -13,6 +13,7 @@ import (
 	"errors"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
@@ -25,6 +26,8 @@ import (
 	"github.com/smbdirect/smbdirect/rdma/rdmatest"
 	"github.com/smbdirect/smbdirect/smb2rdma"
 	"github.com/smbdirect/smbdirect/smbd"
+	"github.com/smbdirect/smbdirect/smbdirectd/client"
+	"github.com/smbdirect/smbdirect/smbdirectd/server"
 )
 
 func env(t *testing.T, name string) string {
@@ -417,4 +420,43 @@ func TestGuestAllocs(t *testing.T) {
 		t.Fatalf("%v allocations per Write + Send + receive, want 0", n)
 	}
 	t.Log("VERBS_ALLOCS_OK 0 allocations per Write + Send + receive")
+}
+
+// TestGuestDaemon: the daemon (smbdirectd's server package, in this
+// process) on this provider, and the unmodified go-smb2 client on the
+// stream fd it hands out, against ksmbd at VERBS_SMB_ADDR.
+func TestGuestDaemon(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+	addr := env(t, "VERBS_SMB_ADDR")
+	s, err := server.Listen(server.Config{Socket: filepath.Join(t.TempDir(), "d.sock"),
+		SMBD: &smbd.Config{Provider: New(Config{Device: env(t, "VERBS_DEVICE")})}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(context.Background()) }()
+	defer func() {
+		s.Close()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	cl, err := client.Dial(ctx, s.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	conn, err := cl.Connect(ctx, addr)
+	if err != nil {
+		t.Fatalf("through the daemon to ksmbd at %s: %v", addr, err)
+	}
+	defer conn.Close()
+	nc, err := conn.NetConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	share := testbed.MountShare(ctx, t, nc, addr)
+	n := exerciseShare(t, share, "daemon-", []int{1, 4096, 100_000, 150_001})
+	t.Logf("VERBS_DAEMON_OK %d files through smbdirectd on %s", n, env(t, "VERBS_DEVICE"))
 }

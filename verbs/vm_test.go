@@ -66,6 +66,8 @@ mkdir -p /etc/ksmbd /srv/share && chmod 1777 /srv/share
 printf '[global]\n\tserver min protocol = SMB2_10\n[share]\n\tpath = /srv/share\n\tread only = no\n\tvalid users = tester\n' > /etc/ksmbd/ksmbd.conf
 ksmbd.mountd || exit 111
 VERBS_SMB_ADDR=10.0.2.15:445 ./verbs.test -test.v -test.timeout 4m -test.run '^TestGuestKsmbd$' || exit 112
+step rxe-daemon
+VERBS_SMB_ADDR=10.0.2.15:445 ./verbs.test -test.v -test.timeout 4m -test.run '^TestGuestDaemon$' || exit 117
 ksmbd.control -s || exit 113
 rdma link delete rxe0 || exit 97
 rdma link add siw0 type siw netdev eth0 || exit 98
@@ -182,7 +184,7 @@ func TestVMVerbs(t *testing.T) {
 		passed[m[1]]++
 	}
 	if passed["TestGuestRpingClient"] != 3 || passed["TestGuestRpingServer"] != 3 || passed["TestGuestConformance"] != 2 || passed["TestGuestKsmbd"] != 2 ||
-		passed["TestGuestFaults"] != 2 || passed["TestGuestAllocs"] != 1 {
+		passed["TestGuestFaults"] != 2 || passed["TestGuestAllocs"] != 1 || passed["TestGuestDaemon"] != 1 {
 		t.Fatalf("guest tests passed: %v\n%s", passed, res.Output)
 	}
 	// Linux's rping printed every ping it exchanged with ours.
