@@ -7,7 +7,8 @@
 #
 # On the host it installs (apt-get, by name, only what is missing) Go and gcc
 # if absent, samba and smbclient (tests run the unmodified Samba next to the
-# VM), and, through scripts/testbed/setup.sh, qemu-system-x86 and cpio. The
+# VM), libibverbs-dev and librdmacm-dev (the verbs provider's cgo build),
+# and, through scripts/testbed/setup.sh, qemu-system-x86 and cpio. The
 # guest's programs are never installed on the host: Debian's ksmbd-tools
 # conflicts with samba. The end checks that samba and smbclient are still
 # installed.
@@ -53,6 +54,9 @@ need_pkgs=()
 command -v go >/dev/null 2>&1 || need_pkgs+=(golang-go)
 command -v gcc >/dev/null 2>&1 || need_pkgs+=(gcc)
 for p in samba smbclient; do installed "$p" || need_pkgs+=("$p"); done
+# The verbs provider's headers: TestVMVerbs builds its guest tests with cgo
+# and -tags verbs.
+for p in libibverbs-dev librdmacm-dev; do installed "$p" || need_pkgs+=("$p"); done
 if [ ${#need_pkgs[@]} -gt 0 ]; then apt_install "${need_pkgs[@]}"; fi
 # An older distribution Go fetches the toolchain go.mod asks for through
 # the module proxy.
@@ -66,6 +70,9 @@ step "gofmt / go vet"
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
 if [ -n "$unformatted" ]; then echo "gofmt needed:"; echo "$unformatted"; exit 1; fi
 go vet ./...
+# The verbs provider (cgo, build tag verbs) is left out of the default
+# build; it is vetted and built here, and tested in the VM step.
+CGO_ENABLED=1 go vet -tags verbs ./verbs/ ./cmd/...
 
 step "cross-compiling the library and client commands (darwin, windows, freebsd, linux/arm64)"
 scripts/crossbuild.sh

@@ -16,7 +16,7 @@ import (
 func init() {
 	registerSub("bench", "benchmarks, each side by side with plain TCP over loopback in the same run", &command{
 		name:  "rdma",
-		usage: "[--sizes 64,4096,65536,1048576] [--fpdu N] [--duration 2s] [--depth 8] [--crc] [--json] [--cpuprofile FILE]",
+		usage: "[--sizes 64,4096,65536,1048576] [--fpdu N] [--duration 2s] [--depth 8] [--crc] [--provider iwarp|verbs --device NAME --local ADDR] [--json] [--cpuprofile FILE]",
 		short: "soft-iWARP RDMA Write/Read/Send throughput and Send ping-pong vs plain TCP",
 		long: `For each message size, measures RDMA Write, RDMA Read and Send throughput between
 two soft-iWARP endpoints over 127.0.0.1 (with --depth operations outstanding), then
@@ -32,7 +32,11 @@ The endpoints send FPDUs as large as loopback's MSS allows (about 64 KiB). Real
 iWARP peers, Linux siw among them, send FPDUs of one TCP segment (1448 bytes on
 Ethernet), so the sizes from 64 KiB up are measured again with 1448-byte FPDUs
 (rows named *_fpdu1448). --fpdu N makes every row use FPDUs of at most N bytes
-instead (the sender's largest FPDU, on the wire).
+instead (the sender's largest FPDU, on the wire; soft-iWARP only).
+
+--provider verbs measures an RDMA device through libibverbs instead (a build with
+-tags verbs): both endpoints listen and connect at --local, an address of the
+device (docs/verbs.md).
 
 --json prints one object per line: test, msg_size, ours, tcp, ratio, unit.`,
 		setup: func(fs *flag.FlagSet) func(context.Context, []string) error {
@@ -41,6 +45,7 @@ instead (the sender's largest FPDU, on the wire).
 			dur := fs.Duration("duration", 2*time.Second, "time per measurement")
 			depth := fs.Int("depth", 8, "operations outstanding")
 			crc := fs.Bool("crc", false, "use MPA CRC32c")
+			choose := addProviderFlags(fs, crc, true)
 			asJSON := fs.Bool("json", false, "JSON lines output")
 			cpuprof := fs.String("cpuprofile", "", "write a CPU profile of the whole run to FILE (pick one --sizes value to focus it)")
 			return func(ctx context.Context, args []string) error {
@@ -48,6 +53,10 @@ instead (the sender's largest FPDU, on the wire).
 					return err
 				}
 				sizes, err := parseSizes(*sizesFlag)
+				if err != nil {
+					return err
+				}
+				pc, err := choose()
 				if err != nil {
 					return err
 				}
@@ -79,7 +88,7 @@ instead (the sender's largest FPDU, on the wire).
 					}
 					defer pprof.StopCPUProfile()
 				}
-				b := rdmaBench{crc: *crc, d: *dur, depth: *depth, fpdu: fixed}
+				b := rdmaBench{pc: pc, d: *dur, depth: *depth, fpdu: fixed}
 				for _, row := range rdmaRows(sizes, fixed) {
 					if err := ctx.Err(); err != nil {
 						return err
@@ -173,14 +182,14 @@ func interleave(d time.Duration, ours, tcp func(time.Duration) (float64, error))
 }
 
 type rdmaBench struct {
-	crc   bool
+	pc    *providerChoice
 	d     time.Duration
 	depth int
 	fpdu  int // the senders' largest FPDU; 0: the default
 }
 
 func (b *rdmaBench) pair(ctx context.Context) (*rdmaPair, error) {
-	return newRDMAPairWith(ctx, iwarp.Config{CRC: b.crc, MaxFPDU: b.fpdu}, nil, nil, nil)
+	return newRDMAPairTuned(ctx, b.pc, func(c *iwarp.Config) { c.MaxFPDU = b.fpdu }, nil, nil, nil)
 }
 
 // run measures MiB/s of one test at one size for d.

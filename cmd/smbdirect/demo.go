@@ -21,7 +21,7 @@ import (
 func init() {
 	register(&command{
 		name:  "demo",
-		usage: "[--crc] [--size BYTES] [--json]",
+		usage: "[--crc] [--provider iwarp|verbs --device NAME --local ADDR] [--size BYTES] [--json]",
 		short: "a real RDMA session over the embedded soft-iWARP, step by step",
 		long: `Runs two soft-iWARP endpoints in this process over 127.0.0.1 and walks through
 an RDMA session: memory registration, connection setup with private data, Send
@@ -35,6 +35,7 @@ checked with SHA-256. Then it measures RDMA Write and Read
 throughput. Exits non-zero if anything differs.`,
 		setup: func(fs *flag.FlagSet) func(context.Context, []string) error {
 			crc := fs.Bool("crc", false, "use MPA CRC32c")
+			choose := addProviderFlags(fs, crc, true)
 			size := fs.String("size", "256M", "bytes moved by each throughput measurement")
 			asJSON := fs.Bool("json", false, "print a JSON summary instead of the walk-through")
 			return func(ctx context.Context, args []string) error {
@@ -49,7 +50,11 @@ throughput. Exits non-zero if anything differs.`,
 				if *asJSON {
 					out = io.Discard
 				}
-				sum, err := demo(ctx, out, *crc, n)
+				pc, err := choose()
+				if err != nil {
+					return err
+				}
+				sum, err := demo(ctx, out, pc, n)
 				if *asJSON {
 					sum.OK = err == nil
 					if err != nil {
@@ -78,20 +83,24 @@ func short(b []byte) string {
 	return fmt.Sprintf("%x", h[:6])
 }
 
-func demo(ctx context.Context, w io.Writer, crc bool, size int) (sum demoSummary, err error) {
-	sum.CRC, sum.Bytes = crc, size
+func demo(ctx context.Context, w io.Writer, pc *providerChoice, size int) (sum demoSummary, err error) {
+	sum.CRC, sum.Bytes = pc.crc, size
 	step := 0
 	say := func(format string, a ...any) {
 		step++
 		fmt.Fprintf(w, "\n%d. "+format+"\n", append([]any{step}, a...)...)
 	}
 	detail := func(format string, a ...any) { fmt.Fprintf(w, "   "+format+"\n", a...) }
-	fmt.Fprintf(w, "smbdirect demo: two soft-iWARP endpoints (RFC 5040/5041/5044/6581 over TCP) in one process, CRC %v\n", crc)
+	if pc.name == "iwarp" {
+		fmt.Fprintf(w, "smbdirect demo: two soft-iWARP endpoints (RFC 5040/5041/5044/6581 over TCP) in one process, CRC %v\n", pc.crc)
+	} else {
+		fmt.Fprintf(w, "smbdirect demo: two endpoints of the %s provider on %s in one process\n", pc.name, pc.local)
+	}
 
 	const msgLen, regionLen = 4096, 1 << 20
 	var cliRecv, srvRecv rdma.MR
 	say("Register memory and post receive buffers (RDMA needs them before the peer can send).")
-	p, err := newRDMAPair(ctx, crc, []byte("hello from the client"), []byte("welcome, client"), nil)
+	p, err := newRDMAPair(ctx, pc, []byte("hello from the client"), []byte("welcome, client"), nil)
 	if err != nil {
 		return sum, err
 	}
@@ -213,12 +222,12 @@ func demo(ctx context.Context, w io.Writer, crc bool, size int) (sum demoSummary
 	detail("connection ended by the peer's %v", te)
 	sum.Steps++
 
-	if err := demoSMBD(ctx, crc, say, detail, &sum); err != nil {
+	if err := demoSMBD(ctx, pc, say, detail, &sum); err != nil {
 		return sum, err
 	}
 
 	say("Throughput: %s by RDMA Write, then by RDMA Read, in 1 MiB operations, 8 outstanding.", humanBytes(float64(size)))
-	wr, rd, err := demoThroughput(ctx, crc, size)
+	wr, rd, err := demoThroughput(ctx, pc, size)
 	if err != nil {
 		return sum, err
 	}
@@ -230,8 +239,8 @@ func demo(ctx context.Context, w io.Writer, crc bool, size int) (sum demoSummary
 
 // demoThroughput moves size bytes each way in 1 MiB operations and checks
 // the last buffer's content.
-func demoThroughput(ctx context.Context, crc bool, size int) (float64, float64, error) {
-	p, err := newRDMAPair(ctx, crc, nil, nil, nil)
+func demoThroughput(ctx context.Context, pc *providerChoice, size int) (float64, float64, error) {
+	p, err := newRDMAPair(ctx, pc, nil, nil, nil)
 	if err != nil {
 		return 0, 0, err
 	}
@@ -302,8 +311,8 @@ func demoThroughput(ctx context.Context, crc bool, size int) (float64, float64, 
 
 // demoSMBD shows an SMB Direct session over soft-iWARP: negotiation, a
 // framed PDU through the net.Conn, and the RDMA channel of an SMB2 READ.
-func demoSMBD(ctx context.Context, crc bool, say, detail func(string, ...any), sum *demoSummary) error {
-	cfg := &smbd.Config{Provider: iwarp.New(iwarp.Config{CRC: crc, FirstSendDelay: -1})}
+func demoSMBD(ctx context.Context, pc *providerChoice, say, detail func(string, ...any), sum *demoSummary) error {
+	cfg := &smbd.Config{Provider: pc.open(nil, func(c *iwarp.Config) { c.FirstSendDelay = -1 })}
 	say("SMB Direct (MS-SMBD 1.0) on top: listen, connect and negotiate.")
 	l, err := smbd.Listen(ctx, "127.0.0.1:0", cfg)
 	if err != nil {

@@ -10,14 +10,13 @@ import (
 	"sync"
 
 	"github.com/smbdirect/smbdirect/internal/smb2"
-	"github.com/smbdirect/smbdirect/iwarp"
 	"github.com/smbdirect/smbdirect/smbd"
 )
 
 func init() {
 	register(&command{
 		name:  "listen",
-		usage: "[--dump] [--crc] [ADDR]",
+		usage: "[--dump] [--crc] [--provider iwarp|verbs] [--device NAME] [ADDR]",
 		short: "accept SMB Direct connections and show what arrives",
 		long: `Listens for SMB Direct connections over the embedded soft-iWARP provider on ADDR
 (default :5445, the iWARP port), negotiates, and reads SMB2 PDUs. With --dump it
@@ -27,7 +26,12 @@ cifs.ko (mount -t cifs ... -o rdma), whose mount then fails for want of a server
 		setup: func(fs *flag.FlagSet) func(context.Context, []string) error {
 			dump := fs.Bool("dump", false, "print a line per received PDU")
 			crc := fs.Bool("crc", false, "ask for MPA CRC32c")
+			choose := addProviderFlags(fs, crc, false)
 			return func(ctx context.Context, args []string) error {
+				pc, err := choose()
+				if err != nil {
+					return err
+				}
 				addr := fmt.Sprintf(":%d", smbd.PortIWARP)
 				if len(args) > 1 {
 					return usageError("takes at most one ADDR")
@@ -36,7 +40,7 @@ cifs.ko (mount -t cifs ... -o rdma), whose mount then fails for want of a server
 					addr = args[0]
 				}
 				out := stdoutOf(ctx)
-				l, err := smbd.Listen(ctx, addr, &smbd.Config{Provider: iwarp.New(iwarp.Config{CRC: *crc})})
+				l, err := smbd.Listen(ctx, addr, &smbd.Config{Provider: pc.open(nil, nil)})
 				if err != nil {
 					return err
 				}

@@ -8,27 +8,33 @@ import (
 	"github.com/smbdirect/smbdirect/rdma"
 )
 
-// rdmaPair is two connected soft-iWARP endpoints in this process.
+// rdmaPair is two connected endpoints in this process.
 type rdmaPair struct {
 	pd       rdma.PD
 	cli, srv rdma.Endpoint
 }
 
-// newRDMAPair connects two endpoints over 127.0.0.1. prepost posts
-// receives on each before the connection exists, as RDMA requires.
-func newRDMAPair(ctx context.Context, crc bool, reqData, repData []byte, prepost func(ep rdma.Endpoint, server bool) error) (*rdmaPair, error) {
-	return newRDMAPairWith(ctx, iwarp.Config{CRC: crc}, reqData, repData, prepost)
+// newRDMAPair connects two endpoints of the chosen provider (over
+// 127.0.0.1 for iwarp, --local for verbs). prepost posts receives on each
+// before the connection exists, as RDMA requires.
+func newRDMAPair(ctx context.Context, pc *providerChoice, reqData, repData []byte, prepost func(ep rdma.Endpoint, server bool) error) (*rdmaPair, error) {
+	return newRDMAPairTuned(ctx, pc, nil, reqData, repData, prepost)
 }
 
-// newRDMAPairWith is newRDMAPair with both ends configured by cfg.
-func newRDMAPairWith(ctx context.Context, cfg iwarp.Config, reqData, repData []byte, prepost func(ep rdma.Endpoint, server bool) error) (*rdmaPair, error) {
+// newRDMAPairTuned is newRDMAPair with tune applied to the iwarp
+// configuration of both ends (not used by other providers).
+func newRDMAPairTuned(ctx context.Context, pc *providerChoice, tune func(*iwarp.Config), reqData, repData []byte, prepost func(ep rdma.Endpoint, server bool) error) (*rdmaPair, error) {
 	// FirstSendDelay only exists for Linux siw responders; not needed here.
-	cfg.FirstSendDelay = -1
-	pd, err := iwarp.New(cfg).NewPD()
+	pd, err := pc.open(nil, func(c *iwarp.Config) {
+		c.FirstSendDelay = -1
+		if tune != nil {
+			tune(c)
+		}
+	}).NewPD()
 	if err != nil {
 		return nil, err
 	}
-	ln, err := pd.Listen(ctx, "127.0.0.1:0", rdma.ListenConfig{})
+	ln, err := pd.Listen(ctx, pc.pairAddr(), rdma.ListenConfig{})
 	if err != nil {
 		return nil, err
 	}

@@ -12,14 +12,13 @@ import (
 	"time"
 
 	"github.com/smbdirect/smbdirect/internal/smb2"
-	"github.com/smbdirect/smbdirect/iwarp"
 	"github.com/smbdirect/smbdirect/smbd"
 )
 
 func init() {
 	register(&command{
 		name:  "probe",
-		usage: "[--json] [--crc] [--timeout 30s] HOST[:PORT]",
+		usage: "[--json] [--crc] [--provider iwarp|verbs] [--device NAME] [--timeout 30s] HOST[:PORT]",
 		short: "negotiate SMB Direct with a server and show what it offers",
 		long: `Connects to an SMB Direct server over the embedded soft-iWARP provider (port 5445,
 the iWARP port, unless given), negotiates SMB Direct and prints the negotiated
@@ -36,6 +35,7 @@ on stdout says which, with an "error" field when it is not ok. The exit status i
 		setup: func(fs *flag.FlagSet) func(context.Context, []string) error {
 			asJSON := fs.Bool("json", false, "print one JSON object on stdout, also when the probe fails")
 			crc := fs.Bool("crc", false, "ask for MPA CRC32c")
+			choose := addProviderFlags(fs, crc, false)
 			timeout := fs.Duration("timeout", 30*time.Second, "overall time limit")
 			return func(ctx context.Context, args []string) error {
 				if len(args) != 1 {
@@ -48,9 +48,13 @@ on stdout says which, with an "error" field when it is not ok. The exit status i
 				if err != nil {
 					return err
 				}
+				pc, err := choose()
+				if err != nil {
+					return err
+				}
 				ctx, cancel := context.WithTimeout(ctx, *timeout)
 				defer cancel()
-				r := probe(ctx, addr, &smbd.Config{Provider: iwarp.New(iwarp.Config{CRC: *crc}), NegotiateTimeout: *timeout})
+				r := probe(ctx, addr, &smbd.Config{Provider: pc.open(nil, nil), NegotiateTimeout: *timeout})
 				out := stdoutOf(ctx)
 				if *asJSON {
 					if err := json.NewEncoder(out).Encode(r.report()); err != nil {

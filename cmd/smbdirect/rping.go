@@ -14,14 +14,13 @@ import (
 
 	"github.com/smbdirect/smbdirect/internal/cli"
 	"github.com/smbdirect/smbdirect/internal/rping"
-	"github.com/smbdirect/smbdirect/iwarp"
 	"github.com/smbdirect/smbdirect/rdma"
 )
 
 func init() {
 	register(&command{
 		name:  "rping",
-		usage: "-s|-c [-a ADDR] [-p PORT] [-C COUNT] [-S SIZE] [-v] [-V] [-d] [--crc] [--json]",
+		usage: "-s|-c [-a ADDR] [-p PORT] [-C COUNT] [-S SIZE] [-v] [-V] [-d] [--crc] [--provider iwarp|verbs] [--device NAME] [--json]",
 		short: "an rdma-core rping-compatible peer over soft-iWARP",
 		long: `Speaks rdma-core's rping protocol (two Sends, an RDMA Read and an RDMA Write per
 ping) over the embedded soft-iWARP provider, so it works against Linux rping on a
@@ -50,6 +49,7 @@ or mismatch; an interrupt (SIGINT) ends either side cleanly with its statistics.
 				cli.Alias(fs, a[0], a[1])
 			}
 			crc := fs.Bool("crc", false, "ask for MPA CRC32c")
+			choose := addProviderFlags(fs, crc, false)
 			asJSON := fs.Bool("json", false, "print the run's statistics as JSON on stdout")
 			return func(ctx context.Context, args []string) error {
 				// Every check before any traffic, so a bad flag prints one
@@ -78,6 +78,10 @@ or mismatch; an interrupt (SIGINT) ends either side cleanly with its statistics.
 				if *port < 0 || *port > 65535 || *client && *port == 0 {
 					return usageError(fmt.Sprintf("-p (--port) %d: want 1 to 65535", *port))
 				}
+				pc, err := choose()
+				if err != nil {
+					return err
+				}
 				out, errw := stdoutOf(ctx), stderrOf(ctx)
 				logger := slog.New(slog.DiscardHandler)
 				if *debug {
@@ -87,8 +91,7 @@ or mismatch; an interrupt (SIGINT) ends either side cleanly with its statistics.
 				if *verbose {
 					opt.Verbose = out
 				}
-				cfg := iwarp.Config{CRC: *crc, Logger: logger}
-				pd, err := iwarp.New(cfg).NewPD()
+				pd, err := pc.open(logger, nil).NewPD()
 				if err != nil {
 					return err
 				}

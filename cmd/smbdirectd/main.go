@@ -26,8 +26,10 @@ import (
 	"github.com/smbdirect/smbdirect/internal/cli"
 	"github.com/smbdirect/smbdirect/internal/ctl"
 	"github.com/smbdirect/smbdirect/iwarp"
+	"github.com/smbdirect/smbdirect/rdma"
 	"github.com/smbdirect/smbdirect/smbd"
 	"github.com/smbdirect/smbdirect/smbdirectd/server"
+	"github.com/smbdirect/smbdirect/verbs"
 )
 
 const usage = `smbdirectd: the SMB Direct daemon
@@ -63,6 +65,8 @@ type options struct {
 	dialTimeout   time.Duration
 	keepalive     time.Duration
 	crc           bool
+	provider      string
+	device        string
 	metrics       string
 	logLevel      string
 	logJSON       bool
@@ -120,6 +124,8 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready func(*serve
 	fs.DurationVar(&o.dialTimeout, "dial-timeout", 30*time.Second, "bound on connecting and negotiating when the client gives none")
 	fs.DurationVar(&o.keepalive, "keepalive", 120*time.Second, "SMB Direct keepalive interval (MS-SMBD default 120s); a silent peer is dropped after twice this")
 	fs.BoolVar(&o.crc, "crc", false, "ask peers for MPA CRC32c on iWARP connections (costs throughput; TCP has its own checksum)")
+	fs.StringVar(&o.provider, "provider", "iwarp", "RDMA `provider`: iwarp (embedded soft-iWARP over TCP) or verbs (the kernel's RDMA devices through rdma-core; needs a build with -tags verbs)")
+	fs.StringVar(&o.device, "device", "", "RDMA device `name` for --provider verbs (e.g. rxe0, siw0; default: the only one)")
 	fs.StringVar(&o.metrics, "metrics", "", "serve Prometheus metrics on `addr` (host:port, e.g. 127.0.0.1:9645); off by default")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.BoolVar(&o.logJSON, "log-json", false, "log JSON lines instead of text")
@@ -176,6 +182,21 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready func(*serve
 	if err != nil {
 		return usageError(fmt.Sprintf("--max-registered: %v", err))
 	}
+	switch o.provider {
+	case "iwarp":
+		if o.device != "" {
+			return usageError("--device is for --provider verbs")
+		}
+	case verbs.Name:
+		if o.crc {
+			return usageError("--crc is for --provider iwarp (a kernel iWARP device's MPA CRC is its own setting)")
+		}
+		if !verbs.Built {
+			return verbs.ErrNotBuilt
+		}
+	default:
+		return usageError(fmt.Sprintf("--provider %q: want iwarp or verbs", o.provider))
+	}
 	hopts := &slog.HandlerOptions{Level: level}
 	var log *slog.Logger
 	if o.logJSON {
@@ -183,9 +204,13 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready func(*serve
 	} else {
 		log = slog.New(slog.NewTextHandler(stderr, hopts))
 	}
+	var prov rdma.Provider = iwarp.New(iwarp.Config{CRC: o.crc, Logger: log})
+	if o.provider == verbs.Name {
+		prov = verbs.New(verbs.Config{Device: o.device, Logger: log})
+	}
 	cfg := server.Config{Socket: o.socket, SocketMode: os.FileMode(mode), AllowUIDs: uids, AllowGIDs: gids,
 		MaxConnsPerClient: o.maxConns, MaxRegisteredPerClient: maxReg, DialTimeout: o.dialTimeout, Logger: log,
-		SMBD: &smbd.Config{Provider: iwarp.New(iwarp.Config{CRC: o.crc, Logger: log}), Logger: log, KeepaliveInterval: o.keepalive}}
+		SMBD: &smbd.Config{Provider: prov, Logger: log, KeepaliveInterval: o.keepalive}}
 	s, err := server.Listen(cfg)
 	if err != nil {
 		return err
