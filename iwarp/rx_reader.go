@@ -152,19 +152,9 @@ func (x *rxReader) readv(a, b []byte) (int, error) {
 	}
 	for {
 		n, err := readvFD(x.fd, &x.iov, a, b)
-		switch {
-		case err == syscall.EINTR:
-			continue
-		case err == syscall.EAGAIN:
-			return 0, errWouldBlock
-		case err != nil:
-			return 0, &net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("readv", err)}
-		case n == 0:
-			return 0, io.EOF
+		if err != syscall.EINTR {
+			return x.took(n, err, len(a)+len(b), "readv")
 		}
-		x.progress = true
-		x.short = n < len(a)+len(b)
-		return n, nil
 	}
 }
 
@@ -185,18 +175,24 @@ func (x *rxReader) read(p []byte) (int, error) {
 	}
 	for {
 		n, err := readFD(x.fd, p)
-		switch {
-		case err == syscall.EINTR:
-			continue
-		case err == syscall.EAGAIN:
-			return 0, errWouldBlock
-		case err != nil:
-			return 0, &net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("read", err)}
-		case n == 0:
-			return 0, io.EOF
+		if err != syscall.EINTR {
+			return x.took(n, err, len(p), "read")
 		}
-		x.progress = true
-		x.short = n < len(p)
-		return n, nil
 	}
+}
+
+// took is the receive path's view of a non-blocking socket read (call,
+// for the error) that asked for want bytes and got n, err.
+func (x *rxReader) took(n int, err error, want int, call string) (int, error) {
+	switch {
+	case err == syscall.EAGAIN:
+		return 0, errWouldBlock
+	case err != nil:
+		return 0, &net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError(call, err)}
+	case n == 0:
+		return 0, io.EOF
+	}
+	x.progress = true
+	x.short = n < want
+	return n, nil
 }
