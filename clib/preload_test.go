@@ -427,37 +427,11 @@ func TestPreloadListenFlags(t *testing.T) {
 		{[]string{"SMBDIRECT_CHANNEL=1"}, []byte{1, 0, 0, 0}},
 		{[]string{"SMBDIRECT_CHANNEL=0"}, nil},
 	} {
-		sock := filepath.Join(t.TempDir(), "fake.sock")
-		ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: sock, Net: "unixpacket"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		got := make(chan []byte, 1)
-		go func() {
-			defer ln.Close()
-			c, err := ln.AcceptUnix()
-			if err != nil {
-				got <- nil
-				return
-			}
-			defer c.Close()
-			buf := make([]byte, 1<<16)
-			n, _ := c.Read(buf) // Hello
-			h, _, _ := ctl.ParseHeader(buf[:n])
-			m := ctl.AppendHeader(nil, ctl.TypeHelloOK, h.ID)
-			m = append(m, 1, 0)
-			m = ctl.Finish(ctl.AppendBytes16(m, []byte("fake")), 0)
-			c.Write(m)
-			n, _ = c.Read(buf) // Listen
-			msg := append([]byte(nil), buf[:n]...)
-			h, _, _ = ctl.ParseHeader(msg)
-			m = ctl.AppendHeader(nil, ctl.TypeListening, h.ID)
+		sock, got := fakeDaemon(t, func(id uint64) []byte {
+			m := ctl.AppendHeader(nil, ctl.TypeListening, id)
 			m = binary.LittleEndian.AppendUint64(m, 7)
-			m = ctl.Finish(ctl.AppendBytes16(m, []byte("127.0.0.1:5445")), 0)
-			c.Write(m)
-			got <- msg
-			io.Copy(io.Discard, c) // until the program exits
-		}()
+			return ctl.Finish(ctl.AppendBytes16(m, []byte("127.0.0.1:5445")), 0)
+		})
 		port := freePort(t)
 		p := startProg(t, append([]string{"SMBDIRECT_SOCKET=" + sock, "SMBDIRECT_LISTEN=127.0.0.1:5445",
 			fmt.Sprintf("SMBDIRECT_PORT=%d", port)}, tc.env...), "listen", fmt.Sprint(port))
@@ -647,34 +621,9 @@ func TestPreloadDialFlags(t *testing.T) {
 		{[]string{"SMBDIRECT_CHANNEL=1"}, ctl.DialClientChannel},
 		{[]string{"SMBDIRECT_CHANNEL=0"}, 0},
 	} {
-		sock := filepath.Join(t.TempDir(), "fake.sock")
-		ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: sock, Net: "unixpacket"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		got := make(chan []byte, 1)
-		go func() {
-			defer ln.Close()
-			c, err := ln.AcceptUnix()
-			if err != nil {
-				got <- nil
-				return
-			}
-			defer c.Close()
-			buf := make([]byte, 1<<16)
-			n, _ := c.Read(buf) // Hello
-			h, _, _ := ctl.ParseHeader(buf[:n])
-			m := ctl.AppendHeader(nil, ctl.TypeHelloOK, h.ID)
-			m = append(m, 1, 0)
-			m = ctl.Finish(ctl.AppendBytes16(m, []byte("fake")), 0)
-			c.Write(m)
-			n, _ = c.Read(buf) // Dial
-			msg := append([]byte(nil), buf[:n]...)
-			h, _, _ = ctl.ParseHeader(msg)
-			c.Write(ctl.AppendError(nil, h.ID, &ctl.Error{Code: ctl.CodeConnRefused, Message: "fake refuses"}))
-			got <- msg
-			io.Copy(io.Discard, c) // until the program closes the session
-		}()
+		sock, got := fakeDaemon(t, func(id uint64) []byte {
+			return ctl.AppendError(nil, id, &ctl.Error{Code: ctl.CodeConnRefused, Message: "fake refuses"})
+		})
 		port := freePort(t)
 		p := startProg(t, append([]string{"SMBDIRECT_SOCKET=" + sock, fmt.Sprintf("SMBDIRECT_DIAL=127.0.0.1:%d=127.0.0.1:5445", port)},
 			tc.env...), "connect1", fmt.Sprint(port))
@@ -838,4 +787,40 @@ func FuzzPreloadAddr(f *testing.F) {
 			t.Fatalf("%q (v6 listener %v): %q, want %s %v port %d", s, v6, got, wantFam, want, pn)
 		}
 	})
+}
+
+// fakeDaemon listens on a control socket of its own for one session: it
+// answers the Hello, then the one request that follows with reply(its
+// ID), sends that request on got, and reads until the program closes
+// the session. It returns the socket's path.
+func fakeDaemon(t *testing.T, reply func(id uint64) []byte) (string, <-chan []byte) {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "fake.sock")
+	ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: sock, Net: "unixpacket"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan []byte, 1)
+	go func() {
+		defer ln.Close()
+		c, err := ln.AcceptUnix()
+		if err != nil {
+			got <- nil
+			return
+		}
+		defer c.Close()
+		buf := make([]byte, 1<<16)
+		n, _ := c.Read(buf) // Hello
+		h, _, _ := ctl.ParseHeader(buf[:n])
+		m := ctl.AppendHeader(nil, ctl.TypeHelloOK, h.ID)
+		m = append(m, 1, 0)
+		c.Write(ctl.Finish(ctl.AppendBytes16(m, []byte("fake")), 0))
+		n, _ = c.Read(buf) // the request
+		msg := append([]byte(nil), buf[:n]...)
+		h, _, _ = ctl.ParseHeader(msg)
+		c.Write(reply(h.ID))
+		got <- msg
+		io.Copy(io.Discard, c)
+	}()
+	return sock, got
 }
