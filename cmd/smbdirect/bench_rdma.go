@@ -5,8 +5,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"os"
-	"runtime/pprof"
 	"time"
 
 	"github.com/smbdirect/smbdirect/iwarp"
@@ -77,17 +75,11 @@ device (docs/verbs.md).
 				}
 				out := newBenchOut(stdoutOf(ctx), stderrOf(ctx), *asJSON)
 				defer out.flush()
-				if *cpuprof != "" {
-					f, err := os.Create(*cpuprof)
-					if err != nil {
-						return err
-					}
-					defer f.Close()
-					if err := pprof.StartCPUProfile(f); err != nil {
-						return err
-					}
-					defer pprof.StopCPUProfile()
+				stop, err := startCPUProfile(*cpuprof)
+				if err != nil {
+					return err
 				}
+				defer stop()
 				b := rdmaBench{pc: pc, d: *dur, depth: *depth, fpdu: fixed}
 				for _, row := range rdmaRows(sizes, fixed) {
 					if err := ctx.Err(); err != nil {

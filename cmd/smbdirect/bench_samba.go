@@ -13,7 +13,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -73,17 +72,11 @@ smbclient packages.`,
 				}
 				out := newBenchOut(stdoutOf(ctx), stderrOf(ctx), *asJSON)
 				defer out.flush()
-				if *cpuprof != "" {
-					f, err := os.Create(*cpuprof)
-					if err != nil {
-						return err
-					}
-					defer f.Close()
-					if err := pprof.StartCPUProfile(f); err != nil {
-						return err
-					}
-					defer pprof.StopCPUProfile()
+				stop, err := startCPUProfile(*cpuprof)
+				if err != nil {
+					return err
 				}
+				defer stop()
 				return benchSamba(ctx, out, int64(n), *files, *rounds)
 			}
 		},
@@ -412,25 +405,8 @@ func benchSamba(ctx context.Context, out *benchOut, size int64, files, rounds in
 		return err
 	}
 
-	// smbclient's own configuration: state in the temporary directory,
-	// SMB3 only.
-	cdir := filepath.Join(b.dir, "client")
-	for _, d := range []string{"lock", "state", "cache", "private", "pid", "ncalrpc"} {
-		if err := os.MkdirAll(filepath.Join(cdir, d), 0o755); err != nil {
-			return err
-		}
-	}
-	cconf := filepath.Join(cdir, "client.conf")
-	if err := os.WriteFile(cconf, []byte(fmt.Sprintf(`[global]
-	client min protocol = SMB3
-	disable netbios = yes
-	lock directory = %[1]s/lock
-	state directory = %[1]s/state
-	cache directory = %[1]s/cache
-	private dir = %[1]s/private
-	pid directory = %[1]s/pid
-	ncalrpc dir = %[1]s/ncalrpc
-`, cdir)), 0o644); err != nil {
+	cconf, err := writeSmbclientConf(filepath.Join(b.dir, "client"))
+	if err != nil {
 		return err
 	}
 	ours := func(channel string) sambaClient {
@@ -589,4 +565,36 @@ func writeRandomFile(ctx context.Context, path string, size int64) error {
 		}
 	}
 	return f.Close()
+}
+
+// writeSmbclientConf writes dir/client.conf, smbclient's own
+// configuration: its state in dir, SMB3 only, and the extra lines in
+// [global]. It returns the file's path.
+func writeSmbclientConf(dir string, global ...string) (string, error) {
+	for _, d := range []string{"lock", "state", "cache", "private", "pid", "ncalrpc"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
+			return "", err
+		}
+	}
+	conf := filepath.Join(dir, "client.conf")
+	text := fmt.Sprintf(`[global]
+	client min protocol = SMB3
+	disable netbios = yes
+	lock directory = %[1]s/lock
+	state directory = %[1]s/state
+	cache directory = %[1]s/cache
+	private dir = %[1]s/private
+	pid directory = %[1]s/pid
+	ncalrpc dir = %[1]s/ncalrpc
+%[2]s`, dir, confLines(global))
+	return conf, os.WriteFile(conf, []byte(text), 0o644)
+}
+
+// confLines indents smb.conf lines for a section.
+func confLines(lines []string) string {
+	var b strings.Builder
+	for _, l := range lines {
+		b.WriteString("\t" + l + "\n")
+	}
+	return b.String()
 }

@@ -308,12 +308,3 @@ func freeTCPPort(t *testing.T) int {
 	t.Fatal("no free port")
 	return 0
 }
-
-// confLines indents lines for an smb.conf section.
-func confLines(lines []string) string {
-	var b strings.Builder
-	for _, l := range lines {
-		b.WriteString("\t" + l + "\n")
-	}
-	return b.String()
-}

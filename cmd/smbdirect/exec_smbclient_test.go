@@ -29,24 +29,8 @@ import (
 // temporary directory, SMB3 only) with the extra lines in [global].
 func smbclientConf(t *testing.T, global ...string) string {
 	t.Helper()
-	dir := t.TempDir()
-	for _, d := range []string{"lock", "state", "cache", "private", "pid", "ncalrpc"} {
-		if err := os.Mkdir(filepath.Join(dir, d), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	conf := filepath.Join(dir, "client.conf")
-	text := fmt.Sprintf(`[global]
-	client min protocol = SMB3
-	disable netbios = yes
-	lock directory = %[1]s/lock
-	state directory = %[1]s/state
-	cache directory = %[1]s/cache
-	private dir = %[1]s/private
-	pid directory = %[1]s/pid
-	ncalrpc dir = %[1]s/ncalrpc
-%[2]s`, dir, confLines(global))
-	if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
+	conf, err := writeSmbclientConf(t.TempDir(), global...)
+	if err != nil {
 		t.Fatal(err)
 	}
 	return conf
