@@ -90,14 +90,16 @@ step mounted
 dd if=/tmp/big of=/mnt/a/kill/big bs=1M conv=fsync 2>/tmp/dd.err & ddpid=$!
 step killed
 # Bounded, so a reconnection that never comes fails here with cifs.ko's view rather than at the VM's
-# time limit.
-i=0; while kill -0 $ddpid 2>/dev/null && [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1)); done
+# time limit. cifs.ko 6.12 may take about 2 minutes: when the connection ends while one of its senders
+# waits for credits, nothing wakes that sender (which holds the mount's send lock) until the CM's
+# disconnect event, 122-123 s after the QP error in both runs caught (docs/samba.md).
+i=0; while kill -0 $ddpid 2>/dev/null && [ $i -lt 3000 ]; do sleep 0.1; i=$((i+1)); done
 if kill -0 $ddpid 2>/dev/null; then
   cat /proc/fs/cifs/DebugData /proc/fs/cifs/Stats
-  fail "dd on the killed connection's mount did not end within 120 s"
+  fail "dd on the killed connection's mount did not end within 300 s"
 fi
 wait $ddpid; rc=$?
-echo "FAULT dd on the killed connection: status $rc, $(ls -l /mnt/a/kill/big 2>&1)"
+echo "FAULT dd on the killed connection: status $rc, $(ls -l /mnt/a/kill/big 2>&1), after $((i/10)) s"
 cat /tmp/dd.err
 echo "FAULT dmesg"; dmesg | grep -i -E 'cifs|smb' | tail -n 20; echo "FAULT dmesg end"
 # The other mount goes on.
