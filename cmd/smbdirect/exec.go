@@ -60,7 +60,9 @@ smbclient against a server with SMB Direct on 5445:
     smbdirect exec --dial fileserver -- smbclient //fileserver/share -U user
 
 If no smbdirectd answers on --socket, one runs inside this process while
-PROGRAM runs (one line on stderr says so) and stops when it exits.
+PROGRAM runs (one line on stderr says so) and stops when it exits, or, if
+another smbdirect exec started meanwhile uses it, when that one's clients
+have ended too. Of several started at once, one runs the daemon.
 Signals (INT, TERM, HUP, QUIT, USR1, USR2) are passed on to PROGRAM; the exit
 status is PROGRAM's, 128+N if signal N killed it, 127 if it cannot be started.
 
@@ -263,6 +265,24 @@ func ensureDaemon(ctx context.Context, socket, program string, stderr io.Writer)
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	s, err := server.Listen(server.Config{Socket: socket, Logger: log,
 		SMBD: &smbd.Config{Provider: iwarp.New(iwarp.Config{Logger: log}), Logger: log}})
+	if errors.Is(err, server.ErrDaemonRunning) {
+		// Another smbdirect exec (or smbdirectd) started one since our
+		// dial: use it. It may still be between its lock and its bind.
+		dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		for {
+			c, derr := client.Dial(dctx, socket)
+			if derr == nil {
+				c.Close()
+				return func() {}, nil
+			}
+			select {
+			case <-dctx.Done():
+				return nil, fmt.Errorf("%w, but it does not answer: %v", err, derr)
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -278,6 +298,21 @@ func ensureDaemon(ctx context.Context, socket, program string, stderr io.Writer)
 		}
 	}()
 	return func() {
+		// Another smbdirect exec may have found this daemon and be
+		// using it: serve its clients until they have gone too.
+		if n := s.Stats().Clients; n > 0 {
+			fmt.Fprintf(stderr, "smbdirect: %s has exited; the daemon in this process serves %d more client(s) until they end\n", program, n)
+			t := time.NewTicker(100 * time.Millisecond)
+		wait:
+			for s.Stats().Clients > 0 {
+				select {
+				case <-done: // the daemon stopped on its own
+					break wait
+				case <-t.C:
+				}
+			}
+			t.Stop()
+		}
 		scancel()
 		<-done
 	}, nil

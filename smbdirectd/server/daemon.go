@@ -13,6 +13,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -135,6 +136,8 @@ type Server struct {
 	cfg Config
 	log *slog.Logger
 	ln  *net.UnixListener
+	// lock is the socket's lock file, held until Close (see Listen).
+	lock *os.File
 
 	mu      sync.Mutex
 	clients map[*client]struct{}
@@ -155,21 +158,71 @@ type Server struct {
 	clientDone clientCounts
 }
 
+// ErrDaemonRunning is returned by Listen when another daemon holds the
+// control socket.
+var ErrDaemonRunning = errors.New("another smbdirectd is listening")
+
 // Listen creates the control socket (replacing a stale one) and returns
 // the server; Serve runs it.
+//
+// A lock file next to the socket (its path + ".lock", flock'ed for the
+// server's life) makes the check for a live daemon, the removal of a
+// stale socket and the bind one step: two daemons started at once (two
+// "smbdirect exec" with none running, say) cannot both pass the check and
+// unlink each other's socket. The loser gets ErrDaemonRunning.
 func Listen(cfg Config) (*Server, error) {
 	cfg.defaults()
 	if err := os.MkdirAll(filepath.Dir(cfg.Socket), 0o755); err != nil {
 		return nil, fmt.Errorf("smbdirectd: socket directory: %w", err)
 	}
+	lock, err := lockSocket(cfg.Socket)
+	if err != nil {
+		return nil, err
+	}
+	ln, err := listenLocked(cfg)
+	if err != nil {
+		lock.Close()
+		return nil, err
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, ln: ln, lock: lock, clients: make(map[*client]struct{}), live: make(map[*dconn]struct{}),
+		stopped: make(chan struct{})}
+	s.handles.Store(uint64(time.Now().UnixNano()) &^ 0xffff) // handles do not repeat across restarts
+	return s, nil
+}
+
+// lockSocket takes the lock that guards socket; see Listen.
+func lockSocket(socket string) (*os.File, error) {
+	f, err := os.OpenFile(socket+".lock", os.O_RDWR|os.O_CREATE|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("smbdirectd: lock file: %w", err)
+	}
+	for {
+		err = unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if err != unix.EINTR {
+			break
+		}
+	}
+	if err != nil {
+		f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, fmt.Errorf("smbdirectd: %w on %s", ErrDaemonRunning, socket)
+		}
+		return nil, fmt.Errorf("smbdirectd: lock file: %w", err)
+	}
+	return f, nil
+}
+
+// listenLocked binds the control socket; the caller holds its lock.
+func listenLocked(cfg Config) (*net.UnixListener, error) {
 	if st, err := os.Lstat(cfg.Socket); err == nil {
 		if st.Mode()&os.ModeSocket == 0 {
 			return nil, fmt.Errorf("smbdirectd: %s exists and is not a socket", cfg.Socket)
 		}
-		// A live daemon answers; a stale socket does not.
+		// A live daemon answers (one not using the lock: an older
+		// build); a stale socket does not.
 		if c, err := net.Dial("unixpacket", cfg.Socket); err == nil {
 			c.Close()
-			return nil, fmt.Errorf("smbdirectd: another daemon is listening on %s", cfg.Socket)
+			return nil, fmt.Errorf("smbdirectd: %w on %s", ErrDaemonRunning, cfg.Socket)
 		}
 		os.Remove(cfg.Socket)
 	}
@@ -177,15 +230,12 @@ func Listen(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("smbdirectd: %w", err)
 	}
+	ln.SetUnlinkOnClose(true)
 	if err := os.Chmod(cfg.Socket, cfg.SocketMode); err != nil {
 		ln.Close()
 		return nil, fmt.Errorf("smbdirectd: %w", err)
 	}
-	ln.SetUnlinkOnClose(true)
-	s := &Server{cfg: cfg, log: cfg.Logger, ln: ln, clients: make(map[*client]struct{}), live: make(map[*dconn]struct{}),
-		stopped: make(chan struct{})}
-	s.handles.Store(uint64(time.Now().UnixNano()) &^ 0xffff) // handles do not repeat across restarts
-	return s, nil
+	return ln, nil
 }
 
 // Addr is the control socket's path.
@@ -330,6 +380,9 @@ func (s *Server) Close() error {
 		d.close()
 	}
 	s.wg.Wait()
+	// After the listener has unlinked the socket: the next daemon finds
+	// none, or binds its own.
+	s.lock.Close()
 	s.log.Info("smbdirectd: stopped")
 	close(s.stopped)
 	return nil
