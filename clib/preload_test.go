@@ -24,6 +24,7 @@ import (
 
 	"github.com/smbdirect/smbdirect/clib"
 	"github.com/smbdirect/smbdirect/internal/ctl"
+	"github.com/smbdirect/smbdirect/internal/syncbuf"
 	"github.com/smbdirect/smbdirect/iwarp"
 	"github.com/smbdirect/smbdirect/smbd"
 	"github.com/smbdirect/smbdirect/smbdirectd/server"
@@ -149,9 +150,9 @@ func freePort(t *testing.T) int {
 type prog struct {
 	cmd    *exec.Cmd
 	lines  chan string // stdout
-	stderr lockedBuffer
-	out    lockedBuffer  // stdout, for failure messages
-	done   chan struct{} // closed when it has exited; err is then set
+	stderr syncbuf.Buffer
+	out    syncbuf.Buffer // stdout, for failure messages
+	done   chan struct{}  // closed when it has exited; err is then set
 	err    error
 }
 
@@ -634,24 +635,6 @@ func TestPreloadDialFlags(t *testing.T) {
 			t.Errorf("%v: Dial\n% x\nwant\n% x", tc.env, msg, want)
 		}
 	}
-}
-
-// lockedBuffer collects a child's output from several goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // addrParser is fuzz_preload.c, the preload's address parser under

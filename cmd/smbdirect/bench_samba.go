@@ -19,6 +19,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/smbdirect/smbdirect/internal/syncbuf"
 	"github.com/smbdirect/smbdirect/smbdirectd/server"
 )
 
@@ -112,27 +113,6 @@ type sambaBench struct {
 
 	mu    sync.Mutex
 	procs []*exec.Cmd // process group leaders to stop at the end
-}
-
-// syncBuf collects a process's output for the error messages.
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.b.Len() > 1<<20 { // bounded: smbd's log could grow for long
-		return len(p), nil
-	}
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // start runs cmd in a process group of its own, so that stop ends it
@@ -234,7 +214,7 @@ func writeSambaConf(ctx context.Context, pdbedit, dir string, port int, global s
 func (b *sambaBench) startSmbd(ctx context.Context, conf string, port int, env []string, direct bool) (string, error) {
 	cmd := exec.Command(b.tools["smbd"], "-F", "--no-process-group", "--debug-stdout", "-s", conf)
 	cmd.Env = env
-	var out syncBuf
+	out := syncbuf.Buffer{Limit: 1 << 20} // smbd's log could grow for long
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := b.start(cmd); err != nil {
 		return "", err
@@ -278,7 +258,7 @@ func (b *sambaBench) run(ctx context.Context, c sambaClient, conf, cmds string) 
 		"-U", "root%secret", "-s", conf, "-c", cmds)
 	cmd.Env = c.env
 	cmd.Dir = b.dir
-	var out syncBuf
+	out := syncbuf.Buffer{Limit: 1 << 20} // smbd's log could grow for long
 	cmd.Stdout, cmd.Stderr = &out, &out
 	t0 := time.Now()
 	if err := b.start(cmd); err != nil {

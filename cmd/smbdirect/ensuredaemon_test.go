@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/smbdirect/smbdirect/internal/syncbuf"
 	"github.com/smbdirect/smbdirect/smbdirectd/client"
 )
 
@@ -22,7 +23,7 @@ func TestEnsureDaemonConcurrent(t *testing.T) {
 	const n = 4
 	var (
 		wg    sync.WaitGroup
-		outs  [n]syncBuffer
+		outs  [n]syncbuf.Buffer
 		stops [n]func()
 	)
 	for i := range n {

@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/smbdirect/smbdirect/internal/syncbuf"
 	"github.com/smbdirect/smbdirect/internal/testbed"
 	"github.com/smbdirect/smbdirect/iwarp"
 	"github.com/smbdirect/smbdirect/smbd"
@@ -285,7 +286,7 @@ func TestVMSmbclientKsmbd(t *testing.T) {
 	// One daemon in the test process for all of it: when smbclient fails,
 	// its log and the goroutines' stacks say where the transfer stood (an
 	// IO_TIMEOUT in CI once gave nothing else to go on).
-	var dlog syncBuffer
+	var dlog syncbuf.Buffer
 	d := startTestDaemon(t, &smbd.Config{Logger: slog.New(slog.NewTextHandler(&dlog, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	t.Cleanup(func() {
 		if t.Failed() {

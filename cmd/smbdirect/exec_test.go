@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/smbdirect/smbdirect/clib"
+	"github.com/smbdirect/smbdirect/internal/syncbuf"
 )
 
 // asMain: the test binary, run with this variable set, is smbdirect
@@ -65,7 +66,7 @@ func preloadLib(t *testing.T) string {
 type smbdirectExec struct {
 	cmd    *exec.Cmd
 	stdout chan string
-	stderr syncBuffer
+	stderr syncbuf.Buffer
 	done   chan struct{}
 	err    error
 }

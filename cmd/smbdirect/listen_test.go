@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/smbdirect/smbdirect/internal/syncbuf"
 	"github.com/smbdirect/smbdirect/internal/testbed"
 )
 
@@ -21,8 +22,8 @@ func TestLinuxCifsConnects(t *testing.T) {
 	testbed.LockHostPort(t, 5445)
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	defer cancel()
-	out := &syncBuffer{}
-	errb := &syncBuffer{}
+	out := &syncbuf.Buffer{}
+	errb := &syncbuf.Buffer{}
 	lctx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- run(lctx, []string{"listen", "--dump", "127.0.0.1:5445"}, out, errb) }()

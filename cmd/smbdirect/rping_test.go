@@ -6,31 +6,13 @@ import (
 	"encoding/json"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/smbdirect/smbdirect/internal/rping"
+	"github.com/smbdirect/smbdirect/internal/syncbuf"
 	"github.com/smbdirect/smbdirect/internal/testbed"
 )
-
-// syncBuffer is a bytes.Buffer safe for a writer and a reader.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func TestRpingCommand(t *testing.T) {
 	port, err := testbed.FreePort()
@@ -40,7 +22,7 @@ func TestRpingCommand(t *testing.T) {
 	p := strconv.Itoa(port)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	var sout, serr syncBuffer
+	var sout, serr syncbuf.Buffer
 	done := make(chan error, 1)
 	go func() {
 		done <- run(ctx, []string{"rping", "-s", "-a", "127.0.0.1", "-p", p, "-v", "-S", "100"}, &sout, &serr)
@@ -88,7 +70,7 @@ func TestRpingServerInterrupt(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	var sout, serr syncBuffer
+	var sout, serr syncbuf.Buffer
 	done := make(chan error, 1)
 	go func() {
 		done <- run(ctx, []string{"rping", "-s", "-a", "127.0.0.1", "-p", strconv.Itoa(port)}, &sout, &serr)

@@ -14,11 +14,11 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/smbdirect/smbdirect/internal/syncbuf"
 	"github.com/smbdirect/smbdirect/iwarp"
 	"github.com/smbdirect/smbdirect/smbd"
 	"github.com/smbdirect/smbdirect/smbdirectd/client"
@@ -34,7 +34,7 @@ func TestRunMetricsAndShutdown(t *testing.T) {
 	}
 	ready := make(chan up, 1)
 	done := make(chan error, 1)
-	var logs lockedBuffer
+	var logs syncbuf.Buffer
 	go func() {
 		done <- run(ctx, []string{"--socket", sock, "--metrics", "127.0.0.1:0", "--max-registered", "64MiB", "--log-json"}, &logs,
 			func(s *server.Server, m string) { ready <- up{s, m} })
@@ -126,25 +126,6 @@ func TestFlags(t *testing.T) {
 	}
 }
 
-// lockedBuffer is a bytes.Buffer safe for the daemon's goroutines to log
-// into while the test reads it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // TestMain lets the test binary be the daemon itself (main, with its
 // signal handling) when TestSIGTERM runs it as a child.
 func TestMain(m *testing.M) {
@@ -168,7 +149,7 @@ func TestSIGTERM(t *testing.T) {
 	defer l.Close()
 	for round := range 10 {
 		sock := filepath.Join(t.TempDir(), "d.sock")
-		var stderr lockedBuffer
+		var stderr syncbuf.Buffer
 		cmd := exec.Command(os.Args[0], "--socket", sock)
 		cmd.Env = append(os.Environ(), "SMBDIRECTD_TEST_MAIN=1")
 		cmd.Stderr = &stderr

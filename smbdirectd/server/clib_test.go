@@ -4,15 +4,14 @@ package server_test
 
 import (
 	"bufio"
-	"bytes"
 	"io"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/smbdirect/smbdirect/internal/syncbuf"
 	"github.com/smbdirect/smbdirect/smbd"
 )
 
@@ -40,7 +39,7 @@ func TestCLibrary(t *testing.T) {
 	s := startDaemon(t, nil)
 	p := startPeer(t, false)
 	cmd := exec.Command(bin, s.Addr(), p.l.Addr().String())
-	var out lockedBuffer
+	var out syncbuf.Buffer
 	listening := make(chan string, 1)
 	pr, pw := io.Pipe()
 	cmd.Stdout, cmd.Stderr = pw, &out
@@ -148,24 +147,6 @@ func TestCLibrary(t *testing.T) {
 	}
 }
 
-// lockedBuffer collects a child's output from several goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // TestCExampleProgress: the C example prints each status line as it
 // happens, also into a pipe: against a peer that never answers the SMB2
 // NEGOTIATE, its connection line arrives while it waits.
@@ -178,7 +159,7 @@ func TestCExampleProgress(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var errb lockedBuffer
+	var errb syncbuf.Buffer
 	cmd.Stderr = &errb
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
