@@ -3,7 +3,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -19,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/smbdirect/smbdirect/internal/sambaconf"
 	"github.com/smbdirect/smbdirect/internal/syncbuf"
 	"github.com/smbdirect/smbdirect/smbdirectd/server"
 )
@@ -155,58 +155,13 @@ func freePort() (int, error) {
 	return 0, errors.New("no free TCP port")
 }
 
-// sambaConf writes the bench's smbd configuration in dir (writeSambaConf)
+// sambaConf writes the bench's smbd configuration in dir (sambaconf)
 // with READ/WRITE sizes within one SMB Direct message (smbclient, not
 // knowing it rides SMB Direct, sends WRITEs as large as smbd offers,
 // inline; docs/samba.md).
 func (b *sambaBench) sambaConf(ctx context.Context, dir string, port int) (string, error) {
-	return writeSambaConf(ctx, b.tools["pdbedit"], dir, port,
-		"\tsmb2 max read = 1048064\n\tsmb2 max write = 1048064\n\tsmb2 max trans = 1048064\n")
-}
-
-// writeSambaConf writes a throwaway smbd configuration in dir: state
-// there, [share] (dir/share) read-write, root with password "secret" in
-// its own passdb (pdbedit is the program that adds it), TCP port port on
-// 127.0.0.1 only, and the [global] lines global (each tab-indented and
-// ended by a newline). It returns the configuration's path. The tests of
-// smbdirect exec use it too.
-func writeSambaConf(ctx context.Context, pdbedit, dir string, port int, global string) (string, error) {
-	for _, d := range []string{"lock", "state", "cache", "private", "pid", "ncalrpc", "log", "share"} {
-		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
-			return "", err
-		}
-	}
-	conf := filepath.Join(dir, "smb.conf")
-	text := fmt.Sprintf(`[global]
-	server role = standalone server
-	smb ports = %d
-	bind interfaces only = yes
-	interfaces = 127.0.0.1
-	disable netbios = yes
-	lock directory = %[2]s/lock
-	state directory = %[2]s/state
-	cache directory = %[2]s/cache
-	private dir = %[2]s/private
-	pid directory = %[2]s/pid
-	ncalrpc dir = %[2]s/ncalrpc
-	log file = %[2]s/log/log.%%m
-	passdb backend = tdbsam:%[2]s/private/passdb.tdb
-	load printers = no
-	printcap name = /dev/null
-	disable spoolss = yes
-%[3]s[share]
-	path = %[2]s/share
-	read only = no
-`, port, dir, global)
-	if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
-		return "", err
-	}
-	cmd := exec.CommandContext(ctx, pdbedit, "-s", conf, "-a", "-u", "root", "-t")
-	cmd.Stdin = strings.NewReader("secret\nsecret\n")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("pdbedit: %w: %s", err, bytes.TrimSpace(out))
-	}
-	return conf, nil
+	return sambaconf.Write(ctx, sambaconf.Server{Dir: dir, Port: port, Pdbedit: b.tools["pdbedit"],
+		Global: []string{"smb2 max read = 1048064", "smb2 max write = 1048064", "smb2 max trans = 1048064"}})
 }
 
 // startSmbd runs smbd with conf and env and waits until it serves: over
@@ -385,7 +340,7 @@ func benchSamba(ctx context.Context, out *benchOut, size int64, files, rounds in
 		return err
 	}
 
-	cconf, err := writeSmbclientConf(filepath.Join(b.dir, "client"))
+	cconf, err := sambaconf.WriteClient(filepath.Join(b.dir, "client"))
 	if err != nil {
 		return err
 	}
@@ -545,36 +500,4 @@ func writeRandomFile(ctx context.Context, path string, size int64) error {
 		}
 	}
 	return f.Close()
-}
-
-// writeSmbclientConf writes dir/client.conf, smbclient's own
-// configuration: its state in dir, SMB3 only, and the extra lines in
-// [global]. It returns the file's path.
-func writeSmbclientConf(dir string, global ...string) (string, error) {
-	for _, d := range []string{"lock", "state", "cache", "private", "pid", "ncalrpc"} {
-		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
-			return "", err
-		}
-	}
-	conf := filepath.Join(dir, "client.conf")
-	text := fmt.Sprintf(`[global]
-	client min protocol = SMB3
-	disable netbios = yes
-	lock directory = %[1]s/lock
-	state directory = %[1]s/state
-	cache directory = %[1]s/cache
-	private dir = %[1]s/private
-	pid directory = %[1]s/pid
-	ncalrpc dir = %[1]s/ncalrpc
-%[2]s`, dir, confLines(global))
-	return conf, os.WriteFile(conf, []byte(text), 0o644)
-}
-
-// confLines indents smb.conf lines for a section.
-func confLines(lines []string) string {
-	var b strings.Builder
-	for _, l := range lines {
-		b.WriteString("\t" + l + "\n")
-	}
-	return b.String()
 }

@@ -22,6 +22,7 @@ import (
 
 	gosmb2 "github.com/cloudsoda/go-smb2"
 
+	"github.com/smbdirect/smbdirect/internal/sambaconf"
 	"github.com/smbdirect/smbdirect/iwarp"
 	"github.com/smbdirect/smbdirect/smbd"
 )
@@ -29,7 +30,7 @@ import (
 // samba is a throwaway Samba configuration: everything in one temporary
 // directory, a [share] read-write, root with password "secret" in its own
 // passdb, smbd on TCP port port of 127.0.0.1 only, and the lines global
-// in [global] (writeSambaConf, shared with bench samba).
+// in [global] (sambaconf, shared with bench samba).
 type samba struct {
 	dir, conf, share string
 	port             int
@@ -38,7 +39,7 @@ type samba struct {
 func newSamba(t *testing.T, port int, global ...string) *samba {
 	t.Helper()
 	dir := t.TempDir()
-	conf, err := writeSambaConf(t.Context(), "pdbedit", dir, port, confLines(global))
+	conf, err := sambaconf.Write(t.Context(), sambaconf.Server{Dir: dir, Port: port, Global: global})
 	if err != nil {
 		t.Fatal(err)
 	}

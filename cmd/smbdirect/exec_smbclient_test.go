@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/smbdirect/smbdirect/internal/sambaconf"
 	"github.com/smbdirect/smbdirect/internal/syncbuf"
 	"github.com/smbdirect/smbdirect/internal/testbed"
 	"github.com/smbdirect/smbdirect/iwarp"
@@ -30,7 +31,7 @@ import (
 // temporary directory, SMB3 only) with the extra lines in [global].
 func smbclientConf(t *testing.T, global ...string) string {
 	t.Helper()
-	conf, err := writeSmbclientConf(t.TempDir(), global...)
+	conf, err := sambaconf.WriteClient(t.TempDir(), global...)
 	if err != nil {
 		t.Fatal(err)
 	}

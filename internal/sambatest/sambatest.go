@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/smbdirect/smbdirect/internal/sambaconf"
 )
 
 // Errors of Start and Stop, for errors.Is.
@@ -141,14 +143,8 @@ func Start(ctx context.Context, dir string, opts Options) (*Server, error) {
 			return nil, err
 		}
 	}
-	if err := s.writeConf(opts); err != nil {
-		return nil, err
-	}
-	// pdbedit -t reads the new password and its confirmation from stdin.
-	pdb := exec.CommandContext(ctx, "pdbedit", "-s", s.conf, "-a", "-u", s.user, "-t")
-	pdb.Stdin = strings.NewReader(s.password + "\n" + s.password + "\n")
-	if out, err := pdb.CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("sambatest: pdbedit: %v\n%s", err, out)
+	if err := s.writeConf(ctx, opts); err != nil {
+		return nil, fmt.Errorf("sambatest: %w", err)
 	}
 
 	logf, err := os.OpenFile(s.logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
@@ -224,59 +220,11 @@ func (s *Server) watch() {
 	close(s.exited)
 }
 
-func (s *Server) writeConf(opts Options) error {
-	for _, d := range []string{"lock", "state", "cache", "private", "pid", "ncalrpc", "log", "share"} {
-		if err := os.MkdirAll(filepath.Join(s.dir, d), 0o755); err != nil {
-			return err
-		}
-	}
-	level := opts.LogLevel
-	if level == 0 {
-		level = 1
-	}
-	p := func(name string) string { return filepath.Join(s.dir, name) }
-	var b strings.Builder
-	b.WriteString("[global]\n")
-	for _, kv := range [][2]string{
-		{"server role", "standalone server"},
-		{"workgroup", "WORKGROUP"},
-		{"netbios name", "SAMBATEST"},
-		{"smb ports", strconv.Itoa(s.port)},
-		// 127.0.0.1 only: the VM's guest reaches it as 10.0.2.2 through qemu, nothing else can.
-		{"interfaces", "127.0.0.1"},
-		{"bind interfaces only", "yes"},
-		{"disable netbios", "yes"},
-		{"multicast dns register", "no"},
-		{"lock directory", p("lock")},
-		{"state directory", p("state")},
-		{"cache directory", p("cache")},
-		{"private dir", p("private")},
-		{"pid directory", p("pid")},
-		{"ncalrpc dir", p("ncalrpc")},
-		{"log file", p("log/log.%m")},
-		{"log level", strconv.Itoa(level)},
-		{"passdb backend", "tdbsam:" + p("private/passdb.tdb")},
-		// cifs.ko's SMB Direct needs 3.0 or later; nothing older is offered.
-		{"server min protocol", "SMB3_00"},
-		{"map to guest", "never"},
-		{"load printers", "no"},
-		{"printcap name", "/dev/null"},
-		{"disable spoolss", "yes"},
-		// No VFS modules (Debian's default may add some): plain files in the share.
-		{"vfs objects", ""},
-	} {
-		fmt.Fprintf(&b, "\t%s = %s\n", kv[0], kv[1])
-	}
-	for _, l := range opts.Global {
-		fmt.Fprintf(&b, "\t%s\n", l)
-	}
-	fmt.Fprintf(&b, "[share]\n\tpath = %s\n\tread only = no\n\tvalid users = %s\n", s.share, s.user)
-	// Files keep ordinary modes rather than DOS attributes mapped onto execute bits.
-	b.WriteString("\tcreate mask = 0644\n\tmap archive = no\n")
-	for _, l := range opts.Share {
-		fmt.Fprintf(&b, "\t%s\n", l)
-	}
-	return os.WriteFile(s.conf, []byte(b.String()), 0o644)
+func (s *Server) writeConf(ctx context.Context, opts Options) error {
+	conf, err := sambaconf.Write(ctx, sambaconf.Server{Dir: s.dir, Port: s.port, User: s.user, Password: s.password,
+		LogLevel: opts.LogLevel, Global: opts.Global, Share: opts.Share})
+	s.conf = conf
+	return err
 }
 
 // Dir is the server's directory; Conf its smb.conf; ShareDir the directory served as [share].

@@ -12,7 +12,6 @@ package server_test
 import (
 	"bytes"
 	"crypto/sha256"
-	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
@@ -27,6 +26,7 @@ import (
 
 	gosmb2 "github.com/cloudsoda/go-smb2"
 
+	"github.com/smbdirect/smbdirect/internal/sambaconf"
 	"github.com/smbdirect/smbdirect/smb2rdma"
 	"github.com/smbdirect/smbdirect/smbd"
 	"github.com/smbdirect/smbdirect/smbdirectd/client"
@@ -37,45 +37,9 @@ import (
 // command line for inetd mode.
 func sambaInetd(t *testing.T, dir string) []string {
 	t.Helper()
-	for _, d := range []string{"share", "lock", "state", "cache", "private", "pid", "log", "ncalrpc"} {
-		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	conf := filepath.Join(dir, "smb.conf")
-	p := func(d string) string { return filepath.Join(dir, d) }
-	body := fmt.Sprintf(`[global]
-	server role = standalone server
-	workgroup = TESTGROUP
-	passdb backend = tdbsam:%s
-	lock directory = %s
-	state directory = %s
-	cache directory = %s
-	private dir = %s
-	pid directory = %s
-	ncalrpc dir = %s
-	log file = %s/log.%%m
-	log level = 1
-	server min protocol = SMB3
-	load printers = no
-	printcap name = /dev/null
-	disable spoolss = yes
-	smb ports = 1
-	# In inetd mode smbd-notifyd starts beside the connection, and a tree
-	# connect that comes first fails with NT_STATUS_NO_MEMORY ("No notify
-	# daemon around"; 1 run in 40 under load): no change notify.
-	change notify = no
-[share]
-	path = %s
-	read only = no
-`, p("private/passdb.tdb"), p("lock"), p("state"), p("cache"), p("private"), p("pid"), p("ncalrpc"), p("log"), p("share"))
-	if err := os.WriteFile(conf, []byte(body), 0o644); err != nil {
+	conf, err := sambaconf.Write(t.Context(), sambaconf.Server{Dir: dir})
+	if err != nil {
 		t.Fatal(err)
-	}
-	pdb := exec.Command("pdbedit", "-s", conf, "-a", "-u", "root", "-t")
-	pdb.Stdin = strings.NewReader("secret\nsecret\n")
-	if out, err := pdb.CombinedOutput(); err != nil {
-		t.Fatalf("pdbedit: %v\n%s", err, out)
 	}
 	return []string{"/usr/sbin/smbd", "-s", conf, "--no-process-group"}
 }
