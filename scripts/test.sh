@@ -8,7 +8,7 @@
 # On the host it installs (apt-get, by name, only what is missing) Go and gcc
 # if absent, samba and smbclient (tests run the unmodified Samba next to the
 # VM), libibverbs-dev and librdmacm-dev (the verbs provider's cgo build),
-# and, through scripts/testbed/setup.sh, qemu-system-x86 and cpio. The
+# systemd (systemd-analyze, for the example unit), and, through scripts/testbed/setup.sh, qemu-system-x86 and cpio. The
 # guest's programs are never installed on the host: Debian's ksmbd-tools
 # conflicts with samba. The end checks that samba and smbclient are still
 # installed.
@@ -57,6 +57,8 @@ for p in samba smbclient; do installed "$p" || need_pkgs+=("$p"); done
 # The verbs provider's headers: TestVMVerbs builds its guest tests with cgo
 # and -tags verbs.
 for p in libibverbs-dev librdmacm-dev; do installed "$p" || need_pkgs+=("$p"); done
+# systemd-analyze checks the example unit (TestSystemdUnit).
+command -v systemd-analyze >/dev/null 2>&1 || need_pkgs+=(systemd)
 if [ ${#need_pkgs[@]} -gt 0 ]; then apt_install "${need_pkgs[@]}"; fi
 # An older distribution Go fetches the toolchain go.mod asks for through
 # the module proxy.
