@@ -165,19 +165,18 @@ func (p *program) seen() (channels int, reads, writes []int) {
 	return p.channels, append([]int(nil), p.reads...), append([]int(nil), p.writes...)
 }
 
-// channelSetup starts a daemon, a ListenServerChannel listener and the
-// fake program behind it, and dials the listener with smbd; the program
-// is nil when serve is false (the test drives the stream itself).
-func channelSetup(t *testing.T, serve bool) (*server.Server, *smbd.Conn, *program, *client.Conn) {
+// channelListener has a new client of s listen on 127.0.0.1 with the
+// server-side channel (ListenServerChannel), and accept one connection:
+// it arrives on the channel, nil if Accept failed (and t has the error).
+func channelListener(t *testing.T, s *server.Server) (*client.Client, *client.Listener, <-chan *client.Conn) {
 	t.Helper()
-	s := startDaemon(t, nil)
 	cl, err := client.Dial(ctx(t), s.Addr())
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { cl.Close() })
 	l, err := cl.ListenFlags(ctx(t), "127.0.0.1:0", client.ListenServerChannel)
 	if err != nil {
+		cl.Close()
 		t.Fatal(err)
 	}
 	accepted := make(chan *client.Conn, 1)
@@ -188,6 +187,17 @@ func channelSetup(t *testing.T, serve bool) (*server.Server, *smbd.Conn, *progra
 		}
 		accepted <- c
 	}()
+	return cl, l, accepted
+}
+
+// channelSetup starts a daemon, a ListenServerChannel listener and the
+// fake program behind it, and dials the listener with smbd; the program
+// is nil when serve is false (the test drives the stream itself).
+func channelSetup(t *testing.T, serve bool) (*server.Server, *smbd.Conn, *program, *client.Conn) {
+	t.Helper()
+	s := startDaemon(t, nil)
+	cl, l, accepted := channelListener(t, s)
+	t.Cleanup(func() { cl.Close() })
 	sc, err := smbd.Dial(ctx(t), l.Addr, smbdConfig())
 	if err != nil {
 		t.Fatal(err)
@@ -596,23 +606,8 @@ func TestListenUnknownFlags(t *testing.T) {
 func TestClientChannelThroughDaemon(t *testing.T) {
 	leakcheck.Check(t)
 	s := startDaemon(t, nil)
-	cl, err := client.Dial(ctx(t), s.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
+	cl, l, accepted := channelListener(t, s)
 	defer cl.Close()
-	l, err := cl.ListenFlags(ctx(t), "127.0.0.1:0", client.ListenServerChannel)
-	if err != nil {
-		t.Fatal(err)
-	}
-	accepted := make(chan *client.Conn, 1)
-	go func() {
-		c, err := l.Accept(ctx(t))
-		if err != nil {
-			t.Error(err)
-		}
-		accepted <- c
-	}()
 	conn, err := cl.ConnectFlags(ctx(t), l.Addr, client.DialClientChannel)
 	if err != nil {
 		t.Fatal(err)

@@ -46,28 +46,13 @@ func sambaInetd(t *testing.T, dir string) []string {
 
 func TestSambaServerChannel(t *testing.T) {
 	s := startDaemon(t, nil)
-	cl, err := client.Dial(ctx(t), s.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	l, err := cl.ListenFlags(ctx(t), "127.0.0.1:0", client.ListenServerChannel)
-	if err != nil {
-		t.Fatal(err)
-	}
 	dir := t.TempDir()
 	if d := os.Getenv("SMBDIRECT_SAMBA_DIR"); d != "" {
 		dir = d // kept for a look at Samba's logs
 	}
 	argv := sambaInetd(t, dir)
-	accepted := make(chan *client.Conn, 1)
-	go func() {
-		c, err := l.Accept(ctx(t))
-		if err != nil {
-			t.Error(err)
-		}
-		accepted <- c
-	}()
+	cl, l, accepted := channelListener(t, s)
+	defer cl.Close()
 	sc, err := smbd.Dial(ctx(t), l.Addr, smbdConfig())
 	if err != nil {
 		t.Fatal(err)
