@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -35,6 +36,8 @@ on 127.0.0.1, 50 set-ups in flight) and reports:
   scale_idle_mem_per_end heap and goroutine stacks an idle connection holds,
                          per end (one smbd.Conn), after GC: budget 128 KiB
   scale_idle_mem_per_pair the same per connection, both ends
+  scale_mem_per_end_after_traffic  the same per end, idle again after the
+                         exchange below (not held to the budget)
   scale_goroutines_per_end goroutines an idle connection end runs
   scale_fds_per_end      file descriptors an idle connection end holds
   scale_exchange         aggregate throughput while every connection sends
@@ -50,8 +53,10 @@ where they were.
 (this program, re-executed), which open --conns connections through it, in
 equal shares, to an SMB Direct peer in this process, exchange the same
 checksummed PDUs and close them: daemon_scale_setup and daemon_scale_exchange
-are reported next to the in-process and TCP figures, and the daemon must be
-left with no connection, goroutine or file descriptor more than before.
+are reported next to the in-process and TCP figures, with the memory and
+goroutines of an idle connection in this process (the daemon's end and the
+peer's, next to an in-process pair). The daemon must be left with no
+connection, goroutine or file descriptor more than before.
 
 The exit status is 1 if a PDU is lost or corrupt, something leaks, or an idle
 connection end holds more than 128 KiB. A thousand connections need a few
@@ -64,11 +69,12 @@ them.`,
 			daemon := fs.Bool("daemon", false, "also run the connections through an smbdirectd from --procs client processes")
 			procs := fs.Int("procs", 50, "client processes for --daemon")
 			asJSON := fs.Bool("json", false, "JSON lines output")
+			memprofile := fs.String("memprofile", "", "write a heap profile of the idle SMB Direct connections to `file`")
 			return func(ctx context.Context, args []string) error {
 				if err := noArgs(args); err != nil {
 					return err
 				}
-				o := scaleOpts{conns: *conns, procs: *procs, daemon: *daemon}
+				o := scaleOpts{conns: *conns, procs: *procs, daemon: *daemon, memprofile: *memprofile}
 				if o.conns < 1 {
 					return usageError(fmt.Sprintf("--conns %d: want at least 1", o.conns))
 				}
@@ -96,6 +102,7 @@ them.`,
 type scaleOpts struct {
 	conns, pdu, count, procs int
 	daemon                   bool
+	memprofile               string // heap profile at idle (the SMB Direct run)
 }
 
 // bytes is what one connection end sends.
@@ -121,6 +128,7 @@ var (
 type scaleFigures struct {
 	setupRate      float64 // connections per second
 	memEnd         float64 // bytes per idle end (heap + stacks)
+	memAfter       float64 // the same after the exchange
 	goroutinesEnd  float64
 	fdsEnd         float64
 	exchange       float64 // MiB/s, all ends together
@@ -142,6 +150,7 @@ func benchScale(ctx context.Context, out *benchOut, o scaleOpts) error {
 	// holds.
 	out.progress("warming up")
 	warm := o
+	warm.memprofile = ""
 	warm.conns, warm.count = min(o.conns, 20), 1
 	if _, err := scaleRun(ctx, out, "warm-up", smbdTransport(), warm); err != nil {
 		return fmt.Errorf("warm-up: %w", err)
@@ -153,6 +162,7 @@ func benchScale(ctx context.Context, out *benchOut, o scaleOpts) error {
 	if err != nil {
 		return err
 	}
+	o.memprofile = ""
 	tcp, err := scaleRun(ctx, out, "tcp", tcpTransport(), o)
 	if err != nil {
 		return err
@@ -161,6 +171,7 @@ func benchScale(ctx context.Context, out *benchOut, o scaleOpts) error {
 		{Test: "scale_setup", Ours: ours.setupRate, TCP: tcp.setupRate, Unit: "conn/s"},
 		{Test: "scale_idle_mem_per_end", Ours: ours.memEnd / 1024, TCP: tcp.memEnd / 1024, Unit: "KiB"},
 		{Test: "scale_idle_mem_per_pair", Ours: 2 * ours.memEnd / 1024, TCP: 2 * tcp.memEnd / 1024, Unit: "KiB"},
+		{Test: "scale_mem_per_end_after_traffic", Ours: ours.memAfter / 1024, TCP: tcp.memAfter / 1024, Unit: "KiB"},
 		{Test: "scale_goroutines_per_end", Ours: ours.goroutinesEnd, TCP: tcp.goroutinesEnd, Unit: "goroutines"},
 		{Test: "scale_fds_per_end", Ours: ours.fdsEnd, TCP: tcp.fdsEnd, Unit: "fds"},
 		{Test: "scale_exchange", MsgSize: o.pdu, Ours: ours.exchange, TCP: tcp.exchange, Unit: "MiB/s"},
@@ -184,6 +195,7 @@ func benchScale(ctx context.Context, out *benchOut, o scaleOpts) error {
 		}
 		rows = append(rows,
 			benchResult{Test: "daemon_scale_setup", Ours: d.setupRate, InProcess: ours.setupRate, TCP: tcp.setupRate, Unit: "conn/s"},
+			benchResult{Test: "daemon_scale_idle_mem_per_conn", Ours: d.memEnd / 1024, InProcess: 2 * ours.memEnd / 1024, Unit: "KiB"},
 			benchResult{Test: "daemon_scale_goroutines_per_conn", Ours: d.goroutinesEnd, InProcess: 2 * ours.goroutinesEnd, Unit: "goroutines"},
 			benchResult{Test: "daemon_scale_exchange", MsgSize: o.pdu, Ours: d.exchange, InProcess: ours.exchange, TCP: tcp.exchange, Unit: "MiB/s"})
 		if d.goroutinesLeft != 0 || d.fdsLeft != 0 {
@@ -229,7 +241,7 @@ func printScaleTable(w io.Writer, rows []benchResult, o scaleOpts) {
 		o.conns, humanBytes(float64(o.bytes())), humanBytes(float64(o.pdu)))
 	fmt.Fprintf(w, "Memory is heap + goroutine stacks after GC; no goroutine or file descriptor left after close.\n")
 	if o.daemon {
-		fmt.Fprintf(w, "daemon_* = through smbdirectd from %d client processes; its goroutines per connection include the peer's end.\n", o.procs)
+		fmt.Fprintf(w, "daemon_* = through smbdirectd from %d client processes; its memory and goroutines per connection include the peer's end.\n", o.procs)
 	}
 }
 
@@ -441,6 +453,11 @@ func scaleRun(ctx context.Context, out *benchOut, name string, tr scaleTransport
 	f.fdsEnd = float64(openFDs()-fd0) / k
 	// Below zero is noise (garbage of earlier runs freed since): none.
 	f.memEnd = max(0, float64(int64(heapAndStacks())-int64(mem0))/k)
+	if o.memprofile != "" {
+		if err := writeHeapProfile(o.memprofile); err != nil {
+			return f, err
+		}
+	}
 
 	var got atomic.Int64
 	total := int64(2*o.conns) * o.bytes()
@@ -464,6 +481,10 @@ func scaleRun(ctx context.Context, out *benchOut, name string, tr scaleTransport
 		return f, fmt.Errorf("%s: exchange: %w", name, err)
 	}
 	f.exchange = float64(total) / el.Seconds() / (1 << 20)
+	// Idle again: what the traffic left behind (receive buffers posted
+	// for the credits the peer asked for stay posted).
+	settle()
+	f.memAfter = max(0, float64(int64(heapAndStacks())-int64(mem0))/k)
 
 	out.progress("%s: closing", name)
 	closeAll()
@@ -536,4 +557,16 @@ func joinErrs(errs ...error) error {
 		return nil
 	}
 	return l
+}
+
+func writeHeapProfile(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := pprof.WriteHeapProfile(f); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }

@@ -79,6 +79,7 @@ func scaleDaemon(ctx context.Context, out *benchOut, o scaleOpts) (scaleFigures,
 
 	g0 := settle()
 	fd0 := openFDs()
+	mem0 := heapAndStacks()
 
 	// The peer's ends: each waits for the exchange to start, exchanges,
 	// then reads until the client's close reaches it.
@@ -130,13 +131,19 @@ func scaleDaemon(ctx context.Context, out *benchOut, o scaleOpts) (scaleFigures,
 		peerMu.Unlock()
 		peerWG.Wait()
 	}
-	defer stopPeers()
-
 	out.progress("daemon: starting %d client processes", o.procs)
 	procs := make([]*scaleProc, 0, o.procs)
+	// After a failure: the processes see the end of stdin, and the end of
+	// their connections (a process in the middle of an exchange does not
+	// read stdin); those still running after 5 s are killed.
 	defer func() {
 		for _, p := range procs {
-			p.stop()
+			p.stdin.Close()
+		}
+		stopPeers()
+		deadline := time.Now().Add(5 * time.Second)
+		for _, p := range procs {
+			p.stop(deadline)
 		}
 	}()
 	first := 0
@@ -177,6 +184,9 @@ func scaleDaemon(ctx context.Context, out *benchOut, o scaleOpts) (scaleFigures,
 	}
 	f.setupRate = float64(o.conns) / time.Since(t0).Seconds()
 	f.goroutinesEnd = float64(settle()-g0) / float64(o.conns)
+	// The daemon's and the peer's memory for the connections, and the
+	// bench's own for its client processes (small, against a connection).
+	f.memEnd = max(0, float64(int64(heapAndStacks())-int64(mem0))/float64(o.conns))
 
 	out.progress("daemon: exchanging")
 	want := int64(o.conns) * o.bytes()
@@ -322,13 +332,15 @@ func (p *scaleProc) wait() error {
 	return nil
 }
 
-// stop ends a process that is still running (after a failure).
-func (p *scaleProc) stop() {
-	p.stdin.Close() // it exits at the end of stdin
+// stop waits for a process whose stdin is closed to exit, and kills it
+// at deadline.
+func (p *scaleProc) stop(deadline time.Time) {
+	t := time.NewTimer(time.Until(deadline))
+	defer t.Stop()
 	select {
 	case <-p.done:
 		return
-	case <-time.After(5 * time.Second):
+	case <-t.C:
 	}
 	p.cmd.Process.Kill()
 	for range p.lines {

@@ -126,7 +126,7 @@ func TestBenchScaleJSON(t *testing.T) {
 		t.Fatalf("%v\n%s", err, errb.String())
 	}
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
-	want := []string{"scale_setup", "scale_idle_mem_per_end", "scale_idle_mem_per_pair", "scale_goroutines_per_end", "scale_fds_per_end", "scale_exchange"}
+	want := []string{"scale_setup", "scale_idle_mem_per_end", "scale_idle_mem_per_pair", "scale_mem_per_end_after_traffic", "scale_goroutines_per_end", "scale_fds_per_end", "scale_exchange"}
 	if len(lines) != len(want) {
 		t.Fatalf("%d lines:\n%s", len(lines), out.String())
 	}
@@ -172,5 +172,19 @@ func TestBenchScaleUsage(t *testing.T) {
 		if !errors.As(err, &ue) || strings.Contains(err.Error(), "\n") {
 			t.Errorf("%v: %v, want a one-line usage error", args, err)
 		}
+	}
+}
+
+// TestScaleClientJob: a client process refuses a malformed job, and one
+// whose daemon is not there, with an error (its "error:" line and exit
+// status 1).
+func TestScaleClientJob(t *testing.T) {
+	for _, job := range []string{"", "a b 1 2 3", "sock peer x 64 1 0", "sock peer 1 64 -1 0"} {
+		if err := scaleClient(job, strings.NewReader(""), io.Discard); err == nil || !strings.Contains(err.Error(), "bad job") {
+			t.Errorf("job %q: %v", job, err)
+		}
+	}
+	if err := scaleClient(t.TempDir()+"/none.sock 127.0.0.1:1 1 64 1 0", strings.NewReader("\n"), io.Discard); err == nil {
+		t.Error("no daemon: no error")
 	}
 }
