@@ -188,3 +188,14 @@ func TestScaleClientJob(t *testing.T) {
 		t.Error("no daemon: no error")
 	}
 }
+
+// TestCheckFDLimit: a limit below what --conns needs is an errFDLimit,
+// said before anything is opened.
+func TestCheckFDLimit(t *testing.T) {
+	if err := checkFDLimit(1<<40, 1<<39); !errors.Is(err, errFDLimit) {
+		t.Fatalf("%v, want errFDLimit", err)
+	}
+	if err := checkFDLimit(16, 1); err != nil {
+		t.Fatal(err)
+	}
+}
