@@ -1,7 +1,7 @@
-//go:build !linux
+//go:build !unix
 
 package iwarp
 
 import "time"
 
-func cpuTime(thread bool) (time.Duration, bool) { return 0, false }
+func cpuTime() (time.Duration, bool) { return 0, false }
