@@ -11,6 +11,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
@@ -129,7 +130,7 @@ func cpuPerByte(ctx context.Context, t *testing.T, smbdAddr, tcpAddr string) {
 		t.Fatalf("write cpu.bin: %v", err)
 	}
 	got := make([]byte, size)
-	read := func(share *gosmb2.Share) (cpu, wall time.Duration) {
+	read := func(share *gosmb2.Share) (cpu, wall time.Duration, reads string) {
 		clear(got)
 		f, err := share.Open("cpu.bin")
 		if err != nil {
@@ -137,16 +138,21 @@ func cpuPerByte(ctx context.Context, t *testing.T, smbdAddr, tcpAddr string) {
 		}
 		defer f.Close()
 		c0, _ := processCPU()
+		r0, b0 := readCalls()
 		start := time.Now()
 		if _, err := io.ReadFull(f, got); err != nil {
 			t.Fatalf("read cpu.bin: %v", err)
 		}
 		wall = time.Since(start)
 		c1, _ := processCPU()
+		r1, b1 := readCalls()
+		// How many read system calls it took: a receiver woken per
+		// segment makes many small ones.
+		reads = fmt.Sprintf("%d read calls, %d bytes each on average", r1-r0, (b1-b0)/max(r1-r0, 1))
 		if !bytes.Equal(got, want) {
 			t.Fatal("cpu.bin read back different")
 		}
-		return c1 - c0, wall
+		return c1 - c0, wall, reads
 	}
 	before := oc.Stats().BytesPlaced
 	// Turns, so that a change of the machine's load hits both alike.
@@ -155,13 +161,13 @@ func cpuPerByte(ctx context.Context, t *testing.T, smbdAddr, tcpAddr string) {
 	for i := range rounds {
 		for j := range 2 {
 			if (i+j)%2 == 0 {
-				c, w := read(tcpShare)
+				c, w, r := read(tcpShare)
 				tcpCPU = append(tcpCPU, c)
-				t.Logf("round %d: TCP  %v CPU, %v wall", i, c, w.Round(time.Millisecond))
+				t.Logf("round %d: TCP  %v CPU, %v wall, %s", i, c, w.Round(time.Millisecond), r)
 			} else {
-				c, w := read(rdmaShare)
+				c, w, r := read(rdmaShare)
 				rdmaCPU = append(rdmaCPU, c)
-				t.Logf("round %d: RDMA %v CPU, %v wall", i, c, w.Round(time.Millisecond))
+				t.Logf("round %d: RDMA %v CPU, %v wall, %s", i, c, w.Round(time.Millisecond), r)
 			}
 		}
 	}

@@ -3,6 +3,9 @@
 package smbd_test
 
 import (
+	"bytes"
+	"os"
+	"strconv"
 	"syscall"
 	"time"
 )
@@ -15,4 +18,21 @@ func processCPU() (time.Duration, bool) {
 		return 0, false
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()), true
+}
+
+// readCalls is how many read system calls this process made so far and
+// how many bytes they returned (Linux's /proc/self/io; zeros elsewhere).
+func readCalls() (calls, bytes int64) {
+	b, _ := os.ReadFile("/proc/self/io")
+	return procField(b, "syscr"), procField(b, "rchar")
+}
+
+func procField(b []byte, name string) int64 {
+	for line := range bytes.Lines(b) {
+		if v, ok := bytes.CutPrefix(line, []byte(name+": ")); ok {
+			n, _ := strconv.ParseInt(string(bytes.TrimSpace(v)), 10, 64)
+			return n
+		}
+	}
+	return 0
 }
