@@ -295,6 +295,13 @@ func TestHostileFrames(t *testing.T) {
 			b[len(b)-1] ^= 1
 			return b
 		}, layer: 2, typ: 0, code: 2},
+		// A payload larger than the receive buffer: its CRC is computed
+		// piece by piece, not over the FPDU in the buffer as above.
+		{name: "bad CRC of a large write", crc: true, recvs: 1, raw: func(e *hostileEnv) []byte {
+			b := e.fpdu(write(uint32(e.rw.mr.STag()), rwTo(e), make([]byte, 20000)))
+			b[len(b)-1] ^= 1
+			return b
+		}, layer: 2, typ: 0, code: 2},
 		{name: "ULPDU shorter than its header", recvs: 1, raw: func(e *hostileEnv) []byte {
 			b := e.fpdu(send(1, 0, true, nil))
 			b[1] = 10

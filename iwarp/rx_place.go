@@ -115,7 +115,11 @@ type rxFPDU struct {
 	dst    []byte
 	got    int
 	crc    uint32
-	c      rxCommit
+	// whole: the FPDU was in the receive buffer at its header, and its
+	// CRC was computed there in one call (wantCRC is its trailer's).
+	whole   bool
+	wantCRC uint32
+	c       rxCommit
 }
 
 const (
@@ -153,9 +157,19 @@ func (e *endpoint) rxStep(x *rxReader, st *rxState, f *rxFPDU) error {
 				}
 				return perr(wire.LayerDDP, wire.DDPTypeCatastrophic, 0, "bad header: %v", err)
 			}
-			f.crc = 0
+			f.crc, f.whole = 0, false
 			if crcOn {
-				f.crc = wire.UpdateCRC(0, raw)
+				if end := x.r + wire.FPDULen(ulpdu); end <= x.w {
+					// The whole FPDU is in the buffer (MSS-sized FPDUs
+					// mostly are): one CRC call over it, not one each for
+					// header, payload and pad. Checked after the header's
+					// validation, as when the pieces come apart.
+					f.whole = true
+					f.crc = wire.UpdateCRC(0, x.buf[x.r:end-wire.CRCSize])
+					f.wantCRC = wire.CRCFromTrailer(x.buf[end-wire.CRCSize:])
+				} else {
+					f.crc = wire.UpdateCRC(0, raw)
+				}
 			}
 			x.r += len(raw)
 			n := ulpdu - hl
@@ -191,9 +205,13 @@ func (e *endpoint) rxStep(x *rxReader, st *rxState, f *rxFPDU) error {
 				st.termLen = n
 				return errTermReceived
 			}
+			if err == nil && f.whole && f.crc != f.wantCRC {
+				// Not placed: its bytes are known to be damaged.
+				err = crcErr(f.wantCRC, f.crc)
+			}
 			if err != nil {
 				var pe *protoErr
-				if errors.As(err, &pe) {
+				if errors.As(err, &pe) && pe.layer != wire.LayerLLP {
 					pe.hdr = raw
 				}
 				return err
@@ -204,7 +222,7 @@ func (e *endpoint) rxStep(x *rxReader, st *rxState, f *rxFPDU) error {
 				return err
 			}
 			x.bulk = len(f.dst) >= bulkPayload
-			if crcOn {
+			if crcOn && !f.whole {
 				f.crc = wire.UpdateCRC(f.crc, f.dst)
 			}
 			f.phase = rxTrailer
@@ -215,10 +233,10 @@ func (e *endpoint) rxStep(x *rxReader, st *rxState, f *rxFPDU) error {
 			if err := x.need(tail); err != nil {
 				return err
 			}
-			if crcOn {
+			if crcOn && !f.whole {
 				crc := wire.UpdateCRC(f.crc, x.buf[x.r:x.r+pad])
 				if got := wire.CRCFromTrailer(x.buf[x.r+pad:]); got != crc {
-					return perr(wire.LayerLLP, 0, wire.LLPCodeCRC, "MPA CRC 0x%08x, computed 0x%08x", got, crc)
+					return crcErr(got, crc)
 				}
 			}
 			x.r += tail
@@ -226,6 +244,12 @@ func (e *endpoint) rxStep(x *rxReader, st *rxState, f *rxFPDU) error {
 			e.commit(x, st, &f.c)
 		}
 	}
+}
+
+// crcErr is the error of an FPDU whose CRC field (got) is not the CRC
+// computed over it.
+func crcErr(got, computed uint32) error {
+	return perr(wire.LayerLLP, 0, wire.LLPCodeCRC, "MPA CRC 0x%08x, computed 0x%08x", got, computed)
 }
 
 // placeWrite validates an RDMA Write segment and returns where it goes.

@@ -372,3 +372,95 @@ func TestWriteTo(t *testing.T) {
 		t.Fatalf("stats %+v", st)
 	}
 }
+
+// Read hands a READ response made inline again out of the registered
+// memory in whatever pieces the reader asks for, the header and the data
+// joined across a piece; WriteTo after a partial Read writes the rest.
+func TestReadPieces(t *testing.T) {
+	w, _, content := setup(t, smb2.Dialect302)
+	send := func(pdu []byte) {
+		t.Helper()
+		framed := make([]byte, framing.HeaderLen, framing.HeaderLen+len(pdu))
+		if err := framing.Put(framed, len(pdu)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.Write(append(framed, pdu...)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const size = 300_000
+	whole := framing.HeaderLen + smb2.ReadResponseDataOffset + size
+	send(readReq(1, 7, size, 0))
+	var got []byte
+	piece := make([]byte, 1001) // not a divisor of the header's 84 bytes
+	for len(got) < whole {
+		n, err := w.Read(piece[:min(len(piece), whole-len(got))])
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, piece[:n]...)
+	}
+	if size, ok := framing.Parse(got); !ok || size != whole-framing.HeaderLen {
+		t.Fatalf("framing header % x", got[:4])
+	}
+	if r, err := smb2.ParseReadResponse(got[framing.HeaderLen:]); err != nil || !bytes.Equal(r.Data, content[7:7+size]) {
+		t.Fatalf("READ response read in pieces: %d bytes of data, %v", len(r.Data), err)
+	}
+
+	// 50 bytes by Read, the rest by WriteTo.
+	send(readReq(2, 11, size, 0))
+	head := make([]byte, 50)
+	if _, err := io.ReadFull(w, head); err != nil {
+		t.Fatal(err)
+	}
+	rec := &writes{got: make(chan struct{}, 16)}
+	done := make(chan error, 1)
+	go func() {
+		_, err := w.WriteTo(rec)
+		done <- err
+	}()
+	<-rec.got
+	<-rec.got
+	w.Close()
+	if err := <-done; !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("WriteTo after Close: %v, want net.ErrClosed", err)
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	// The head's rest, then the registered memory (one writev on a socket).
+	rest := bytes.Join(rec.calls, nil)
+	if len(rec.calls) != 2 || len(rec.calls[0]) != whole-size-50 || len(rest) != whole-50 {
+		t.Fatalf("WriteTo wrote %d bytes in %d writes, want the head's remaining %d, then %d", len(rest), len(rec.calls), whole-size-50, size)
+	}
+	r, err := smb2.ParseReadResponse(append(head[framing.HeaderLen:], rest...))
+	if err != nil || !bytes.Equal(r.Data, content[11:11+size]) {
+		t.Fatalf("READ response, Read then WriteTo: %d bytes of data, %v", len(r.Data), err)
+	}
+}
+
+// A client with one READ in flight at a time gets the same memory for
+// each: one buffer is kept while none is registered.
+func TestRegistrationReuse(t *testing.T) {
+	w, _, content := setup(t, smb2.Dialect302)
+	ch := w.ch.(*smbdChannel)
+	kept := func() []byte {
+		ch.mu.Lock()
+		defer ch.mu.Unlock()
+		if len(ch.free) != 1 || ch.open != 0 {
+			t.Fatalf("%d buffers kept, %d registrations open; want 1 and 0", len(ch.free), ch.open)
+		}
+		return ch.free[0][:1]
+	}
+	var first []byte
+	for i := range 3 {
+		resp := roundTrip(t, w, readReq(uint64(i+1), uint64(i), 1<<20, 0))
+		if r, err := smb2.ParseReadResponse(resp); err != nil || !bytes.Equal(r.Data, content[i:i+1<<20]) {
+			t.Fatalf("READ %d: %v", i, err)
+		}
+		if m := kept(); first == nil {
+			first = m
+		} else if &m[0] != &first[0] {
+			t.Fatalf("READ %d registered fresh memory", i)
+		}
+	}
+}

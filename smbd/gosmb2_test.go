@@ -11,6 +11,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
@@ -31,9 +32,11 @@ import (
 func TestLinuxGoSMB2(t *testing.T) {
 	vm := testbed.StartT(t, testbed.Options{
 		GuestScript: testbed.KsmbdGuest,
-		Forwards:    []testbed.Forward{{GuestPort: 5445}},
+		// 445: ksmbd's SMB2 over TCP, the baseline of the cpu subtest.
+		Forwards: []testbed.Forward{{GuestPort: 5445}, {GuestPort: 445}},
+		Timeout:  360 * time.Second,
 	})
-	ctx, cancel := context.WithTimeout(t.Context(), 150*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 330*time.Second)
 	defer cancel()
 	defer os.WriteFile(vm.ShareDir()+"/done", nil, 0o644)
 	if _, err := vm.WaitFor(ctx, "KSMBD_READY"); err != nil {
@@ -89,6 +92,98 @@ func TestLinuxGoSMB2(t *testing.T) {
 		t.Logf("go-smb2 through smb2rdma: %d files; ksmbd RDMA-read %d bytes from us (SMB2 WRITE) and RDMA-wrote %d bytes into us (SMB2 READ) in %d+%d requests, each registration invalidated by ksmbd's Send with Invalidate; checksums equal",
 			len(files), st.BytesFetched, st.BytesPlaced, st.Writes, st.Reads)
 	})
+
+	t.Run("cpu", func(t *testing.T) {
+		cpuPerByte(ctx, t, addr, net.JoinHostPort("127.0.0.1", strconv.Itoa(vm.HostPort(445))))
+	})
+}
+
+// cpuPerByte reads the same 64 MiB file from ksmbd with go-smb2 over TCP
+// and through smb2rdma (ksmbd RDMA-writes the data into us over siw), in
+// turns, and compares what each read cost this process in CPU time (user
+// plus system, getrusage RUSAGE_SELF: qemu, which runs the guest and its
+// siw, is a child process and not counted). Issue 11's target is a ratio
+// of at most 1.3; the machine running the tests is shared and its load
+// moves single figures by 2x, so the test asserts a bound the receive
+// path must never exceed (3x) and logs the figures for the record.
+func cpuPerByte(ctx context.Context, t *testing.T, smbdAddr, tcpAddr string) {
+	if _, ok := processCPU(); !ok {
+		t.Fatal("no getrusage on this platform")
+	}
+	const size = 64 << 20
+	tcpConn, err := (&net.Dialer{}).DialContext(ctx, "tcp", tcpAddr)
+	if err != nil {
+		t.Fatalf("TCP to ksmbd: %v", err)
+	}
+	tcpShare := testbed.MountShare(ctx, t, tcpConn, tcpAddr)
+	conn, err := smbd.Dial(ctx, smbdAddr, &smbd.Config{})
+	if err != nil {
+		t.Fatalf("SMB Direct to ksmbd: %v", err)
+	}
+	oc := smb2rdma.Wrap(conn, nil)
+	defer oc.Close()
+	rdmaShare := testbed.MountShare(ctx, t, oc, smbdAddr)
+
+	want := make([]byte, size)
+	rand.NewChaCha8([32]byte{'c', 'p', 'u'}).Read(want)
+	if err := tcpShare.WriteFile("cpu.bin", want, 0o644); err != nil {
+		t.Fatalf("write cpu.bin: %v", err)
+	}
+	got := make([]byte, size)
+	read := func(share *gosmb2.Share) (cpu, wall time.Duration, reads string) {
+		clear(got)
+		f, err := share.Open("cpu.bin")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		c0, _ := processCPU()
+		r0, b0 := readCalls()
+		start := time.Now()
+		if _, err := io.ReadFull(f, got); err != nil {
+			t.Fatalf("read cpu.bin: %v", err)
+		}
+		wall = time.Since(start)
+		c1, _ := processCPU()
+		r1, b1 := readCalls()
+		// How many read system calls it took: a receiver woken per
+		// segment makes many small ones.
+		reads = fmt.Sprintf("%d read calls, %d bytes each on average", r1-r0, (b1-b0)/max(r1-r0, 1))
+		if !bytes.Equal(got, want) {
+			t.Fatal("cpu.bin read back different")
+		}
+		return c1 - c0, wall, reads
+	}
+	before := oc.Stats().BytesPlaced
+	// Turns, so that a change of the machine's load hits both alike.
+	const rounds = 3
+	var tcpCPU, rdmaCPU []time.Duration
+	for i := range rounds {
+		for j := range 2 {
+			if (i+j)%2 == 0 {
+				c, w, r := read(tcpShare)
+				tcpCPU = append(tcpCPU, c)
+				t.Logf("round %d: TCP  %v CPU, %v wall, %s", i, c, w.Round(time.Millisecond), r)
+			} else {
+				c, w, r := read(rdmaShare)
+				rdmaCPU = append(rdmaCPU, c)
+				t.Logf("round %d: RDMA %v CPU, %v wall, %s", i, c, w.Round(time.Millisecond), r)
+			}
+		}
+	}
+	if placed := oc.Stats().BytesPlaced - before; placed < rounds*size {
+		t.Fatalf("ksmbd RDMA-wrote %d bytes into us, want at least %d: the reads did not go by RDMA", placed, rounds*size)
+	}
+	slices.Sort(tcpCPU)
+	slices.Sort(rdmaCPU)
+	tc, rc := tcpCPU[rounds/2], rdmaCPU[rounds/2]
+	mbps := func(d time.Duration) float64 { return size / d.Seconds() / 1e6 }
+	ratio := rc.Seconds() / tc.Seconds()
+	t.Logf("CPU per byte, go-smb2 reading 64 MiB from ksmbd (median of %d): TCP %v (%.0f MB per CPU-second), RDMA channel %v (%.0f MB per CPU-second): RDMA/TCP = %.2f (target <= 1.3)",
+		rounds, tc, mbps(tc), rc, mbps(rc), ratio)
+	if ratio > 3 {
+		t.Errorf("reading through the RDMA channel cost %.2fx the CPU of TCP, beyond 3x", ratio)
+	}
 }
 
 // exercise writes a file of each size, reads each back (whole and at an

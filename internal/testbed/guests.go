@@ -11,7 +11,7 @@ import (
 // KsmbdGuest is a guest script that brings up siw on eth0 and Linux ksmbd
 // (SMB Direct on port 5445) with one share, //GuestIP/share, user tester,
 // password secret; prints KSMBD_READY once ksmbd listens on 5445; and keeps
-// the VM up until the host creates ShareDir()/done (at most 120 s).
+// the VM up until the host creates ShareDir()/done (at most 360 s).
 //
 // ksmbd.mountd returns before the kernel has started its listeners (a work
 // item does that after mountd's startup message), and in the emulated guest
@@ -29,7 +29,7 @@ i=0; while ! grep -q '^ *[0-9]*: [0-9A-F]*:1545 00000000:0000 0A ' /proc/net/tcp
   sleep 0.1; i=$((i+1))
 done
 echo KSMBD_READY
-i=0; while [ ! -e /mnt/work/done ] && [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1)); done
+i=0; while [ ! -e /mnt/work/done ] && [ $i -lt 3600 ]; do sleep 0.1; i=$((i+1)); done
 `
 
 // MountShare logs in to KsmbdGuest's share as tester with the unmodified
