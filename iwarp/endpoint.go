@@ -101,6 +101,7 @@ type endpoint struct {
 	rxRun, txRun bool
 	reaping      bool
 	reaped       chan struct{}
+	txFn         func() // e.txLoop, bound once: go e.txLoop() allocates a closure per start
 }
 
 func newEndpoint(d *pd, cfg rdma.EndpointConfig) *endpoint {
@@ -125,6 +126,7 @@ func newEndpoint(d *pd, cfg rdma.EndpointConfig) *endpoint {
 		readMSN: 1,
 	}
 	e.txIdle.L = &e.mu
+	e.txFn = e.txLoop
 	e.cq.interrupt = e.interruptPoll
 	e.pollReady = e.cq.ready
 	e.pollCancel = e.interruptPoll
@@ -267,7 +269,7 @@ func (e *endpoint) kickTxLocked() {
 		return
 	}
 	e.txRun = true
-	go e.txLoop()
+	go e.txFn()
 }
 
 // lastOutLocked reports whether the caller, a connection goroutine that
