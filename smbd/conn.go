@@ -202,9 +202,7 @@ func (c *Conn) Close() error {
 	if c.stallTimer != nil {
 		c.stallTimer.Stop()
 	}
-	if c.kaTimer != nil {
-		c.kaTimer.Stop() // one running now sees c.closed
-	}
+	c.stopKeepaliveLocked()
 	c.wakeLocked()
 	c.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)

@@ -2,6 +2,7 @@ package smbd
 
 import (
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/smbdirect/smbdirect/smbd/internal/wire"
@@ -18,11 +19,35 @@ type keepaliveState struct {
 	// kaTimer runs keepaliveTick; a timer rather than a goroutine, so an
 	// idle connection holds no goroutine for it.
 	kaTimer *time.Timer
+	kaConn  *kaRef
+}
+
+// kaRef is what the keepalive timer's function holds: the runtime may keep
+// a stopped timer in its heap until it would have fired, a whole interval,
+// and with it the function; Close clears the reference so that it does
+// not keep the closed connection's buffers alive (TestConnectCloseCycles
+// in smbdirectd/server saw 9 KiB a connection retained).
+type kaRef struct{ c atomic.Pointer[Conn] }
+
+func (r *kaRef) tick() {
+	if c := r.c.Load(); c != nil {
+		c.keepaliveTick()
+	}
 }
 
 // startKeepaliveLocked arms the keepalive timer. Called with c.mu held.
 func (c *Conn) startKeepaliveLocked() {
-	c.kaTimer = time.AfterFunc(c.cfg.KeepaliveInterval, c.keepaliveTick)
+	c.kaConn = &kaRef{}
+	c.kaConn.c.Store(c)
+	c.kaTimer = time.AfterFunc(c.cfg.KeepaliveInterval, c.kaConn.tick)
+}
+
+// stopKeepaliveLocked disarms the keepalive timer for good (Close).
+func (c *Conn) stopKeepaliveLocked() {
+	if c.kaTimer != nil {
+		c.kaTimer.Stop() // one running now sees c.closed
+		c.kaConn.c.Store(nil)
+	}
 }
 
 // keepaliveTick sends a keepalive after KeepaliveInterval of silence and

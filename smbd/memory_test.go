@@ -1,6 +1,7 @@
 package smbd
 
 import (
+	"context"
 	"os"
 	"runtime"
 	"strconv"
@@ -70,5 +71,58 @@ func TestIdleConnCost(t *testing.T) {
 	}
 	if g > 2 {
 		t.Errorf("an idle connection end runs %.2f goroutines, budget 2", g)
+	}
+}
+
+// TestClosedConnCollectable: a closed connection is garbage once the
+// program drops it, although its keepalive timer would have fired only an
+// interval later (the runtime may keep a stopped timer, and its function,
+// until then).
+func TestClosedConnCollectable(t *testing.T) {
+	// Timers due before the keepalive's likely keep it from the head of the
+	// runtime's timer heaps, where a stopped one is dropped at once.
+	for range 2 * runtime.GOMAXPROCS(0) {
+		guard := time.AfterFunc(time.Minute, func() {})
+		defer guard.Stop()
+	}
+	collected := make(chan string, 2)
+	func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		l, err := Listen(ctx, "127.0.0.1:0", testConfig())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		accepted := make(chan *Conn, 1)
+		go func() {
+			s, _ := l.AcceptSMBD(ctx)
+			accepted <- s
+		}()
+		c, err := Dial(ctx, l.Addr().String(), testConfig())
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := <-accepted
+		if s == nil {
+			c.Close()
+			t.Fatal("accept failed")
+		}
+		runtime.AddCleanup(c, func(name string) { collected <- name }, "client")
+		runtime.AddCleanup(s, func(name string) { collected <- name }, "server")
+		c.Close()
+		s.Close()
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for got := 0; got < 2; {
+		runtime.GC()
+		select {
+		case <-collected:
+			got++
+		case <-time.After(10 * time.Millisecond):
+			if time.Now().After(deadline) {
+				t.Fatal("a closed connection is still referenced 10 s after Close")
+			}
+		}
 	}
 }
