@@ -215,11 +215,22 @@ func (e *endpoint) Background() {
 
 func (e *endpoint) driver() *rxDrive { return e.drvA.Load() }
 
+// rxExit marks the receive goroutine stopped and reaps if it is the last.
+func (e *endpoint) rxExit() {
+	e.mu.Lock()
+	e.rxRun = false
+	last := e.lastOutLocked()
+	e.mu.Unlock()
+	if last {
+		e.reap()
+	}
+}
+
 // rxLoop is the endpoint's goroutine on the receive side: it runs the
 // receive path whenever no application goroutine does, and finishes it
 // when the connection ends.
 func (e *endpoint) rxLoop() {
-	defer e.loops.Done()
+	defer e.rxExit()
 	d := e.drv
 	idle := time.NewTimer(idleDrive)
 	defer idle.Stop()

@@ -86,12 +86,22 @@ type endpoint struct {
 
 	// Pending outgoing Terminate.
 	term    *termOut
-	txWake  chan struct{}
+	txWake  chan struct{}           // wakes a running transmit goroutine
+	fileBuf []byte                  // the transmit goroutine's buffer for file sends with CRC
 	drv     *rxDrive                // who runs the receive path (drive.go); set by start
 	drvA    atomic.Pointer[rxDrive] // drv, for readers without e.mu
 	pollCtx                         // Poll's watch of its context (poll.go)
-	loops   sync.WaitGroup
-	reaped  chan struct{}
+
+	// The connection's goroutines (under mu): the receive goroutine runs
+	// from start to the end of the receive path; the transmit goroutine
+	// only while there is something to send (kickTxLocked starts it), so
+	// an idle connection runs one goroutine. The last of the two to exit
+	// once the connection ended reaps it (closes the socket, flushes the
+	// queues, closes reaped): no goroutine waits for them.
+	rxRun, txRun bool
+	reaping      bool
+	reaped       chan struct{}
+	txFn         func() // e.txLoop, bound once: go e.txLoop() allocates a closure per start
 }
 
 func newEndpoint(d *pd, cfg rdma.EndpointConfig) *endpoint {
@@ -116,6 +126,7 @@ func newEndpoint(d *pd, cfg rdma.EndpointConfig) *endpoint {
 		readMSN: 1,
 	}
 	e.txIdle.L = &e.mu
+	e.txFn = e.txLoop
 	e.cq.interrupt = e.interruptPoll
 	e.pollReady = e.cq.ready
 	e.pollCancel = e.interruptPoll
@@ -185,7 +196,7 @@ func (e *endpoint) PostSend(wr *rdma.SendWR) error {
 		return err
 	}
 	if e.sqTail-e.sqHead == uint64(len(e.sq)) {
-		e.kickTx() // requests held back by More must not wait for a post that failed
+		e.kickTxLocked() // requests held back by More must not wait for a post that failed
 		return rdma.ErrQueueFull
 	}
 	e.sq[e.sqTail%uint64(len(e.sq))] = ent
@@ -194,7 +205,7 @@ func (e *endpoint) PostSend(wr *rdma.SendWR) error {
 		return nil // the batch goes out with its last request
 	}
 	if !e.tryInlineLocked() {
-		e.kickTx()
+		e.kickTxLocked()
 	}
 	return nil
 }
@@ -234,11 +245,49 @@ func (e *endpoint) Err() error {
 	return e.err
 }
 
+// kickTx makes the transmit path look at the queues.
 func (e *endpoint) kickTx() {
-	select {
-	case e.txWake <- struct{}{}:
-	default:
+	e.mu.Lock()
+	e.kickTxLocked()
+	e.mu.Unlock()
+}
+
+// kickTxLocked wakes the transmit goroutine, or starts it. None is started
+// once the receive goroutine has exited (the connection is being reaped),
+// nor for an ended connection with no Terminate to send: it would only
+// exit. Starting one costs about what waking a parked one does, and
+// allocates nothing.
+func (e *endpoint) kickTxLocked() {
+	if e.txRun {
+		select {
+		case e.txWake <- struct{}{}:
+		default:
+		}
+		return
 	}
+	if !e.rxRun || (e.life.state >= stEnding && e.term == nil) {
+		return
+	}
+	e.txRun = true
+	go e.txFn()
+}
+
+// lastOutLocked reports whether the caller, a connection goroutine that
+// has just marked itself stopped, is the last one and is to reap.
+func (e *endpoint) lastOutLocked() bool {
+	if e.rxRun || e.txRun || e.reaping {
+		return false
+	}
+	e.reaping = true
+	return true
+}
+
+// reap releases the connection once its goroutines are gone: nothing else
+// touches the socket or the queues anymore.
+func (e *endpoint) reap() {
+	e.conn.Close() // end only shut it down
+	e.flush()
+	close(e.reaped)
 }
 
 // start runs the connection on conn. Called with the handshake done. If
@@ -275,16 +324,9 @@ func (e *endpoint) start(conn net.Conn, crc, large bool, ird, ord int, info rdma
 	}
 	e.drv = newRxDrive(e, conn)
 	e.drvA.Store(e.drv)
-	e.mu.Unlock()
-	e.loops.Add(2)
+	e.rxRun = true
 	go e.rxLoop()
-	go e.txLoop()
-	go func() {
-		e.loops.Wait()
-		conn.Close() // end only shut it down
-		e.flush()
-		close(e.reaped)
-	}()
+	e.mu.Unlock()
 	e.log.Debug("iwarp: connected", "local", info.LocalAddr, "remote", info.RemoteAddr, "crc", crc, "ird", ird, "ord", ord)
 	return true
 }
@@ -312,14 +354,14 @@ func (e *endpoint) end(err error) {
 	if conn != nil {
 		shutdown(conn)
 	}
-	e.kickTx()
+	e.kickTx() // a running transmit goroutine exits, or sends the Terminate
 }
 
 // shutdown ends the stream in both directions without closing the socket:
 // end may run inside the receive path's read callback (a DirectReceiver
 // function calling Abort), where Close would wait for that very callback
 // to return. Reads then see EOF, writes fail, the peer sees a FIN, and the
-// reaper (start) closes the socket once both loops have exited.
+// last connection goroutine to exit closes the socket (reap).
 // (net.TCPConn's CloseRead and CloseWrite are shutdown(2) on every
 // system, and do not wait for a read in progress.)
 func shutdown(c net.Conn) {
@@ -338,8 +380,9 @@ func shutdown(c net.Conn) {
 }
 
 // flush completes all outstanding work with ErrFlushed (the reason the
-// connection ended stays available from Err). Runs after both loops exit,
-// so nothing else touches the queues or the regions.
+// connection ended stays available from Err). Runs after the connection's
+// goroutines exited (reap), so nothing else touches the queues or the
+// regions.
 func (e *endpoint) flush() {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -389,8 +432,8 @@ func (e *endpoint) Disconnect(ctx context.Context) error {
 }
 
 // Abort implements rdma.Endpoint. It takes e.mu only, never the receive
-// path's drive lock, and does not wait for the loops: they see the closed
-// socket, and the reaper started by start flushes once both have exited.
+// path's drive lock, and does not wait for the connection's goroutines:
+// they see the closed socket, and the last of them to exit flushes (reap).
 func (e *endpoint) Abort() {
 	e.mu.Lock()
 	if e.life.state == stClosed {
@@ -406,7 +449,7 @@ func (e *endpoint) Abort() {
 	e.endUnstarted()
 }
 
-// endUnstarted ends an endpoint that never connected: no loop runs, so
+// endUnstarted ends an endpoint that never connected: no goroutine runs, so
 // posted work is flushed here.
 func (e *endpoint) endUnstarted() {
 	e.mu.Lock()

@@ -30,7 +30,7 @@ type rxState struct {
 func (e *endpoint) sendResponses() {
 	e.mu.Lock()
 	if e.irqHead != e.irqTail && !e.tryInlineLocked() {
-		e.kickTx()
+		e.kickTxLocked()
 	}
 	e.mu.Unlock()
 }
@@ -64,7 +64,7 @@ func (e *endpoint) commit(x *rxReader, st *rxState, c *rxCommit) {
 			e.completeSQLocked(true)
 			e.drv.delivered()
 			if e.sqTx != e.sqTail {
-				e.kickTx() // an ORD slot is free for a Read waiting for one
+				e.kickTxLocked() // an ORD slot is free for a Read waiting for one
 			}
 		}
 		e.mu.Unlock()
@@ -179,7 +179,7 @@ func (e *endpoint) rxStep(x *rxReader, st *rxState, f *rxFPDU) error {
 				st.heard = true
 				e.mu.Lock()
 				if e.life.heard() {
-					e.kickTx()
+					e.kickTxLocked()
 				}
 				e.mu.Unlock()
 			}

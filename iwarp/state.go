@@ -26,8 +26,8 @@ const (
 //	         +----------------------------+  (closed before connected)
 type epLife struct {
 	state epState
-	// started: the connection's loops run (start); they own the socket and
-	// the reaper flushes. Never cleared.
+	// started: the connection's goroutines run (start); they own the
+	// socket, and the last of them to exit flushes (reap). Never cleared.
 	started bool
 	// closing: Disconnect asked for a graceful end: send what is queued,
 	// then FIN.

@@ -134,21 +134,20 @@ func (b *txBatch) flush(c net.Conn) error {
 // txLoop writes what the send path queued. Only the holder of txBusy (this
 // loop, or PostSend on its inline fast path) touches the socket, so FPDUs of
 // one message are never split by another's (the ordering DDP requires).
+// It runs while there is something to send: kickTxLocked starts it, and it
+// exits, in the same critical section as it finds nothing to do, when the
+// queues are empty or an inline writer holds the socket (which kicks it
+// again if it leaves work behind). Requests stay in posting order because
+// there is one queue and one writer at a time, whichever goroutine it is.
 func (e *endpoint) txLoop() {
-	defer e.loops.Done()
 	b := e.txb
-	var fileBuf []byte
 	for {
 		e.mu.Lock()
 		if e.life.txBusy {
-			// PostSend is writing inline; it kicks us when done.
-			e.mu.Unlock()
-			select {
-			case <-e.txWake:
-			case <-e.done:
-				return
-			}
-			continue
+			// PostSend is writing inline; it kicks us when done if it
+			// leaves work behind.
+			e.txExitLocked()
+			return
 		}
 		if e.term != nil {
 			// e.term stays set, so no inline write follows the
@@ -161,11 +160,11 @@ func (e *endpoint) txLoop() {
 			e.sendTerminate(b, conn, t)
 			e.mu.Lock()
 			e.txDone()
-			e.mu.Unlock()
+			e.txExitLocked()
 			return
 		}
 		if e.life.state >= stEnding {
-			e.mu.Unlock()
+			e.txExitLocked()
 			return
 		}
 		var fileEnt *sqEntry
@@ -176,6 +175,10 @@ func (e *endpoint) txLoop() {
 		idle := b.empty() && fileEnt == nil && b.sqFrom == b.sqTo
 		finish := idle && e.life.closing && e.sqTx == e.sqTail && e.irqHead == e.irqTail
 		conn := e.conn
+		if idle && !finish {
+			e.txExitLocked()
+			return
+		}
 		if !idle {
 			e.life.takeTx()
 		}
@@ -183,26 +186,22 @@ func (e *endpoint) txLoop() {
 
 		if finish {
 			// Graceful close: FIN after the last FPDU; the receive loop
-			// waits for the peer's FIN.
+			// waits for the peer's FIN. Staying until the end keeps a
+			// second FIN from being attempted.
 			if tc, ok := conn.(interface{ CloseWrite() error }); ok {
 				tc.CloseWrite()
 			}
 			<-e.done
+			e.mu.Lock()
+			e.txExitLocked()
 			return
-		}
-		if idle {
-			select {
-			case <-e.txWake:
-			case <-e.done:
-			}
-			continue
 		}
 		err := b.flush(conn)
 		if err == nil && fileEnt != nil {
-			if fileBuf == nil && e.crc {
-				fileBuf = make([]byte, e.segT)
+			if e.fileBuf == nil && e.crc {
+				e.fileBuf = make([]byte, e.segT)
 			}
-			if err = e.sendFile(conn, fileEnt, fileBuf); err != nil {
+			if err = e.sendFile(conn, fileEnt, e.fileBuf); err != nil {
 				err = fmt.Errorf("iwarp: send from file: %w", err)
 				e.mu.Lock()
 				fileEnt.err = err // the request learns why, the rest is flushed
@@ -221,8 +220,21 @@ func (e *endpoint) txLoop() {
 		e.mu.Unlock()
 		if err != nil {
 			e.end(fmt.Errorf("iwarp: send: %w", err))
+			e.mu.Lock()
+			e.txExitLocked()
 			return
 		}
+	}
+}
+
+// txExitLocked ends the transmit goroutine: called with e.mu held, it
+// releases it, and reaps when the receive goroutine is gone too.
+func (e *endpoint) txExitLocked() {
+	e.txRun = false
+	last := e.lastOutLocked()
+	e.mu.Unlock()
+	if last {
+		e.reap()
 	}
 }
 
@@ -305,7 +317,7 @@ func (e *endpoint) tryInlineLocked() bool {
 		// The rest, or work posted or arrived meanwhile, is the
 		// transmit loop's. Waking it for nothing would cost a goroutine
 		// wake-up per message.
-		e.kickTx()
+		e.kickTxLocked()
 	}
 	return true
 }

@@ -66,7 +66,7 @@ type Info struct {
 // provider's TryLock of its drive lock succeeds (awaitLocked). Because
 // the receive path takes mu (directRecv), mu is released before anything
 // waits for the receive path: Drive (awaitLocked), and the endpoint's
-// Close and Disconnect (Close, release, keepaliveLoop; a failure under mu
+// Close and Disconnect (Close, release, keepaliveTick; a failure under mu
 // closes it on another goroutine). Timers and context callbacks take mu
 // alone. docs/smbd.md has the same, with iwarp's side.
 type Conn struct {
@@ -161,7 +161,8 @@ func (c *Conn) fail(err error) {
 	c.ep.Abort()
 }
 
-// start runs the completion and keepalive loops after negotiation.
+// start runs the completion loop and arms the keepalive timer after
+// negotiation.
 func (c *Conn) start() {
 	if dr, ok := c.ep.(rdma.DirectReceiver); ok {
 		dr.OnRecv(c.directRecv)
@@ -170,10 +171,10 @@ func (c *Conn) start() {
 		c.drv, _ = c.ep.(rdma.Driver)
 	}
 	c.lastRecv = time.Now()
-	c.loops.Add(2)
+	c.loops.Add(1)
 	go c.pollLoop()
-	go c.keepaliveLoop()
 	c.mu.Lock()
+	c.startKeepaliveLocked()
 	c.replenishLocked()
 	c.mu.Unlock()
 	c.maybeControl()
@@ -201,6 +202,7 @@ func (c *Conn) Close() error {
 	if c.stallTimer != nil {
 		c.stallTimer.Stop()
 	}
+	c.stopKeepaliveLocked()
 	c.wakeLocked()
 	c.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
