@@ -103,6 +103,7 @@ type Conn struct {
 func newConn(cfg Config, pd rdma.PD, ownPD bool) (*Conn, error) {
 	c := &Conn{cfg: cfg, log: cfg.Logger, pd: pd, ownPD: ownPD, cr: newCredits(cfg.InitialReceives, cfg.ReceiveCreditMax, cfg.MaxReceiveSize, cfg.MaxQueuedBytes), done: make(chan struct{})}
 	c.reasm = -1
+	c.recvSize = cfg.MaxReceiveSize
 	c.cond = sync.NewCond(&c.mu)
 	c.pollKick = make(chan struct{}, 1)
 	c.sendMax = maxSendSlots(cfg.MaxSendSize)
