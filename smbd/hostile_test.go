@@ -481,28 +481,42 @@ func TestHostileNegotiateResponse(t *testing.T) {
 }
 
 // A peer that announced 1364-byte sends gets receive buffers of 1364
-// bytes once negotiated, and a longer message ends the connection with
-// ErrProtocol, even in a larger buffer posted before negotiation.
+// bytes once negotiated, and a longer message ends the connection: with
+// ErrProtocol when it lands in the one larger buffer, the negotiate
+// message's (reposted first), with the provider's length error in the
+// others.
 func TestHostileOversizeMessage(t *testing.T) {
-	hostileRun(t, func(t *testing.T, env *hostEnv) {
-		c, p, r := negotiatedReq(t, env, nil, negReqSend(0x0100, 1364))
-		if r.CreditsGranted == 0 {
-			t.Fatal("no credits granted")
-		}
-		c.mu.Lock()
-		size, bufSize := c.recvSize, c.cr.bufSize
-		c.mu.Unlock()
-		if size != 1364 || bufSize != 1364 {
-			t.Fatalf("receive size %d, budget counts %d; want 1364", size, bufSize)
-		}
-		// A whole 1364-byte message is fine, one byte more is not.
-		p.send(dt(wire.DataTransfer{}, make([]byte, 1364-wire.DataTransferHeaderLen)))
-		c.SetReadDeadline(time.Now().Add(5 * time.Second))
-		buf := make([]byte, 2048)
-		if n, err := c.ReadMessage(buf); err != nil || n != 1364-wire.DataTransferHeaderLen {
-			t.Fatalf("read %d, %v", n, err)
-		}
-		p.send(dt(wire.DataTransfer{}, make([]byte, 1365-wire.DataTransferHeaderLen)))
-		expectFailure(t, c, p, ErrProtocol)
-	})
+	for _, tc := range []struct {
+		name string
+		good int // whole messages sent before the long one
+		want error
+	}{
+		{"negotiate-buffer", 0, ErrProtocol},
+		{"sized-buffer", 1, rdma.ErrLocalLength},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			hostileRun(t, func(t *testing.T, env *hostEnv) {
+				c, p, r := negotiatedReq(t, env, nil, negReqSend(0x0100, 1364))
+				if r.CreditsGranted < 2 {
+					t.Fatalf("%d credits granted", r.CreditsGranted)
+				}
+				c.mu.Lock()
+				size, bufSize := c.recvSize, c.cr.bufSize
+				c.mu.Unlock()
+				if size != 1364 || bufSize != 1364 {
+					t.Fatalf("receive size %d, budget counts %d; want 1364", size, bufSize)
+				}
+				c.SetReadDeadline(time.Now().Add(5 * time.Second))
+				buf := make([]byte, 2048)
+				for range tc.good {
+					p.send(dt(wire.DataTransfer{}, make([]byte, 1364-wire.DataTransferHeaderLen)))
+					if n, err := c.ReadMessage(buf); err != nil || n != 1364-wire.DataTransferHeaderLen {
+						t.Fatalf("read %d, %v", n, err)
+					}
+				}
+				p.send(dt(wire.DataTransfer{}, make([]byte, 1365-wire.DataTransferHeaderLen)))
+				expectFailure(t, c, p, tc.want)
+			})
+		})
+	}
 }
