@@ -103,6 +103,7 @@ type Conn struct {
 func newConn(cfg Config, pd rdma.PD, ownPD bool) (*Conn, error) {
 	c := &Conn{cfg: cfg, log: cfg.Logger, pd: pd, ownPD: ownPD, cr: newCredits(cfg.InitialReceives, cfg.ReceiveCreditMax, cfg.MaxReceiveSize, cfg.MaxQueuedBytes), done: make(chan struct{})}
 	c.reasm = -1
+	c.recvSize = cfg.MaxReceiveSize
 	c.cond = sync.NewCond(&c.mu)
 	c.pollKick = make(chan struct{}, 1)
 	c.sendMax = maxSendSlots(cfg.MaxSendSize)
@@ -123,11 +124,13 @@ func newConn(cfg Config, pd rdma.PD, ownPD bool) (*Conn, error) {
 		ep.Close()
 		return nil, err
 	}
-	// The first receives: one more than the credits, for the negotiate
-	// message that needs none.
+	// One receive, for the negotiate message (it needs no credit). The
+	// ones we grant credits for are posted once negotiation has sized
+	// them to what the peer sends (sizeRecvLocked): before the response
+	// (Listener) or in start (Dial), ahead of the first grant either way.
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if err := c.postRecvLocked(cfg.InitialReceives + 1); err != nil {
+	if err := c.postRecvLocked(1); err != nil {
 		c.mu.Unlock()
 		c.release()
 		c.mu.Lock()

@@ -173,11 +173,16 @@ func TestSmallestQueue(t *testing.T) {
 		t.Run(fmt.Sprintf("dialer-reads=%v", dialerReads), func(t *testing.T) {
 			small := testConfig()
 			small.MaxQueuedBytes = 1
+			// The writer sends messages as large as the reader's
+			// buffers, so that two of them are all the budget allows
+			// (receive buffers are sized to what the peer sends).
+			big := testConfig()
+			big.MaxSendSize = wire.DefaultMaxReceiveSize
 			var w, r *Conn
 			if dialerReads {
-				r, w = pair(t, small, testConfig())
+				r, w = pair(t, small, big)
 			} else {
-				w, r = pair(t, testConfig(), small)
+				w, r = pair(t, big, small)
 			}
 			const n = 200
 			done := make(chan error, 1)

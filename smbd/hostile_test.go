@@ -123,9 +123,15 @@ func dt(h wire.DataTransfer, payload []byte) []byte {
 	return append(wire.AppendDataTransfer(nil, &h), payload...)
 }
 
+// negReq is the raw peer's negotiate request. It announces 8192-byte
+// sends, the most our side receives, since tests send messages that large.
 func negReq(v uint16) []byte {
+	return negReqSend(v, 8192)
+}
+
+func negReqSend(v uint16, preferredSend uint32) []byte {
 	return wire.AppendNegotiateRequest(nil, &wire.NegotiateRequest{MinVersion: v, MaxVersion: v,
-		CreditsRequested: 255, PreferredSendSize: 1364, MaxReceiveSize: 8192, MaxFragmentedSize: 1 << 20})
+		CreditsRequested: 255, PreferredSendSize: preferredSend, MaxReceiveSize: 8192, MaxFragmentedSize: 1 << 20})
 }
 
 // serverCase starts our Listener, connects a raw client and returns both,
@@ -193,8 +199,13 @@ func TestHostileNegotiateRequest(t *testing.T) {
 // negotiation; the raw client then holds the response's credits.
 func negotiated(t *testing.T, env *hostEnv, cfg *Config) (*Conn, *rawPeer, wire.NegotiateResponse) {
 	t.Helper()
+	return negotiatedReq(t, env, cfg, negReq(0x0100))
+}
+
+func negotiatedReq(t *testing.T, env *hostEnv, cfg *Config, req []byte) (*Conn, *rawPeer, wire.NegotiateResponse) {
+	t.Helper()
 	l, p := hostileListener(t, env, cfg)
-	p.send(negReq(0x0100))
+	p.send(req)
 	b, _ := p.recv()
 	r, err := wire.ParseNegotiateResponse(b)
 	if err != nil || r.Status != 0 {
@@ -464,6 +475,47 @@ func TestHostileNegotiateResponse(t *testing.T) {
 				}
 				t.Logf("%v", err)
 				<-done
+			})
+		})
+	}
+}
+
+// A peer that announced 1364-byte sends gets receive buffers of 1364
+// bytes once negotiated, and a longer message ends the connection: with
+// ErrProtocol when it lands in the one larger buffer, the negotiate
+// message's (reposted first), with the provider's length error in the
+// others.
+func TestHostileOversizeMessage(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		good int // whole messages sent before the long one
+		want error
+	}{
+		{"negotiate-buffer", 0, ErrProtocol},
+		{"sized-buffer", 1, rdma.ErrLocalLength},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			hostileRun(t, func(t *testing.T, env *hostEnv) {
+				c, p, r := negotiatedReq(t, env, nil, negReqSend(0x0100, 1364))
+				if r.CreditsGranted < 2 {
+					t.Fatalf("%d credits granted", r.CreditsGranted)
+				}
+				c.mu.Lock()
+				size, bufSize := c.recvSize, c.cr.bufSize
+				c.mu.Unlock()
+				if size != 1364 || bufSize != 1364 {
+					t.Fatalf("receive size %d, budget counts %d; want 1364", size, bufSize)
+				}
+				c.SetReadDeadline(time.Now().Add(5 * time.Second))
+				buf := make([]byte, 2048)
+				for range tc.good {
+					p.send(dt(wire.DataTransfer{}, make([]byte, 1364-wire.DataTransferHeaderLen)))
+					if n, err := c.ReadMessage(buf); err != nil || n != 1364-wire.DataTransferHeaderLen {
+						t.Fatalf("read %d, %v", n, err)
+					}
+				}
+				p.send(dt(wire.DataTransfer{}, make([]byte, 1365-wire.DataTransferHeaderLen)))
+				expectFailure(t, c, p, tc.want)
 			})
 		})
 	}

@@ -66,6 +66,7 @@ func Dial(ctx context.Context, addr string, cfg *Config) (*Conn, error) {
 	c.freeRecv = append(c.freeRecv, slot)
 	c.maxSend = min(rc.MaxSendSize, int(resp.MaxReceiveSize))
 	c.peerMaxRecv = int(resp.MaxReceiveSize)
+	c.sizeRecvLocked(resp.PreferredSendSize)
 	c.maxFragSend = int(resp.MaxFragmentedSize)
 	c.maxRW = min(rc.MaxReadWriteSize, int(resp.MaxReadWriteSize))
 	c.cr.send = int(resp.CreditsGranted)
@@ -298,6 +299,7 @@ func (l *Listener) negotiate(ctx context.Context, req rdma.ConnRequest) (*Conn, 
 	}
 	c.maxSend = min(rc.MaxSendSize, int(nr.MaxReceiveSize))
 	c.peerMaxRecv = int(nr.MaxReceiveSize)
+	c.sizeRecvLocked(nr.PreferredSendSize)
 	c.maxFragSend = int(nr.MaxFragmentedSize)
 	c.maxRW = rc.MaxReadWriteSize
 	c.cr.peerTarget = int(nr.CreditsRequested)

@@ -23,7 +23,7 @@ import (
 func init() {
 	registerSub("bench", "benchmarks, each side by side with plain TCP over loopback in the same run", &command{
 		name:  "daemon",
-		usage: "[--duration 2s] [--rounds 3] [--file-size 1GiB] [--json]",
+		usage: "[--duration 2s] [--rounds 3] [--file-size 1GiB] [--json] [--cpuprofile FILE]",
 		short: "smbdirectd's stream fd and offload vs an in-process smbd.Conn (and TCP)",
 		long: `Answers the design's open question: what does handing SMB Direct to a client
 process through smbdirectd cost? Runs a daemon in this process on a temporary
@@ -50,6 +50,7 @@ temporary directory (--file-size, default 1 GiB).`,
 			rounds := fs.Int("rounds", 3, "measurements of each stream and round-trip figure (the best is reported)")
 			fileSize := fs.String("file-size", "1GiB", "size of the file range moved by RDMA")
 			asJSON := fs.Bool("json", false, "JSON lines output")
+			cpuprof := fs.String("cpuprofile", "", "write a CPU profile of the whole run (daemon, peer and program alike: one process) to FILE")
 			return func(ctx context.Context, args []string) error {
 				if err := noArgs(args); err != nil {
 					return err
@@ -66,6 +67,11 @@ temporary directory (--file-size, default 1 GiB).`,
 				}
 				out := newBenchOut(stdoutOf(ctx), stderrOf(ctx), *asJSON)
 				defer out.flush()
+				stop, err := startCPUProfile(*cpuprof)
+				if err != nil {
+					return err
+				}
+				defer stop()
 				return benchDaemon(ctx, out, *dur, *rounds, int64(fsize))
 			}
 		},

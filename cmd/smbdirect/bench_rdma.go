@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"sort"
 	"time"
 
 	"github.com/smbdirect/smbdirect/iwarp"
@@ -23,8 +24,8 @@ loopback doing the same transfer (a stream of messages of that size, read whole 
 the other side; a 64-byte echo for the ping-pong), measured in the same run, and
 their ratio. Operations are posted in bursts, each burst as one batch
 (rdma.SendWR.More), as a verbs program posts a list of work requests. Ours and TCP
-take turns in four slices of --duration/4 each, so that
-a busy machine weighs on both alike.
+take turns in five slices of --duration/5 each, so that
+a busy machine weighs on both alike, and the median slice of each is reported.
 
 The endpoints send FPDUs as large as loopback's MSS allows (about 64 KiB). Real
 iWARP peers, Linux siw among them, send FPDUs of one TCP segment (1448 bytes on
@@ -148,29 +149,43 @@ func rdmaRows(sizes []int, fixed int) []rdmaRow {
 // of a 1500-byte MTU with timestamps.
 const realFPDU = 1448
 
-// benchSlices is how many turns ours and TCP each take in a measurement.
-const benchSlices = 4
+// benchSlices is how many turns ours and TCP each take in a measurement:
+// odd, so that the median is one of them.
+const benchSlices = 5
 
 // interleave measures ours and tcp in turns, benchSlices slices of d each
-// split between them, and returns the mean of each. On a shared machine
+// split between them, and returns the median of each. On a shared machine
 // the load changes over seconds: taking turns exposes both to it alike,
 // so their ratio means more than that of two measurements one after the
-// other.
+// other. The median, not the mean: a slice that another process's burst
+// halved (or a slice that ran alone) moves the mean of five by 10-20%,
+// the median not at all.
 func interleave(d time.Duration, ours, tcp func(time.Duration) (float64, error)) (float64, float64, error) {
-	var o, t float64
+	var o, t [benchSlices]float64
 	slice := d / benchSlices
-	for range benchSlices {
-		v, err := ours(slice)
-		if err != nil {
+	for i := range benchSlices {
+		var err error
+		if o[i], err = ours(slice); err != nil {
 			return 0, 0, err
 		}
-		tv, err := tcp(slice)
-		if err != nil {
+		if t[i], err = tcp(slice); err != nil {
 			return 0, 0, err
 		}
-		o, t = o+v, t+tv
 	}
-	return o / benchSlices, t / benchSlices, nil
+	return median(o[:]), median(t[:]), nil
+}
+
+// median returns the middle value of v (the mean of the middle two for an
+// even count), sorting v.
+func median(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	sort.Float64s(v)
+	if len(v)%2 == 1 {
+		return v[len(v)/2]
+	}
+	return (v[len(v)/2-1] + v[len(v)/2]) / 2
 }
 
 type rdmaBench struct {

@@ -15,12 +15,13 @@ import (
 func init() {
 	registerSub("bench", "benchmarks, each side by side with plain TCP over loopback in the same run", &command{
 		name:  "smbd",
-		usage: "[--fpdu N] [--duration 2s] [--json]",
+		usage: "[--fpdu N] [--duration 2s] [--json] [--cpuprofile FILE]",
 		short: "SMB Direct PDU stream and round trip vs plain TCP",
 		long: `Streams Direct-TCP-framed PDUs through an SMB Direct connection over soft-iWARP on
 127.0.0.1, read with io.ReadFull as SMB2 code does, and measures a 64-byte PDU
 round trip; each next to the same traffic on a plain TCP connection, the two
-taking turns in four slices of --duration/4. PDU streams run twice: with the
+taking turns in five slices of --duration/5, the median slice of each
+reported. PDU streams run twice: with the
 MS-SMBD default sizes (1364-byte messages, so a 1 MiB PDU is ~780 fragments) and
 with large sizes negotiated between our own endpoints. The large stream runs
 again with 1448-byte FPDUs (smbd_stream_large_fpdu1448), as Linux siw and iWARP
@@ -30,6 +31,7 @@ bytes instead.`,
 			fpdu := fs.String("fpdu", "", "largest FPDU the senders send, in bytes (default: the MSS, plus a 1448-byte row)")
 			dur := fs.Duration("duration", 2*time.Second, "time per measurement")
 			asJSON := fs.Bool("json", false, "JSON lines output")
+			cpuprof := fs.String("cpuprofile", "", "write a CPU profile of the whole run to FILE")
 			return func(ctx context.Context, args []string) error {
 				if err := noArgs(args); err != nil {
 					return err
@@ -49,6 +51,11 @@ bytes instead.`,
 				}
 				out := newBenchOut(stdoutOf(ctx), stderrOf(ctx), *asJSON)
 				defer out.flush()
+				stop, err := startCPUProfile(*cpuprof)
+				if err != nil {
+					return err
+				}
+				defer stop()
 				large := &smbd.Config{MaxSendSize: 65536, MaxReceiveSize: 65536, MaxFragmentedSize: 8 << 20, ReceiveCreditMax: 64}
 				type row struct {
 					name string

@@ -4,8 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestBenchRDMAJSON(t *testing.T) {
@@ -121,5 +125,53 @@ func TestBenchRDMAFPDURows(t *testing.T) {
 		if err := run(context.Background(), []string{"bench", "rdma", "--fpdu", bad}, &out, &errb); err == nil {
 			t.Fatalf("--fpdu %s accepted", bad)
 		}
+	}
+}
+
+// TestInterleaveMedian: each side's figure is its median slice, and the
+// two take turns, ours first.
+func TestInterleaveMedian(t *testing.T) {
+	var order []string
+	ours := []float64{5, 1, 100, 3, 4}
+	tcp := []float64{10, 20, 30, 0.5, 40}
+	var i, j int
+	o, tc, err := interleave(5*time.Millisecond, func(time.Duration) (float64, error) {
+		order = append(order, "o")
+		i++
+		return ours[i-1], nil
+	}, func(time.Duration) (float64, error) {
+		order = append(order, "t")
+		j++
+		return tcp[j-1], nil
+	})
+	if err != nil || o != 4 || tc != 20 {
+		t.Fatalf("interleave = %v, %v, %v; want 4, 20", o, tc, err)
+	}
+	if got := strings.Join(order, ""); got != "ototototot" {
+		t.Fatalf("order %s", got)
+	}
+	if m := median([]float64{4, 1, 3, 2}); m != 2.5 {
+		t.Fatalf("median of 4 = %v", m)
+	}
+	if m := median(nil); m != 0 {
+		t.Fatalf("median of none = %v", m)
+	}
+	boom := errors.New("boom")
+	if _, _, err := interleave(time.Millisecond, func(time.Duration) (float64, error) { return 0, boom }, nil); !errors.Is(err, boom) {
+		t.Fatalf("err %v", err)
+	}
+}
+
+// TestBenchSMBDCPUProfile: --cpuprofile writes a profile of the run.
+func TestBenchSMBDCPUProfile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "cpu.prof")
+	var out, errb bytes.Buffer
+	if err := run(context.Background(), []string{"bench", "smbd", "--json", "--duration", "100ms", "--fpdu", "1448", "--cpuprofile", path}, &out, &errb); err != nil {
+		t.Fatalf("%v\n%s", err, errb.String())
+	}
+	b, err := os.ReadFile(path)
+	// A pprof profile is a gzipped protocol buffer.
+	if err != nil || len(b) < 2 || b[0] != 0x1f || b[1] != 0x8b {
+		t.Fatalf("profile: %d bytes, % x, %v", len(b), b[:min(len(b), 2)], err)
 	}
 }
