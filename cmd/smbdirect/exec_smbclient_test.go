@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime/pprof"
 	"strings"
 	"syscall"
@@ -270,7 +271,8 @@ func TestVMSmbclientKsmbd(t *testing.T) {
 	// smbclient saw NT_STATUS_CONNECTION_DISCONNECTED): 4 x 64 MiB
 	// through an emulated CPU took 40-110 s.
 	const life = 8 * time.Minute
-	script2 := strings.Replace(script, "[ $i -lt 1200 ]", fmt.Sprintf("[ $i -lt %d ]", int(life/(100*time.Millisecond))), 1)
+	script2 := regexp.MustCompile(`\[ \$i -lt [0-9]+ \]`).ReplaceAllLiteralString(script,
+		fmt.Sprintf("[ $i -lt %d ]", int(life/(100*time.Millisecond))))
 	if script == testbed.KsmbdGuest || script2 == script {
 		t.Fatal("KsmbdGuest's ksmbd.conf or wait loop changed: update this test")
 	}
