@@ -51,9 +51,9 @@ func TestWrite(t *testing.T) {
 		text := string(b)
 		wants := []string{"\tpassdb backend = tdbsam:" + filepath.Join(dir, "private/passdb.tdb") + "\n",
 			"\tsmb2 max read = 65536\n[share]\n\tpath = " + filepath.Join(dir, "share") + "\n",
-			"\tvalid users = root\n", "\tstrict sync = no\n"}
+			"\tvalid users = root\n", "\tstrict sync = no\n", "\tchange notify = no\n"}
 		if port == 0 {
-			wants = append(wants, "\tsmb ports = 1\n", "\tchange notify = no\n")
+			wants = append(wants, "\tsmb ports = 1\n")
 		} else {
 			wants = append(wants, "\tsmb ports = 4455\n", "\tinterfaces = 127.0.0.1\n\tbind interfaces only = yes\n")
 		}
