@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
-	"io"
-	"net"
 	"testing"
 	"time"
 
@@ -49,27 +47,8 @@ func benchReceive(b *testing.B, fpdu int, crc bool) {
 	for range 8 {
 		ep.PostRecv(&recv)
 	}
-	errc := make(chan error, 1)
-	go func() {
-		req, err := ln.Accept(ctx)
-		if err == nil {
-			err = req.Accept(ctx, ep, rdma.ConnParams{})
-		}
-		errc <- err
-	}()
-	raw, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		b.Fatal(err)
-	}
+	raw := rawPeer(b, ctx, ln, ep, 0, crc, 1)
 	defer raw.Close()
-	req := wire.AppendMPAFrame(nil, &wire.MPAFrame{CRC: crc, Enhanced: true, Revision: 2, PrivateDataLen: 4})
-	raw.Write(wire.AppendMPAv2(req, wire.MPAv2{IRD: 1, ORD: 1}))
-	if _, err := io.ReadFull(raw, make([]byte, wire.MPAHeaderLen+4)); err != nil {
-		b.Fatal(err)
-	}
-	if err := <-errc; err != nil {
-		b.Fatal(err)
-	}
 
 	frame := func(dst, ulpdu []byte) []byte {
 		start := len(dst)

@@ -59,24 +59,7 @@ func FuzzReceiveStream(f *testing.F) {
 		for i := 0; i < 4; i++ {
 			ep.PostRecv(&rdma.RecvWR{ID: uint64(i), Local: rdma.SGE{MR: rcv, Offset: i * 1024, Length: 1024}})
 		}
-		errc := make(chan error, 1)
-		go func() {
-			req, err := ln.Accept(ctx)
-			if err == nil {
-				err = req.Accept(ctx, ep, rdma.ConnParams{})
-			}
-			errc <- err
-		}()
-		raw, err := net.Dial("tcp", ln.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		req := wire.AppendMPAFrame(nil, &wire.MPAFrame{Enhanced: true, Revision: 2, PrivateDataLen: 4})
-		raw.Write(wire.AppendMPAv2(req, wire.MPAv2{IRD: 4, ORD: 4}))
-		io.ReadFull(raw, make([]byte, wire.MPAHeaderLen+4))
-		if err := <-errc; err != nil {
-			t.Fatal(err)
-		}
+		raw := rawPeer(t, ctx, ln, ep, 0, false, 4)
 		go func() {
 			raw.Write(in)
 			raw.(*net.TCPConn).CloseWrite()

@@ -88,27 +88,7 @@ func setupHostile(t *testing.T, crc bool, recvs int, ird int) *hostileEnv {
 	for i := 0; i < recvs; i++ {
 		env.ep.PostRecv(&rdma.RecvWR{ID: uint64(i), Local: rdma.SGE{MR: env.recv.mr}})
 	}
-	errc := make(chan error, 1)
-	go func() {
-		req, err := ln.Accept(ctx)
-		if err == nil {
-			err = req.Accept(ctx, env.ep, rdma.ConnParams{IRD: ird})
-		}
-		errc <- err
-	}()
-	env.raw, err = net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	req := wire.AppendMPAFrame(nil, &wire.MPAFrame{CRC: crc, Enhanced: true, Revision: 2, PrivateDataLen: 4})
-	env.raw.Write(wire.AppendMPAv2(req, wire.MPAv2{IRD: 1, ORD: 1}))
-	rep := make([]byte, wire.MPAHeaderLen+4)
-	if _, err := io.ReadFull(env.raw, rep); err != nil {
-		t.Fatal(err)
-	}
-	if err := <-errc; err != nil {
-		t.Fatal(err)
-	}
+	env.raw = rawPeer(t, ctx, ln, env.ep, ird, crc, 1)
 	t.Cleanup(func() {
 		env.raw.Close()
 		env.ep.Close()
@@ -117,6 +97,37 @@ func setupHostile(t *testing.T, crc bool, recvs int, ird int) *hostileEnv {
 		}
 	})
 	return env
+}
+
+// rawPeer is a hand-driven iWARP peer: a TCP connection to ln whose MPA
+// request (enhanced, rev 2, CRC if crc, IRD and ORD peerRD) ep accepts
+// with IRD ird. It returns once both sides are connected; the frames
+// after that are the caller's to write.
+func rawPeer(tb testing.TB, ctx context.Context, ln rdma.Listener, ep rdma.Endpoint, ird int, crc bool, peerRD uint16) net.Conn {
+	tb.Helper()
+	errc := make(chan error, 1)
+	go func() {
+		req, err := ln.Accept(ctx)
+		if err == nil {
+			err = req.Accept(ctx, ep, rdma.ConnParams{IRD: ird})
+		}
+		errc <- err
+	}()
+	raw, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	req := wire.AppendMPAFrame(nil, &wire.MPAFrame{CRC: crc, Enhanced: true, Revision: 2, PrivateDataLen: 4})
+	raw.Write(wire.AppendMPAv2(req, wire.MPAv2{IRD: peerRD, ORD: peerRD}))
+	if _, err := io.ReadFull(raw, make([]byte, wire.MPAHeaderLen+4)); err != nil {
+		raw.Close()
+		tb.Fatal(err)
+	}
+	if err := <-errc; err != nil {
+		raw.Close()
+		tb.Fatal(err)
+	}
+	return raw
 }
 
 // fpdu frames a ULPDU (header+payload) with length, pad and CRC field.
