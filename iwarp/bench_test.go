@@ -97,33 +97,52 @@ func BenchmarkSendPingPong64Drive(b *testing.B) {
 	})
 }
 
+// waitFunc waits for completions of ep, as Poll does.
+type waitFunc func(context.Context, rdma.Endpoint, []rdma.Completion) (int, error)
+
 // pingPong64 runs the ping-pong, each side waiting for completions with
 // wait.
-func pingPong64(b *testing.B, wait func(context.Context, rdma.Endpoint, []rdma.Completion) (int, error)) {
+func pingPong64(b *testing.B, wait waitFunc) {
 	p := benchPair(b, false)
-	buf := mustMR(b, p.pd, make([]byte, 256), rdma.AccessLocalWrite)
+	roundTrip, stop := startPingPong(b, p.pd, p.cli, p.srv, wait)
+	defer stop()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if err := roundTrip(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// startPingPong has srv answer each 64-byte Send from cli with one, each
+// side waiting with wait, and returns one round trip from cli and a stop
+// that ends srv's side (closing srv) and waits for it. Work requests and
+// the completion array are reused: passed through the interface they
+// would escape to the heap if built per call.
+func startPingPong(tb testing.TB, pd rdma.PD, cli, srv rdma.Endpoint, wait waitFunc) (roundTrip func() error, stop func()) {
+	buf := mustMR(tb, pd, make([]byte, 256), rdma.AccessLocalWrite)
 	sge := func(i int) rdma.SGE { return rdma.SGE{MR: buf, Offset: 64 * i, Length: 64} }
-	for i := 0; i < 4; i++ {
-		p.srv.PostRecv(&rdma.RecvWR{Local: sge(0)})
-		p.cli.PostRecv(&rdma.RecvWR{Local: sge(1)})
+	for range 4 {
+		srv.PostRecv(&rdma.RecvWR{Local: sge(0)})
+		cli.PostRecv(&rdma.RecvWR{Local: sge(1)})
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	done := make(chan struct{})
 	go func() {
+		defer close(done)
 		var wc [4]rdma.Completion
-		// Work requests are reused: passed through the interface they
-		// would escape to the heap if built per call.
 		recv := rdma.RecvWR{Local: sge(0)}
 		pong := rdma.SendWR{Op: rdma.OpSend, Local: sge(2), Unsignaled: true}
 		for {
-			n, err := wait(ctx, p.srv, wc[:])
+			n, err := wait(ctx, srv, wc[:])
 			if err != nil {
 				return
 			}
 			for _, c := range wc[:n] {
 				if c.Op == rdma.OpRecv && c.Err == nil {
-					p.srv.PostRecv(&recv)
-					p.srv.PostSend(&pong)
+					srv.PostRecv(&recv)
+					srv.PostSend(&pong)
 				}
 			}
 		}
@@ -131,23 +150,27 @@ func pingPong64(b *testing.B, wait func(context.Context, rdma.Endpoint, []rdma.C
 	ping := rdma.SendWR{Op: rdma.OpSend, Local: sge(3), Unsignaled: true}
 	recv := rdma.RecvWR{Local: sge(1)}
 	var wc [4]rdma.Completion
-	b.ReportAllocs()
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		if err := p.cli.PostSend(&ping); err != nil {
-			b.Fatal(err)
+	roundTrip = func() error {
+		if err := cli.PostSend(&ping); err != nil {
+			return err
 		}
 		for got := false; !got; {
-			n, err := wait(ctx, p.cli, wc[:])
+			n, err := wait(ctx, cli, wc[:])
 			if err != nil {
-				b.Fatal(err)
+				return err
 			}
 			for _, c := range wc[:n] {
 				got = got || c.Op == rdma.OpRecv
 			}
 		}
-		p.cli.PostRecv(&recv)
+		return cli.PostRecv(&recv)
 	}
+	stop = func() {
+		cancel()
+		srv.Close()
+		<-done
+	}
+	return roundTrip, stop
 }
 
 func tcpBenchPair(b *testing.B) (net.Conn, net.Conn) {

@@ -70,64 +70,24 @@ func TestPollDriveInterrupts(t *testing.T) {
 func TestPollPingPongAllocs(t *testing.T) {
 	checkLeaks(t)
 	p := newPair(t, Config{FirstSendDelay: -1}, nil)
-	buf := mustMR(t, p.pd, make([]byte, 256), rdma.AccessLocalWrite)
-	sge := func(i int) rdma.SGE { return rdma.SGE{MR: buf, Offset: 64 * i, Length: 64} }
-	for range 4 {
-		p.srv.PostRecv(&rdma.RecvWR{Local: sge(0)})
-		p.cli.PostRecv(&rdma.RecvWR{Local: sge(1)})
+	poll := func(ctx context.Context, ep rdma.Endpoint, wc []rdma.Completion) (int, error) {
+		return ep.Poll(ctx, wc)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		var wc [4]rdma.Completion
-		recv := rdma.RecvWR{Local: sge(0)}
-		pong := rdma.SendWR{Op: rdma.OpSend, Local: sge(2), Unsignaled: true}
-		for {
-			n, err := p.srv.Poll(ctx, wc[:])
-			if err != nil {
-				return
-			}
-			for _, c := range wc[:n] {
-				if c.Op == rdma.OpRecv && c.Err == nil {
-					p.srv.PostRecv(&recv)
-					p.srv.PostSend(&pong)
-				}
-			}
-		}
-	}()
-	ping := rdma.SendWR{Op: rdma.OpSend, Local: sge(3), Unsignaled: true}
-	recv := rdma.RecvWR{Local: sge(1)}
-	var wc [4]rdma.Completion
+	roundTrip, stop := startPingPong(t, p.pd, p.cli, p.srv, poll)
 	var perr error
-	roundTrip := func() {
-		if err := p.cli.PostSend(&ping); err != nil {
+	rt := func() {
+		if err := roundTrip(); err != nil && perr == nil {
 			perr = err
-			return
 		}
-		for got := false; !got; {
-			n, err := p.cli.Poll(ctx, wc[:])
-			if err != nil {
-				perr = err
-				return
-			}
-			for _, c := range wc[:n] {
-				got = got || c.Op == rdma.OpRecv
-			}
-		}
-		p.cli.PostRecv(&recv)
 	}
 	for range 50 {
-		roundTrip() // the watch of ctx, the rings and buffers settle
+		rt() // the watch of ctx, the rings and buffers settle
 	}
-	if a := testing.AllocsPerRun(500, roundTrip); a != 0 {
+	if a := testing.AllocsPerRun(500, rt); a != 0 {
 		t.Errorf("%v allocations per round trip", a)
 	}
 	if perr != nil {
 		t.Fatal(perr)
 	}
-	cancel()
-	p.srv.Close()
-	<-done
+	stop()
 }
