@@ -10,7 +10,6 @@ package smbd_test
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -55,7 +54,7 @@ func TestLinuxGoSMB2(t *testing.T) {
 		share := testbed.MountShare(ctx, t, conn, addr)
 		// Inline READ/WRITE: every PDU must fit ksmbd's MaxFragmentedSize
 		// (173910 bytes; go-smb2 knows nothing of it).
-		files := exercise(t, share, "plain-", []int{0, 1, 1000, 1364, 65536, 150_001})
+		files := testbed.ExerciseShare(t, share, "plain-", []int{0, 1, 1000, 1364, 65536, 150_001})
 		// A larger write does not fit: a clear error, not a hang.
 		err = share.WriteFile("too-big.bin", make([]byte, 300_000), 0o644)
 		// go-smb2 flattens the error to text, so check that.
@@ -74,7 +73,7 @@ func TestLinuxGoSMB2(t *testing.T) {
 		defer oc.Close()
 		share := testbed.MountShare(ctx, t, oc, addr)
 		sizes := []int{0, 1000, 4096, 300_001, 1 << 20, 4<<20 + 5000}
-		files := exercise(t, share, "rdma-", sizes)
+		files := testbed.ExerciseShare(t, share, "rdma-", sizes)
 		st := oc.Stats()
 		t.Logf("offload: %+v", st)
 		// Each byte was written once and read back at least once by RDMA
@@ -182,73 +181,4 @@ func cpuPerByte(ctx context.Context, t *testing.T, smbdAddr, tcpAddr string) {
 	ratio := rc.Seconds() / tc.Seconds()
 	t.Logf("CPU per byte, go-smb2 reading 64 MiB from ksmbd (median of %d): TCP %v (%.0f MB per CPU-second), RDMA channel %v (%.0f MB per CPU-second): RDMA/TCP = %.2f (target <= 1.3)",
 		rounds, tc, mbps(tc), rc, mbps(rc), ratio)
-}
-
-// exercise writes a file of each size, reads each back (whole and at an
-// offset), lists them and removes one, checking contents by SHA-256.
-func exercise(t *testing.T, share *gosmb2.Share, prefix string, sizes []int) map[string][]byte {
-	t.Helper()
-	files := map[string][]byte{}
-	for i, n := range sizes {
-		b := make([]byte, n)
-		rand.NewChaCha8([32]byte{byte(i), byte(n)}).Read(b)
-		name := prefix + strconv.Itoa(n) + ".bin"
-		files[name] = b
-		if err := share.WriteFile(name, b, 0o644); err != nil {
-			t.Fatalf("write %s: %v", name, err)
-		}
-	}
-	var last string
-	for name, want := range files {
-		got, err := share.ReadFile(name)
-		if err != nil {
-			t.Fatalf("read %s: %v", name, err)
-		}
-		if sha256.Sum256(got) != sha256.Sum256(want) {
-			t.Fatalf("%s: read back %d bytes, sha256 %x; wrote %d bytes, sha256 %x",
-				name, len(got), sha256.Sum256(got), len(want), sha256.Sum256(want))
-		}
-		if len(want) > len(files[last]) {
-			last = name
-		}
-	}
-	// A partial read at an offset through the File API.
-	f, err := share.Open(last)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := files[last]
-	part := make([]byte, min(len(want)/2, 70_000))
-	off := int64(len(want) / 3)
-	if _, err := f.ReadAt(part, off); err != nil && err != io.EOF {
-		t.Fatal(err)
-	}
-	f.Close()
-	if !bytes.Equal(part, want[off:off+int64(len(part))]) {
-		t.Fatal("ReadAt at an offset returned different bytes")
-	}
-	infos, err := share.ReadDir(".")
-	if err != nil {
-		t.Fatalf("list: %v", err)
-	}
-	var names []string
-	for _, fi := range infos {
-		names = append(names, fi.Name())
-		if want, ok := files[fi.Name()]; ok && fi.Size() != int64(len(want)) {
-			t.Fatalf("%s listed with size %d, want %d", fi.Name(), fi.Size(), len(want))
-		}
-	}
-	for name := range files {
-		if !slices.Contains(names, name) {
-			t.Fatalf("%s missing from the listing %v", name, names)
-		}
-	}
-	first := prefix + strconv.Itoa(sizes[0]) + ".bin"
-	if err := share.Remove(first); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := share.Stat(first); err == nil {
-		t.Fatalf("%s still there after Remove", first)
-	}
-	return files
 }

@@ -9,16 +9,12 @@ package verbs
 
 import (
 	"context"
-	"crypto/sha256"
 	"errors"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
-
-	gosmb2 "github.com/cloudsoda/go-smb2"
 
 	"github.com/smbdirect/smbdirect/internal/rping"
 	"github.com/smbdirect/smbdirect/internal/testbed"
@@ -148,7 +144,7 @@ func TestGuestKsmbd(t *testing.T) {
 		defer conn.Close()
 		t.Logf("negotiated %+v over %s", conn.Info(), cfg.Provider.Name())
 		share := testbed.MountShare(ctx, t, conn, addr)
-		n := exerciseShare(t, share, "inline-", []int{0, 1, 1000, 65536, 150_001})
+		n := len(testbed.ExerciseShare(t, share, "inline-", []int{0, 1, 1000, 65536, 150_001}))
 		t.Logf("VERBS_KSMBD_INLINE_OK %d files", n)
 	})
 	t.Run("rdma-channel", func(t *testing.T) {
@@ -157,7 +153,7 @@ func TestGuestKsmbd(t *testing.T) {
 		defer oc.Close()
 		share := testbed.MountShare(ctx, t, oc, addr)
 		sizes := []int{0, 1000, 4096, 300_001, 1 << 20, 4<<20 + 5000}
-		n := exerciseShare(t, share, "rdma-", sizes)
+		n := len(testbed.ExerciseShare(t, share, "rdma-", sizes))
 		var big uint64
 		for _, s := range sizes {
 			if s >= 4096 {
@@ -170,48 +166,6 @@ func TestGuestKsmbd(t *testing.T) {
 		}
 		t.Logf("VERBS_KSMBD_RDMA_OK %d files; ksmbd RDMA-read %d bytes, RDMA-wrote %d bytes in %d+%d requests", n, st.BytesFetched, st.BytesPlaced, st.Writes, st.Reads)
 	})
-}
-
-// exerciseShare writes a file of each size, reads each back, lists them,
-// checking contents by SHA-256, and returns how many it checked.
-func exerciseShare(t *testing.T, share *gosmb2.Share, prefix string, sizes []int) int {
-	t.Helper()
-	files := map[string][]byte{}
-	for i, n := range sizes {
-		b := make([]byte, n)
-		rand.NewChaCha8([32]byte{byte(i), byte(n)}).Read(b)
-		name := prefix + strconv.Itoa(n) + ".bin"
-		files[name] = b
-		if err := share.WriteFile(name, b, 0o644); err != nil {
-			t.Fatalf("write %s: %v", name, err)
-		}
-	}
-	for name, want := range files {
-		got, err := share.ReadFile(name)
-		if err != nil {
-			t.Fatalf("read %s: %v", name, err)
-		}
-		if sha256.Sum256(got) != sha256.Sum256(want) {
-			t.Fatalf("%s: read back %d bytes, sha256 %x; wrote %d bytes, sha256 %x", name, len(got), sha256.Sum256(got), len(want), sha256.Sum256(want))
-		}
-	}
-	infos, err := share.ReadDir(".")
-	if err != nil {
-		t.Fatalf("list: %v", err)
-	}
-	listed := 0
-	for _, fi := range infos {
-		if want, ok := files[fi.Name()]; ok {
-			if fi.Size() != int64(len(want)) {
-				t.Fatalf("%s listed with size %d, want %d", fi.Name(), fi.Size(), len(want))
-			}
-			listed++
-		}
-	}
-	if listed != len(files) {
-		t.Fatalf("%d of %d files listed", listed, len(files))
-	}
-	return len(files)
 }
 
 // guestPair connects two endpoints of pd on VERBS_LISTEN's address.
@@ -457,6 +411,6 @@ func TestGuestDaemon(t *testing.T) {
 		t.Fatal(err)
 	}
 	share := testbed.MountShare(ctx, t, nc, addr)
-	n := exerciseShare(t, share, "daemon-", []int{1, 4096, 100_000, 150_001})
+	n := len(testbed.ExerciseShare(t, share, "daemon-", []int{1, 4096, 100_000, 150_001}))
 	t.Logf("VERBS_DAEMON_OK %d files through smbdirectd on %s", n, env(t, "VERBS_DEVICE"))
 }
