@@ -175,6 +175,18 @@ func (s *fakeServer) serve(ctx context.Context) error {
 	}
 }
 
+// sendPDU writes pdu framed as on TCP, header and PDU in one write.
+func sendPDU(t *testing.T, w io.Writer, pdu []byte) {
+	t.Helper()
+	framed := make([]byte, framing.HeaderLen, framing.HeaderLen+len(pdu))
+	if err := framing.Put(framed, len(pdu)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write(append(framed, pdu...)); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // client sends framed PDUs and reads framed responses, as over TCP.
 func roundTrip(t *testing.T, c io.ReadWriter, pdu []byte) []byte {
 	t.Helper()
@@ -329,16 +341,7 @@ func TestWriteTo(t *testing.T) {
 		_, err := w.WriteTo(rec)
 		done <- err
 	}()
-	send := func(pdu []byte) {
-		t.Helper()
-		framed := make([]byte, framing.HeaderLen, framing.HeaderLen+len(pdu))
-		if err := framing.Put(framed, len(pdu)); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := w.Write(append(framed, pdu...)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	send := func(pdu []byte) { t.Helper(); sendPDU(t, w, pdu) }
 	send(readReq(1, 100, 1<<20, 0))
 	<-rec.got
 	<-rec.got
@@ -378,16 +381,7 @@ func TestWriteTo(t *testing.T) {
 // joined across a piece; WriteTo after a partial Read writes the rest.
 func TestReadPieces(t *testing.T) {
 	w, _, content := setup(t, smb2.Dialect302)
-	send := func(pdu []byte) {
-		t.Helper()
-		framed := make([]byte, framing.HeaderLen, framing.HeaderLen+len(pdu))
-		if err := framing.Put(framed, len(pdu)); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := w.Write(append(framed, pdu...)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	send := func(pdu []byte) { t.Helper(); sendPDU(t, w, pdu) }
 	const size = 300_000
 	whole := framing.HeaderLen + smb2.ReadResponseDataOffset + size
 	send(readReq(1, 7, size, 0))
