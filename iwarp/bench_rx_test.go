@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/smbdirect/smbdirect/internal/cputime"
 	"github.com/smbdirect/smbdirect/iwarp/internal/wire"
 	"github.com/smbdirect/smbdirect/rdma"
 )
@@ -100,7 +101,7 @@ func benchReceive(b *testing.B, fpdu int, crc bool) {
 	// The process's CPU time per iteration (the writer's, the same in
 	// every version, and the receive path's): the shared machine's load
 	// moves it less than wall time.
-	cpu0, ok := cpuTime()
+	cpu0, ok := cputime.Process()
 	for i := 0; i < b.N; {
 		n, err := ep.Poll(ctx, wc[:])
 		if err != nil {
@@ -116,7 +117,7 @@ func benchReceive(b *testing.B, fpdu int, crc bool) {
 		}
 	}
 	b.StopTimer()
-	if cpu1, _ := cpuTime(); ok {
+	if cpu1, _ := cputime.Process(); ok {
 		b.ReportMetric(float64(cpu1-cpu0)/float64(b.N), "cpu-ns/op")
 	}
 	if binary.BigEndian.Uint64(sink.Bytes()[size-8:]) != binary.BigEndian.Uint64(data[size-8:]) {

@@ -23,6 +23,7 @@ import (
 
 	gosmb2 "github.com/cloudsoda/go-smb2"
 
+	"github.com/smbdirect/smbdirect/internal/cputime"
 	"github.com/smbdirect/smbdirect/internal/testbed"
 	"github.com/smbdirect/smbdirect/smb2rdma"
 	"github.com/smbdirect/smbdirect/smbd"
@@ -107,7 +108,7 @@ func TestLinuxGoSMB2(t *testing.T) {
 // by 2x, so the test asserts what is behaviour (the data, and that it
 // came by RDMA) and logs the figures for the record.
 func cpuPerByte(ctx context.Context, t *testing.T, smbdAddr, tcpAddr string) {
-	if _, ok := processCPU(); !ok {
+	if _, ok := cputime.Process(); !ok {
 		t.Fatal("no getrusage on this platform")
 	}
 	const size = 64 << 20
@@ -137,15 +138,15 @@ func cpuPerByte(ctx context.Context, t *testing.T, smbdAddr, tcpAddr string) {
 			t.Fatal(err)
 		}
 		defer f.Close()
-		c0, _ := processCPU()
-		r0, b0 := readCalls()
+		c0, _ := cputime.Process()
+		r0, b0 := cputime.Reads()
 		start := time.Now()
 		if _, err := io.ReadFull(f, got); err != nil {
 			t.Fatalf("read cpu.bin: %v", err)
 		}
 		wall = time.Since(start)
-		c1, _ := processCPU()
-		r1, b1 := readCalls()
+		c1, _ := cputime.Process()
+		r1, b1 := cputime.Reads()
 		// How many read system calls it took: a receiver woken per
 		// segment makes many small ones.
 		reads = fmt.Sprintf("%d read calls, %d bytes each on average", r1-r0, (b1-b0)/max(r1-r0, 1))
