@@ -78,7 +78,17 @@ func benchReceive(b *testing.B, fpdu int, crc bool) {
 	for range 8 {
 		credits <- struct{}{}
 	}
+	var wc [4]rdma.Completion
+	b.SetBytes(size)
+	b.ReportAllocs()
+	b.ResetTimer()
+	// The process's CPU time per iteration (the writer's, the same in
+	// every version, and the receive path's): the shared machine's load
+	// moves it less than wall time.
+	cpu0, ok := cputime.Process()
 	sendHdr := make([]byte, 0, wire.UntaggedLen+1)
+	// Started with the clock: frames sent before it would be received
+	// before it too, and a small b.N would time nothing.
 	go func() {
 		// The Send's MSN changes per iteration: it is framed afresh.
 		for i := range b.N {
@@ -94,14 +104,6 @@ func benchReceive(b *testing.B, fpdu int, crc bool) {
 			}
 		}
 	}()
-	var wc [4]rdma.Completion
-	b.SetBytes(size)
-	b.ReportAllocs()
-	b.ResetTimer()
-	// The process's CPU time per iteration (the writer's, the same in
-	// every version, and the receive path's): the shared machine's load
-	// moves it less than wall time.
-	cpu0, ok := cputime.Process()
 	for i := 0; i < b.N; {
 		n, err := ep.Poll(ctx, wc[:])
 		if err != nil {
